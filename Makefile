@@ -1,0 +1,53 @@
+# Every target installs what it needs: a venv with the package and its
+# pinned dependencies, and (for dev/test) the control-plane binaries, built
+# once from Go modules and cached outside the work tree.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install control-plane dev test unit lint format crds crds-check clean
+
+help:
+	@echo "make dev    run PostgreSQL + a local control plane + the operator, apply an example"
+	@echo "make test   lint, check the CRDs, then run every test suite"
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(INSTALLED)
+
+control-plane:
+	@bash hack/control-plane.sh build >/dev/null
+
+dev: install control-plane
+	$(BIN)/tenantdb dev up --apply examples/tenant.yaml
+
+test: lint crds-check control-plane
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: install
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: install
+	$(BIN)/ruff check --fix operator tests
+	$(BIN)/ruff format operator tests
+
+crds: install
+	$(BIN)/tenantdb crds --out crds
+
+crds-check: install
+	$(BIN)/tenantdb crds --out crds --check
+
+clean:
+	rm -rf $(VENV) .dev .pytest_cache .mypy_cache .ruff_cache

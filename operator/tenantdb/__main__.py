@@ -1,0 +1,5 @@
+"""Allow ``python -m tenantdb``."""
+
+import tenantdb.cli
+
+raise SystemExit(tenantdb.cli.main())

@@ -1,0 +1,109 @@
+"""Conditions in the Kubernetes shape, with every type and reason in one place.
+
+Argo CD and ``kubectl wait --for=condition=Ready`` read these, so the shape
+follows the Kubernetes API conventions exactly.
+"""
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import Field
+
+from tenantdb.api import base
+
+
+class ConditionType(StrEnum):
+    """The condition types tenantdb objects carry."""
+
+    READY = "Ready"
+    ISOLATION_VERIFIED = "IsolationVerified"
+    SEEDED = "Seeded"
+
+
+class Reason(StrEnum):
+    """Why a condition has its status: one CamelCase word, stable for automation."""
+
+    PROVISIONING = "Provisioning"
+    PROVISIONED = "Provisioned"
+    DOMAIN_CONFLICT = "DomainConflict"
+    NAME_CONFLICT = "NameConflict"
+    INVALID_SPEC = "InvalidSpec"
+    DATABASE_ERROR = "DatabaseError"
+    DATABASE_UNAVAILABLE = "DatabaseUnavailable"
+    SUSPENDED = "Suspended"
+    DELETING = "Deleting"
+    DELETION_BLOCKED = "DeletionBlocked"
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(base.ApiModel):
+    """One observation of the object's state (Kubernetes metav1.Condition)."""
+
+    type: str = Field(
+        max_length=316,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+    )
+    """The condition type, for example ``Ready``."""
+    status: ConditionStatus
+    """``True``, ``False`` or ``Unknown``."""
+    reason: str = Field(min_length=1, max_length=1024)
+    """A CamelCase word saying why the condition has its status."""
+    message: str = Field(default="", max_length=32768)
+    """A sentence for humans."""
+    last_transition_time: str
+    """When the status last changed (RFC 3339)."""
+    observed_generation: int = Field(default=0, ge=0)
+    """The ``metadata.generation`` this condition was computed for."""
+
+
+def field() -> Any:
+    """The ``conditions`` field of a status: a list keyed by ``type``."""
+    return Field(
+        default_factory=list,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+def now() -> str:
+    """The current time as Kubernetes writes it (RFC 3339, seconds, ``Z``)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    conditions: list[Condition],
+    type_: ConditionType,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    generation: int,
+    timestamp: str | None = None,
+) -> list[Condition]:
+    """Return ``conditions`` with one type replaced.
+
+    ``lastTransitionTime`` only moves when the status changes, as the API
+    conventions ask, so watchers can tell a flap from a steady state.
+    """
+    previous = next((c for c in conditions if c.type == type_), None)
+    changed = previous is None or previous.status != status
+    transition = (
+        (timestamp or now()) if changed or previous is None else previous.last_transition_time
+    )
+    updated = Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=transition,
+        observed_generation=generation,
+    )
+    others = [c for c in conditions if c.type != type_]
+    return sorted([*others, updated], key=lambda c: (c.type != ConditionType.READY, c.type))
+
+
+def is_true(conditions: list[Condition], type_: ConditionType) -> bool:
+    """Whether the condition of that type is present and ``True``."""
+    return any(c.type == type_ and c.status == "True" for c in conditions)

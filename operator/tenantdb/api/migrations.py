@@ -1,0 +1,157 @@
+"""The ``Migration`` resource: one versioned change rolled out to tenants."""
+
+from enum import StrEnum
+
+from pydantic import Field
+from pydantic.json_schema import JsonDict
+
+from tenantdb.api import base, conditions, resources, selectors
+
+DURATION_PATTERN = r"^[0-9]{1,9}(ms|s|min|h)$"
+"""A PostgreSQL duration as ``lock_timeout``/``statement_timeout`` accept it."""
+
+IMMUTABLE: JsonDict = {
+    "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "is immutable"}]
+}
+
+ConditionList = list[conditions.Condition]
+
+
+class Scope(StrEnum):
+    """Where a migration runs."""
+
+    TENANT = "tenant"
+    SHARED = "shared"
+
+
+class FailurePolicy(StrEnum):
+    """What a failure on one tenant does to the rest of the rollout."""
+
+    HALT = "Halt"
+    CONTINUE = "Continue"
+
+
+class Phase(StrEnum):
+    """The rollout's phase."""
+
+    PENDING = "Pending"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    HALTED = "Halted"
+
+
+class Canary(base.ApiModel):
+    """Tenants migrated first; the rest follow only if all of them succeed."""
+
+    tenants: list[str] = Field(default_factory=list, max_length=64)
+    """Names of the canary tenants."""
+    count: int = Field(default=0, ge=0, le=1000)
+    """Besides ``tenants``, this many further tenants (in name order) go first."""
+
+
+class Strategy(base.ApiModel):
+    """How the change is rolled out across tenants."""
+
+    max_parallel: int = Field(default=4, ge=1, le=64)
+    """Tenants migrated at the same time (workers share one pool per server)."""
+    canary: Canary | None = None
+    """Tenants that go first."""
+    failure_policy: FailurePolicy = FailurePolicy.HALT
+    """``Halt`` stops at the first failure; ``Continue`` goes on to the rest."""
+    max_failures: int = Field(default=0, ge=0)
+    """With ``Continue``: stop once more than this many tenants failed (0: no limit)."""
+
+
+class MigrationSpec(base.ApiModel):
+    """The desired change."""
+
+    version: int = Field(ge=1, le=99_999_999_999_999, json_schema_extra=IMMUTABLE)
+    """Ordering key, unique among Migrations (a counter or a UTC timestamp
+    such as 20261123150000). Immutable."""
+    description: str = Field(default="", max_length=256)
+    """What the change does, recorded in the migration ledger."""
+    scope: Scope = Field(default=Scope.TENANT, json_schema_extra=IMMUTABLE)
+    """``tenant``: run inside every targeted tenant; ``shared``: run once on
+    the shared schema. Immutable."""
+    up: str = Field(min_length=1, max_length=262_144)
+    """SQL applying the change. Its sha256 is recorded; editing it after it
+    has been applied is drift, reported and never re-applied."""
+    down: str | None = Field(default=None, max_length=262_144)
+    """SQL reverting the change, run only on an explicit rollback."""
+    transactional: bool = True
+    """``false`` runs statement by statement outside a transaction (for
+    ``CREATE INDEX CONCURRENTLY``)."""
+    tenant_selector: selectors.LabelSelector | None = None
+    """Which tenants of the namespace the change targets (default: all)."""
+    strategy: Strategy = Field(default_factory=Strategy)
+    """Parallelism, canaries and failure handling."""
+    dry_run: bool = False
+    """Run ``up`` in a transaction that is rolled back; report per tenant."""
+    approved: bool = True
+    """``false`` holds the rollout in ``AwaitingApproval``."""
+    rollback: bool = False
+    """``true`` runs ``down`` on every tenant where the change is applied."""
+    lock_timeout: str = Field(default="5s", pattern=DURATION_PATTERN)
+    """``SET LOCAL lock_timeout`` for each tenant's transaction."""
+    statement_timeout: str = Field(default="15min", pattern=DURATION_PATTERN)
+    """``SET LOCAL statement_timeout`` for each tenant's transaction."""
+
+
+class TenantCounts(base.ApiModel):
+    """Rollout progress, read from the migration ledger in one query."""
+
+    total: int = 0
+    applied: int = 0
+    pending: int = 0
+    failed: int = 0
+
+
+class TenantFailure(base.ApiModel):
+    """A tenant on which the change failed, with the database's own words."""
+
+    tenant: str
+    """The Tenant's name."""
+    error: str = Field(max_length=4096)
+    """The database's error message, with SQLSTATE and position."""
+
+
+class MigrationStatus(base.ApiModel):
+    """The observed state of the rollout."""
+
+    phase: Phase | None = None
+    """Pending, AwaitingApproval, Running, Succeeded, Failed or Halted."""
+    checksum: str | None = None
+    """sha256 of the normalised ``up``."""
+    tenants: TenantCounts = Field(default_factory=TenantCounts)
+    """How many targeted tenants are applied, pending and failed."""
+    failures: list[TenantFailure] = Field(default_factory=list, max_length=20)
+    """The first few failures."""
+    started_at: str | None = None
+    """When the rollout started (RFC 3339)."""
+    finished_at: str | None = None
+    """When the rollout finished (RFC 3339)."""
+    observed_generation: int | None = None
+    """The ``metadata.generation`` last reconciled."""
+    conditions: ConditionList = conditions.field()
+    """Ready and the other conditions, in the Kubernetes shape."""
+
+
+MIGRATION = resources.ResourceKind(
+    kind="Migration",
+    plural="migrations",
+    short_names=("mig",),
+    spec=MigrationSpec,
+    status=MigrationStatus,
+    description="One versioned change to the tenant data model, applied to every targeted tenant.",
+    printer_columns=(
+        resources.PrinterColumn("Version", ".spec.version", type="integer"),
+        resources.PrinterColumn("Phase", ".status.phase"),
+        resources.PrinterColumn("Applied", ".status.tenants.applied", type="integer"),
+        resources.PrinterColumn("Total", ".status.tenants.total", type="integer"),
+        resources.PrinterColumn("Failed", ".status.tenants.failed", type="integer"),
+        resources.PrinterColumn("Description", ".spec.description", priority=1),
+        resources.PrinterColumn("Age", ".metadata.creationTimestamp", type="date"),
+    ),
+)

@@ -1,0 +1,186 @@
+"""The ``Tenant`` resource: one customer of the SaaS and where its data lives."""
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from tenantdb.api import base, conditions, resources
+
+TENANT_NAME_PATTERN = r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$"
+"""Tenant object names: lowercase, start with a letter, at most 40 characters.
+
+They become part of schema, role and database names, which PostgreSQL caps
+at 63 bytes; the rest of those names is a prefix and a hash of the UID.
+"""
+
+DOMAIN_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+ConditionList = list[conditions.Condition]
+
+
+class Isolation(StrEnum):
+    """How a tenant's data is separated from every other tenant's."""
+
+    SCHEMA = "schema"
+    SHARED = "shared"
+    DATABASE = "database"
+
+
+class DeletionPolicy(StrEnum):
+    """What deleting the Tenant object does to the tenant's data."""
+
+    RETAIN = "Retain"
+    DELETE = "Delete"
+    BACKUP_THEN_DELETE = "BackupThenDelete"
+
+
+class SeedProfile(StrEnum):
+    """Which seeders may run: ``production`` ones are safe everywhere."""
+
+    PRODUCTION = "production"
+    DEVELOPMENT = "development"
+
+
+class Phase(StrEnum):
+    """The tenant's lifecycle phase, a summary of its conditions."""
+
+    PENDING = "Pending"
+    PROVISIONING = "Provisioning"
+    READY = "Ready"
+    SUSPENDED = "Suspended"
+    FAILED = "Failed"
+    DELETING = "Deleting"
+
+
+class SeedSpec(base.ApiModel):
+    """Seed data to load after migrations and before the tenant is Ready."""
+
+    profile: SeedProfile = SeedProfile.PRODUCTION
+    """``production`` runs only production-safe seeders; ``development`` runs
+    both, and is refused by an operator configured for production."""
+    seeders: list[str] = Field(default_factory=list, max_length=64)
+    """Seeder names to run; empty means every seeder of the profile."""
+
+
+class ServerRef(base.ApiModel):
+    """A PostgreSQL server other than the operator's default."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    """The server's name in the operator configuration. Immutable."""
+
+
+class RestoreFrom(base.ApiModel):
+    """Create the tenant's data from a Backup instead of from scratch."""
+
+    backup: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=253)
+    """Name of a Backup in the same namespace."""
+
+
+class TenantSpec(base.ApiModel):
+    """The desired state of a tenant."""
+
+    isolation: Isolation = Field(
+        default=Isolation.SCHEMA,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self == oldSelf", "message": "isolation is immutable"}
+            ]
+        },
+    )
+    """``schema``: a schema and roles of its own; ``shared``: rows in shared
+    tables keyed by ``tenant_id`` under row-level security; ``database``: a
+    database of its own. Immutable."""
+    display_name: str | None = Field(default=None, min_length=1, max_length=128)
+    """Human-readable name, carried into the tenant registry."""
+    domain: str | None = Field(default=None, max_length=253, pattern=DOMAIN_PATTERN)
+    """The tenant's DNS domain (lowercase); unique across all tenants."""
+    plan: str = Field(default="standard", pattern=r"^[a-z][a-z0-9-]{0,31}$")
+    """Plan name; maps to per-tenant limits (CONNECTION LIMIT,
+    statement_timeout) from the operator configuration."""
+    suspended: bool = False
+    """``true`` makes the login role NOLOGIN (ALTER ROLE ... NOLOGIN) and
+    ends its sessions; no data is touched."""
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=64)
+    """Free-form labels carried into the tenant registry's ``metadata``."""
+    seed: SeedSpec | None = None
+    """Seeders to run once migrations are applied."""
+    deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
+    """What deleting the Tenant does: ``Retain`` keeps schema, roles and
+    data; ``Delete`` drops them; ``BackupThenDelete`` backs up first."""
+    server_ref: ServerRef | None = None
+    """Which PostgreSQL server hosts the tenant (default: the operator's).
+    Immutable."""
+    restore_from: RestoreFrom | None = None
+    """Create this tenant from a Backup. Immutable."""
+
+
+class TenantStatus(base.ApiModel):
+    """The observed state of a tenant, written by the operator only."""
+
+    phase: Phase | None = None
+    """Lifecycle phase, a summary of the conditions."""
+    schema_name: str | None = Field(default=None, alias="schema")
+    """The PostgreSQL schema holding the tenant's tables."""
+    database: str | None = None
+    """The PostgreSQL database holding the tenant's data."""
+    role: str | None = None
+    """The tenant's LOGIN role."""
+    owner_role: str | None = None
+    """The NOLOGIN role owning the tenant's objects."""
+    credentials_secret: str | None = None
+    """Name of the Secret with host, port, database, username, password, uri."""
+    version: int | None = None
+    """The highest migration version applied to this tenant."""
+    seeded: bool | None = None
+    """Whether every requested seeder has run."""
+    observed_generation: int | None = None
+    """The ``metadata.generation`` last reconciled."""
+    conditions: ConditionList = conditions.field()
+    """Ready and the other conditions, in the Kubernetes shape."""
+
+
+TENANT = resources.ResourceKind(
+    kind="Tenant",
+    plural="tenants",
+    short_names=("tn", "tnt"),
+    spec=TenantSpec,
+    status=TenantStatus,
+    spec_required=False,
+    description="One customer of the SaaS: a schema, database or set of rows, with its roles.",
+    root_validations=(
+        resources.Validation(
+            rule=f"self.metadata.name.matches('{TENANT_NAME_PATTERN}')",
+            message=(
+                "tenant names must be 1-40 lowercase letters, digits or '-', "
+                "start with a letter and end with a letter or digit"
+            ),
+            field_path=".metadata.name",
+            reason="FieldValueInvalid",
+        ),
+        resources.Validation(
+            rule=(
+                "!has(oldSelf.spec) || (has(self.spec.serverRef) == has(oldSelf.spec.serverRef)"
+                " && (!has(self.spec.serverRef) || self.spec.serverRef == oldSelf.spec.serverRef))"
+            ),
+            message="serverRef is immutable",
+            field_path=".spec.serverRef",
+        ),
+        resources.Validation(
+            rule=(
+                "!has(oldSelf.spec) || (has(self.spec.restoreFrom) == has(oldSelf.spec.restoreFrom)"
+                " && (!has(self.spec.restoreFrom) || self.spec.restoreFrom == oldSelf.spec.restoreFrom))"
+            ),
+            message="restoreFrom is immutable",
+            field_path=".spec.restoreFrom",
+        ),
+    ),
+    printer_columns=(
+        resources.PrinterColumn("Phase", ".status.phase"),
+        resources.PrinterColumn("Isolation", ".spec.isolation"),
+        resources.PrinterColumn("Plan", ".spec.plan", priority=1),
+        resources.PrinterColumn("Version", ".status.version", type="integer"),
+        resources.PrinterColumn("Ready", '.status.conditions[?(@.type=="Ready")].status'),
+        resources.PrinterColumn("Schema", ".status.schema", priority=1),
+        resources.PrinterColumn("Age", ".metadata.creationTimestamp", type="date"),
+    ),
+)

@@ -1,0 +1,89 @@
+"""The ``tenantdb`` command: run the operator, generate CRDs, drive the dev stack."""
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tenantdb.api import crds
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tenantdb", description=__doc__)
+    commands = parser.add_subparsers(title="commands")
+
+    run = commands.add_parser("run", help="run the operator (kopf) against the current kubeconfig")
+    run.add_argument(
+        "--namespace",
+        default=os.environ.get("TENANTDB_NAMESPACE"),
+        help="watch one namespace (default: all)",
+    )
+    run.add_argument(
+        "--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
+    )
+    run.set_defaults(func=_run)
+
+    crd = commands.add_parser("crds", help="write (or check) the CRDs generated from the models")
+    crd.add_argument("--out", type=Path, default=Path("crds"), help="directory of the CRD files")
+    crd.add_argument(
+        "--check", action="store_true", help="fail if the files differ from the models"
+    )
+    crd.set_defaults(func=_crds)
+
+    dev = commands.add_parser("dev", help="local PostgreSQL + Kubernetes control plane + operator")
+    dev_commands = dev.add_subparsers(title="dev commands")
+    up = dev_commands.add_parser("up", help="start everything; Ctrl-C stops it")
+    up.add_argument("--detach", action="store_true", help="start in the background and return")
+    up.add_argument("--state", type=Path, default=Path(".dev"), help="state directory")
+    up.set_defaults(func=_dev_up)
+    down = dev_commands.add_parser("down", help="stop what `dev up --detach` started")
+    down.add_argument("--state", type=Path, default=Path(".dev"), help="state directory")
+    down.set_defaults(func=_dev_down)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tenantdb.controllers import operator  # noqa: PLC0415 - kopf only when running
+
+    operator.run(namespace=args.namespace, liveness_endpoint=args.liveness)
+    return 0
+
+
+def _crds(args: argparse.Namespace) -> int:
+    stale = []
+    for kind in crds.KINDS:
+        path = args.out / crds.file_name(kind)
+        rendered = crds.render(kind)
+        if args.check:
+            if not path.exists() or path.read_text() != rendered:
+                stale.append(str(path))
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(rendered)
+    if stale:
+        print("CRDs differ from the models (run `make crds`): " + ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _dev_up(args: argparse.Namespace) -> int:
+    from tenantdb.devenv import stack  # noqa: PLC0415 - dev tooling only
+
+    return stack.up(args.state.resolve(), detach=args.detach)
+
+
+def _dev_down(args: argparse.Namespace) -> int:
+    from tenantdb.devenv import stack  # noqa: PLC0415 - dev tooling only
+
+    return stack.down(args.state.resolve())

@@ -1,0 +1,57 @@
+"""The one module that imports the Kubernetes client.
+
+Everything else asks this module for typed, minimal operations, so that the
+client library could be swapped without touching handlers.
+"""
+
+import base64
+from typing import Any, cast
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+
+def login() -> None:
+    """Use the in-cluster service account, else the kubeconfig (KUBECONFIG)."""
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+
+
+def core() -> Any:
+    """A CoreV1Api on the logged-in configuration."""
+    return kubernetes.client.CoreV1Api()
+
+
+def read_secret(namespace: str, name: str) -> dict[str, Any] | None:
+    """A Secret as a plain dict with decoded ``data``, or ``None`` if absent."""
+    try:
+        secret = core().read_namespaced_secret(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    client = kubernetes.client.ApiClient()
+    raw = cast(dict[str, Any], client.sanitize_for_serialization(secret))  # type: ignore[no-untyped-call]
+    raw["data"] = {k: base64.b64decode(v).decode() for k, v in (raw.get("data") or {}).items()}
+    return raw
+
+
+def apply_secret(namespace: str, body: dict[str, Any]) -> None:
+    """Create the Secret, or replace its data if it exists (``stringData`` in body)."""
+    api = core()
+    try:
+        api.create_namespaced_secret(namespace, body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        api.patch_namespaced_secret(body["metadata"]["name"], namespace, body)
+
+
+def is_conflict_or_unavailable(exc: BaseException) -> bool:
+    """Whether an API error is worth retrying (conflict, throttling, server trouble)."""
+    return isinstance(exc, ApiException) and (exc.status in (409, 429) or exc.status >= 500)
+
+
+ApiError = ApiException

@@ -1,0 +1,69 @@
+"""Conditions, phases and events: how handlers tell users what happened.
+
+Every handler ends through ``succeed`` or ``fail`` so that a status write
+and an event always go together, and errors become kopf's retry signals in
+exactly one place.
+"""
+
+from typing import Any, NoReturn
+
+import kopf
+from prometheus_client import Counter
+
+from tenantdb.api import conditions
+
+RECONCILES = Counter(
+    "tenantdb_reconciles_total", "Reconciliations by kind and outcome", ["kind", "outcome"]
+)
+
+Patch = Any  # kopf.Patch: a dict-like object applied after the handler returns.
+
+
+def current_conditions(status: Any) -> list[conditions.Condition]:
+    """The conditions already on the object."""
+    raw = (status or {}).get("conditions") or []
+    return [conditions.Condition.model_validate(c) for c in raw]
+
+
+def write_condition(
+    patch: Patch,
+    status: Any,
+    generation: int,
+    type_: conditions.ConditionType,
+    value: conditions.ConditionStatus,
+    reason: str,
+    message: str,
+) -> None:
+    """Set one condition in the status patch, keeping the others."""
+    updated = conditions.set_condition(
+        current_conditions(status), type_, value, reason, message, generation
+    )
+    patch.status["conditions"] = [c.to_api() for c in updated]
+    patch.status["observedGeneration"] = generation
+
+
+def fail(
+    kind: str,
+    exc: Exception,
+    body: Any,
+    patch: Patch,
+    status: Any,
+    generation: int,
+    phase: str,
+    retry_delay: float,
+    logger: kopf.Logger,
+) -> NoReturn:
+    """Record a failure as Ready=False plus a Warning event, then tell kopf whether to retry."""
+    reason = str(getattr(exc, "reason", "Error"))
+    permanent = bool(getattr(exc, "permanent", True))
+    message = str(exc)
+    write_condition(
+        patch, status, generation, conditions.ConditionType.READY, "False", reason, message
+    )
+    patch.status["phase"] = phase
+    kopf.warn(body, reason=reason, message=message)
+    RECONCILES.labels(kind=kind, outcome="permanent" if permanent else "retry").inc()
+    logger.warning("%s: %s", reason, message)
+    if permanent:
+        raise kopf.PermanentError(message) from exc
+    raise kopf.TemporaryError(message, delay=retry_delay) from exc

@@ -1,0 +1,56 @@
+"""Operator start-up and shutdown: settings, pools, kopf's own settings.
+
+kopf's annotations get a ``tenantdb.io`` prefix, its finalizer is ours, and
+watches have explicit timeouts (silent, frozen watch streams are a known
+failure of long-running operators).
+"""
+
+import logging
+from typing import Any
+
+import kopf
+import prometheus_client
+
+from tenantdb import settings as settings_
+from tenantdb.api import GROUP
+from tenantdb.controllers import kube, runtime
+from tenantdb.core import errors
+
+FINALIZER = f"{GROUP}/finalizer"
+
+
+@kopf.on.startup()
+def start(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+    """Parse settings once, connect, and configure kopf."""
+    config = settings_.Settings.from_environment()
+    configure_kopf(settings, config)
+    kube.login()
+    try:
+        memo["runtime"] = runtime.Runtime.start(config)
+    except errors.DatabaseUnavailable as exc:
+        raise kopf.TemporaryError(str(exc), delay=config.watch.retry_delay) from exc
+    if config.metrics_port:
+        prometheus_client.start_http_server(config.metrics_port)
+    logger.info("tenantdb operator started (environment=%s)", config.environment.value)
+
+
+@kopf.on.cleanup()
+def stop(memo: Any, **_: Any) -> None:
+    """Close database connections."""
+    current = memo.get("runtime")
+    if isinstance(current, runtime.Runtime):
+        current.close()
+
+
+def configure_kopf(settings: kopf.OperatorSettings, config: settings_.Settings) -> None:
+    """Persistence under our prefix, bounded watches, quiet event posting."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.watching.server_timeout = config.watch.server_timeout
+    settings.watching.client_timeout = config.watch.client_timeout
+    settings.watching.connect_timeout = 30
+    settings.posting.level = logging.INFO
+    settings.execution.max_workers = max(config.database.pool_max_size, 4)

@@ -1,0 +1,140 @@
+"""SQL builders for a tenant's roles, schema and grants.
+
+Builders return ``sql.Composed`` and run nothing, so they are unit-tested as
+text; ``commands`` executes them. Every name is a validated
+``naming.Identifier`` and goes through ``sql.Identifier``; the one value
+that is not a name (the password verifier, a timeout) goes through
+``sql.Literal``.
+"""
+
+from psycopg import sql
+
+from tenantdb.core import naming
+from tenantdb.settings import PlanLimits
+
+SAFE_ROLE_ATTRIBUTES = sql.SQL(
+    "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT"
+)
+"""Attributes every tenant role carries, set again on each reconcile so that
+drift (someone granting BYPASSRLS by hand) is undone."""
+
+
+def role_exists() -> sql.SQL:
+    """Whether a role exists (parameter: role name)."""
+    return sql.SQL("SELECT 1 FROM pg_roles WHERE rolname = %s")
+
+
+def create_owner_role(names: naming.TenantNames) -> sql.Composed:
+    """The NOLOGIN role owning the tenant's objects; nobody logs in as it."""
+    return sql.SQL("CREATE ROLE {} NOLOGIN {}").format(
+        sql.Identifier(names.owner_role), SAFE_ROLE_ATTRIBUTES
+    )
+
+
+def create_login_role(names: naming.TenantNames, verifier: str) -> sql.Composed:
+    """The LOGIN role the application uses; starts NOLOGIN until configured."""
+    return sql.SQL("CREATE ROLE {} NOLOGIN {} PASSWORD {}").format(
+        sql.Identifier(names.login_role), SAFE_ROLE_ATTRIBUTES, sql.Literal(verifier)
+    )
+
+
+def set_password(names: naming.TenantNames, verifier: str) -> sql.Composed:
+    """Replace the login role's password with a new SCRAM verifier."""
+    return sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+        sql.Identifier(names.login_role), sql.Literal(verifier)
+    )
+
+
+def configure_login_role(
+    names: naming.TenantNames, limits: PlanLimits, suspended: bool
+) -> sql.Composed:
+    """Login attributes and the plan's limits on the login role."""
+    login = sql.Identifier(names.login_role)
+    statements = [
+        sql.SQL("ALTER ROLE {} {} {} CONNECTION LIMIT {}").format(
+            login,
+            sql.SQL("NOLOGIN" if suspended else "LOGIN"),
+            SAFE_ROLE_ATTRIBUTES,
+            sql.Literal(limits.connection_limit),
+        ),
+        sql.SQL("ALTER ROLE {} SET statement_timeout = {}").format(
+            login, sql.Literal(limits.statement_timeout)
+        ),
+        (
+            sql.SQL("ALTER ROLE {} SET work_mem = {}").format(login, sql.Literal(limits.work_mem))
+            if limits.work_mem
+            else sql.SQL("ALTER ROLE {} RESET work_mem").format(login)
+        ),
+    ]
+    return sql.SQL(";\n").join(statements)
+
+
+def pin_search_path(names: naming.TenantNames, schema: naming.Identifier) -> sql.Composed:
+    """Sessions of both roles resolve unqualified names in the tenant's schema only."""
+    return sql.SQL(";\n").join(
+        sql.SQL("ALTER ROLE {} SET search_path = {}").format(
+            sql.Identifier(role), sql.Identifier(schema)
+        )
+        for role in (names.login_role, names.owner_role)
+    )
+
+
+def create_schema(names: naming.TenantNames) -> sql.Composed:
+    """The tenant's schema, owned by the owner role."""
+    schema, owner = sql.Identifier(names.schema), sql.Identifier(names.owner_role)
+    return sql.SQL(
+        "CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {owner};\n"
+        "ALTER SCHEMA {schema} OWNER TO {owner}"
+    ).format(schema=schema, owner=owner)
+
+
+def grant_schema_access(names: naming.TenantNames, database: str) -> sql.Composed:
+    """What the login role may do: its own schema and objects, nothing else.
+
+    The owner's future tables and sequences are readable and writable by the
+    login role through default privileges; PUBLIC gets nothing.
+    """
+    ids = {
+        "schema": sql.Identifier(names.schema),
+        "owner": sql.Identifier(names.owner_role),
+        "login": sql.Identifier(names.login_role),
+        "database": sql.Identifier(database),
+    }
+    return sql.SQL(
+        "REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n"
+        "GRANT USAGE, CREATE ON SCHEMA {schema} TO {login};\n"
+        "GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {login};\n"
+        "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema}"
+        " GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {login};\n"
+        "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema}"
+        " GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {login}"
+    ).format(**ids)
+
+
+def harden_public_schema() -> sql.SQL:
+    """No role may create objects in ``public`` (CVE-2018-1058)."""
+    return sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+
+
+def terminate_sessions() -> sql.SQL:
+    """End every session of a role (parameter: role name)."""
+    return sql.SQL(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE usename = %s AND pid <> pg_backend_pid()"
+    )
+
+
+def drop_schema(names: naming.TenantNames) -> sql.Composed:
+    """The tenant's schema and everything in it."""
+    return sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(names.schema))
+
+
+def drop_roles(roles: list[naming.Identifier]) -> sql.Composed:
+    """Every privilege, default privilege and object of the roles, then the roles."""
+    idents = sql.SQL(", ").join(sql.Identifier(r) for r in roles)
+    return sql.SQL("DROP OWNED BY {roles} CASCADE;\nDROP ROLE {roles}").format(roles=idents)
+
+
+def disable_login(names: naming.TenantNames) -> sql.Composed:
+    """A retained tenant keeps its data but nobody can log in with old credentials."""
+    return sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(names.login_role))

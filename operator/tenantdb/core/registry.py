@@ -1,0 +1,146 @@
+"""The control schema: the tenant registry the operator and the CLI read.
+
+The control schema is created and upgraded by a short list of numbered
+steps, applied once each under an advisory lock so that several operator
+replicas starting together do not race. Tenants never get any privilege on
+it.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from tenantdb.core import naming
+
+ControlStep = Callable[[naming.Identifier], sql.Composed]
+
+BOOTSTRAP_LOCK = 0x7E4A_7DB0
+"""Advisory lock key serialising control-schema upgrades."""
+
+
+def _tenants_table(schema: naming.Identifier) -> sql.Composed:
+    return sql.SQL(
+        """
+        CREATE TABLE {schema}.tenants (
+            uid           text PRIMARY KEY,
+            name          text NOT NULL,
+            namespace     text NOT NULL,
+            display_name  text,
+            domain        text,
+            isolation     text NOT NULL CHECK (isolation IN ('schema', 'shared', 'database')),
+            schema_name   text,
+            database_name text NOT NULL,
+            owner_role    text NOT NULL UNIQUE,
+            login_role    text NOT NULL UNIQUE,
+            plan          text NOT NULL,
+            suspended     boolean NOT NULL DEFAULT false,
+            metadata      jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+            created_at    timestamptz NOT NULL DEFAULT now(),
+            updated_at    timestamptz NOT NULL DEFAULT now(),
+            retained_at   timestamptz
+        );
+        CREATE UNIQUE INDEX tenants_domain_key ON {schema}.tenants (domain)
+            WHERE domain IS NOT NULL AND retained_at IS NULL;
+        CREATE INDEX tenants_namespace_name ON {schema}.tenants (namespace, name);
+        """
+    ).format(schema=sql.Identifier(schema))
+
+
+CONTROL_STEPS: tuple[ControlStep, ...] = (_tenants_table,)
+"""Numbered from 1; append, never edit, so existing installations upgrade."""
+
+
+def ensure_control_schema(conn: psycopg.Connection[Any], schema: naming.Identifier) -> int:
+    """Create or upgrade the control schema; return its version."""
+    ident = sql.Identifier(schema)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (BOOTSTRAP_LOCK,))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+        conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(ident))
+        conn.execute(
+            sql.SQL("CREATE TABLE IF NOT EXISTS {}.control_version (version int NOT NULL)").format(
+                ident
+            )
+        )
+        row = conn.execute(
+            sql.SQL("SELECT max(version) FROM {}.control_version").format(ident)
+        ).fetchone()
+        current = row[0] if row and row[0] is not None else 0
+        for number, step in enumerate(CONTROL_STEPS, start=1):
+            if number > current:
+                conn.execute(step(schema))
+                conn.execute(
+                    sql.SQL("INSERT INTO {}.control_version (version) VALUES (%s)").format(ident),
+                    (number,),
+                )
+    return len(CONTROL_STEPS)
+
+
+@dataclass(frozen=True)
+class TenantRecord:
+    """One row of the tenant registry."""
+
+    uid: str
+    name: str
+    namespace: str
+    display_name: str | None
+    domain: str | None
+    isolation: str
+    schema_name: str | None
+    database_name: str
+    owner_role: str
+    login_role: str
+    plan: str
+    suspended: bool
+    metadata: dict[str, str]
+
+
+def upsert(schema: naming.Identifier) -> sql.Composed:
+    """Register a tenant, or bring its row up to date (parameters: a TenantRecord)."""
+    return sql.SQL(
+        """
+        INSERT INTO {schema}.tenants AS t (uid, name, namespace, display_name, domain, isolation,
+            schema_name, database_name, owner_role, login_role, plan, suspended, metadata)
+        VALUES (%(uid)s, %(name)s, %(namespace)s, %(display_name)s, %(domain)s, %(isolation)s,
+            %(schema_name)s, %(database_name)s, %(owner_role)s, %(login_role)s, %(plan)s,
+            %(suspended)s, %(metadata)s)
+        ON CONFLICT (uid) DO UPDATE SET
+            display_name = EXCLUDED.display_name, domain = EXCLUDED.domain, plan = EXCLUDED.plan,
+            suspended = EXCLUDED.suspended, metadata = EXCLUDED.metadata,
+            retained_at = NULL, updated_at = now()
+        WHERE (t.display_name, t.domain, t.plan, t.suspended, t.metadata, t.retained_at)
+            IS DISTINCT FROM (EXCLUDED.display_name, EXCLUDED.domain, EXCLUDED.plan,
+                              EXCLUDED.suspended, EXCLUDED.metadata, NULL)
+        """
+    ).format(schema=sql.Identifier(schema))
+
+
+def domain_owner(schema: naming.Identifier) -> sql.Composed:
+    """Which live tenant holds a domain (parameters: domain, uid to exclude)."""
+    return sql.SQL(
+        "SELECT namespace || '/' || name FROM {}.tenants"
+        " WHERE domain = %s AND uid <> %s AND retained_at IS NULL"
+    ).format(sql.Identifier(schema))
+
+
+def mark_retained(schema: naming.Identifier) -> sql.Composed:
+    """Keep a deleted tenant's row, freeing its domain (parameter: uid)."""
+    return sql.SQL(
+        "UPDATE {}.tenants SET retained_at = now(), updated_at = now() WHERE uid = %s"
+    ).format(sql.Identifier(schema))
+
+
+def forget(schema: naming.Identifier) -> sql.Composed:
+    """Remove a dropped tenant's row (parameter: uid)."""
+    return sql.SQL("DELETE FROM {}.tenants WHERE uid = %s").format(sql.Identifier(schema))
+
+
+def fetch(schema: naming.Identifier) -> sql.Composed:
+    """One tenant's row (parameter: uid)."""
+    return sql.SQL(
+        "SELECT uid, name, namespace, display_name, domain, isolation, schema_name, database_name,"
+        " owner_role, login_role, plan, suspended, metadata FROM {}.tenants WHERE uid = %s"
+    ).format(sql.Identifier(schema))
