@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     up = dev_commands.add_parser("up", help="start everything; Ctrl-C stops it")
     up.add_argument("--detach", action="store_true", help="start in the background and return")
     up.add_argument("--state", type=Path, default=Path(".dev"), help="state directory")
+    up.add_argument("--apply", type=Path, action="append", default=[], help="manifest to apply")
     up.set_defaults(func=_dev_up)
     down = dev_commands.add_parser("down", help="stop what `dev up --detach` started")
     down.add_argument("--state", type=Path, default=Path(".dev"), help="state directory")
@@ -80,7 +81,7 @@ def _crds(args: argparse.Namespace) -> int:
 def _dev_up(args: argparse.Namespace) -> int:
     from tenantdb.devenv import stack  # noqa: PLC0415 - dev tooling only
 
-    return stack.up(args.state.resolve(), detach=args.detach)
+    return stack.up(args.state.resolve(), detach=args.detach, apply=args.apply)
 
 
 def _dev_down(args: argparse.Namespace) -> int:

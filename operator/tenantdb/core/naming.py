@@ -23,9 +23,7 @@ MAX_IDENTIFIER_BYTES = 63
 TENANT_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 RESERVED_PREFIXES = ("pg_",)
-RESERVED_NAMES = frozenset(
-    {"public", "information_schema", "postgres", "template0", "template1", "tenantdb"}
-)
+RESERVED_NAMES = frozenset({"public", "information_schema", "postgres", "template0", "template1"})
 HASH_LENGTH = 10
 
 

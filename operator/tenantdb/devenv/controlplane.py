@@ -240,13 +240,13 @@ class ControlPlane:
         child = self._spawn(
             bin_dir,
             "etcd",
-            "--name=default",
+            "--name=tenantdb-dev",
             f"--data-dir={self.work_dir / 'etcd'}",
             f"--listen-client-urls={client_url}",
             f"--advertise-client-urls={client_url}",
             f"--listen-peer-urls={peer_url}",
             f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=default={peer_url}",
+            f"--initial-cluster=tenantdb-dev={peer_url}",
             # Nothing here is worth an fsync: the data is thrown away or rebuilt.
             "--unsafe-no-fsync=true",
         )
@@ -297,6 +297,10 @@ class ControlPlane:
             "kube-controller-manager",
             f"--kubeconfig={self.kubeconfig}",
             f"--authentication-kubeconfig={self.kubeconfig}",
+            # Our CA directly, rather than looked up in a ConfigMap that has no
+            # request-header CA in this cluster (and logs an error every second).
+            "--authentication-skip-lookup=true",
+            f"--client-ca-file={self.pki.ca_cert}",
             f"--authorization-kubeconfig={self.kubeconfig}",
             f"--root-ca-file={self.pki.ca_cert}",
             f"--service-account-private-key-file={self.pki.service_account_key}",

@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,13 +80,16 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def spawn(name: str, argv: Sequence[str], log_path: Path) -> Child:
+def spawn(
+    name: str, argv: Sequence[str], log_path: Path, *, env: Mapping[str, str] | None = None
+) -> Child:
     """Start a long-running server with stdout and stderr appended to ``log_path``.
 
     A file rather than a pipe: nobody has to drain it, so a chatty server
     never blocks, and it is still there to read when startup fails. The
     child gets its own session so that a Ctrl-C meant for us does not kill
-    it behind ``stop()``'s back: shutdown order stays ours.
+    it behind ``stop()``'s back: shutdown order stays ours. ``env``
+    replaces our environment when given.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
@@ -95,6 +98,7 @@ def spawn(name: str, argv: Sequence[str], log_path: Path) -> Child:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=None if env is None else dict(env),
             start_new_session=True,
         )
     return Child(name, process, log_path)

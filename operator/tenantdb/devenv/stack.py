@@ -1,0 +1,142 @@
+"""`tenantdb dev up` / `dev down`: PostgreSQL, a control plane and the operator.
+
+Defaults are embedded (a PostgreSQL server from the wheel, a control plane
+built from Go modules); ``DATABASE_URL`` and ``KUBECONFIG`` swap in
+existing ones. The state directory (``.dev/``) holds data, logs, the
+kubeconfig, a pid file for ``dev down`` and ``env``, a shell-sourceable
+file for the next terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from tenantdb.api import crds
+from tenantdb.devenv import controlplane, operator_process, postgres, processes
+
+PIDS_FILE = "pids"
+ENV_FILE = "env"
+
+
+def install_crds(kubeconfig: Path) -> None:
+    """Apply every CRD generated from the models and wait until they are served."""
+    manifest = "---\n".join(crds.render(kind) for kind in crds.KINDS)
+    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=manifest)
+    names = [f"crd/{kind.plural}.{crds.GROUP}" for kind in crds.KINDS]
+    kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", *names)
+
+
+def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
+    """Run kubectl against ``kubeconfig``; raise with its stderr on failure."""
+    result = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise processes.DevEnvError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+@contextlib.contextmanager
+def database(state: Path) -> Iterator[str]:
+    """``DATABASE_URL`` if set, else an embedded server for as long as needed."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    with postgres.EmbeddedPostgres(state / "postgres") as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def cluster(state: Path) -> Iterator[Path]:
+    """``KUBECONFIG`` if set, else a local control plane for as long as needed."""
+    if os.environ.get("KUBECONFIG"):
+        yield Path(os.environ["KUBECONFIG"])
+        return
+    with controlplane.ControlPlane(state / "k8s") as plane:
+        yield plane.kubeconfig
+
+
+def up(state: Path, detach: bool = False, apply: Sequence[Path] = ()) -> int:
+    """Start everything, print what to type next, and wait for Ctrl-C."""
+    state.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        print("starting PostgreSQL ...", flush=True)
+        url = stack.enter_context(database(state))
+        print("starting the Kubernetes control plane (first run builds it) ...", flush=True)
+        kubeconfig = stack.enter_context(cluster(state))
+        install_crds(kubeconfig)
+        operator = operator_process.OperatorProcess(
+            kubeconfig, url, state / "logs" / "operator.log"
+        )
+        operator.start()
+        stack.callback(operator.stop)
+        _write_env(state, kubeconfig, url)
+        for manifest in apply:
+            print(kubectl(kubeconfig, "apply", "-f", str(manifest)).strip())
+        _print_next_steps(state)
+        if detach:
+            _record_pids(state)
+            stack.pop_all()
+            return 0
+        _wait_for_interrupt()
+        print("\nstopping ...", flush=True)
+    return 0
+
+
+def down(state: Path) -> int:
+    """Stop what a detached ``up`` left running."""
+    pids_file = state / PIDS_FILE
+    if not pids_file.exists():
+        print("nothing is running")
+        return 0
+    for line in reversed(pids_file.read_text().split()):
+        with contextlib.suppress(ValueError):
+            processes.terminate_pid(int(line), timeout=20)
+    postgres.EmbeddedPostgres(state / "postgres").stop()
+    pids_file.unlink()
+    return 0
+
+
+def _write_env(state: Path, kubeconfig: Path, url: str) -> None:
+    text = f"export KUBECONFIG={kubeconfig}\nexport DATABASE_URL='{url}'\n"
+    processes.write_private_file(state / ENV_FILE, text.encode())
+
+
+def _print_next_steps(state: Path) -> None:
+    print(
+        "\ntenantdb is running. In another terminal:\n"
+        f"  source {state / ENV_FILE}\n"
+        "  kubectl get tenants,migrations,backups\n"
+        "  kubectl wait --for=condition=Ready tenant/acme\n"
+        f"Operator log: {state / 'logs' / 'operator.log'}\n",
+        flush=True,
+    )
+
+
+def _record_pids(state: Path) -> None:
+    """Our children's pids (etcd, API server, controller-manager, operator), for ``down``."""
+    children = subprocess.run(
+        ["pgrep", "-P", str(os.getpid())], capture_output=True, text=True, check=False
+    ).stdout.split()
+    (state / PIDS_FILE).write_text("\n".join(children) + "\n")
+
+
+def _wait_for_interrupt() -> None:
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    while not stopped.wait(1.0):
+        pass
+    sys.stdout.flush()

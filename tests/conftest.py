@@ -1,0 +1,46 @@
+"""Session fixtures: one real PostgreSQL server and one real control plane.
+
+``DATABASE_URL`` and ``KUBECONFIG`` point the suites at existing servers;
+otherwise the embedded ones start once per session (per xdist worker).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tenantdb.devenv import controlplane, postgres, stack
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A superuser URL of a real PostgreSQL server."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    with postgres.EmbeddedPostgres(tmp_path_factory.mktemp("postgres")) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An admin kubeconfig of a real API server, with tenantdb's CRDs installed."""
+    if os.environ.get("KUBECONFIG") and os.environ.get("TENANTDB_USE_KUBECONFIG") == "1":
+        path = Path(os.environ["KUBECONFIG"])
+        stack.install_crds(path)
+        yield path
+        return
+    with controlplane.ControlPlane(tmp_path_factory.mktemp("k8s")) as plane:
+        stack.install_crds(plane.kubeconfig)
+        yield plane.kubeconfig
+
+
+@pytest.fixture
+def admin(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """An autocommit superuser connection for catalog checks."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn

@@ -1,0 +1,85 @@
+"""The SQL builders quote every identifier and never inline raw input."""
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tenantdb.core import naming, passwords, provisioning
+from tenantdb.settings import PlanLimits
+
+NAMES = naming.tenant_names("acme", "uid-1")
+
+
+@pytest.fixture(scope="module")
+def as_text() -> object:
+    """Render composed SQL without a server (quoting rules of a UTF-8 connection)."""
+
+    def render(composed: sql.Composable) -> str:
+        return composed.as_string(None)
+
+    return render
+
+
+def test_schema_is_created_for_the_owner_role(as_text) -> None:  # type: ignore[no-untyped-def]
+    text = as_text(provisioning.create_schema(NAMES))
+    assert (
+        f'CREATE SCHEMA IF NOT EXISTS "{NAMES.schema}" AUTHORIZATION "{NAMES.owner_role}"' in text
+    )
+
+
+def test_login_role_gets_no_dangerous_attribute(as_text) -> None:  # type: ignore[no-untyped-def]
+    text = as_text(provisioning.create_login_role(NAMES, "SCRAM-SHA-256$4096:x$y:z"))
+    for attribute in ("NOSUPERUSER", "NOCREATEDB", "NOCREATEROLE", "NOBYPASSRLS", "NOINHERIT"):
+        assert attribute in text
+    assert "PASSWORD 'SCRAM-SHA-256$4096:x$y:z'" in text
+
+
+def test_values_are_literals_not_identifiers(as_text) -> None:  # type: ignore[no-untyped-def]
+    limits = PlanLimits(connection_limit=7, statement_timeout="5s'; DROP TABLE x; --")
+    text = as_text(provisioning.configure_login_role(NAMES, limits, suspended=False))
+    assert "CONNECTION LIMIT 7" in text
+    assert "statement_timeout = '5s''; DROP TABLE x; --'" in text
+    assert "RESET work_mem" in text
+
+
+def test_suspension_makes_the_role_nologin(as_text) -> None:  # type: ignore[no-untyped-def]
+    text = as_text(provisioning.configure_login_role(NAMES, PlanLimits(), suspended=True))
+    assert f'ALTER ROLE "{NAMES.login_role}" NOLOGIN' in text
+
+
+def test_grants_revoke_public_and_scope_to_the_tenant(as_text) -> None:  # type: ignore[no-untyped-def]
+    text = as_text(provisioning.grant_schema_access(NAMES, "app"))
+    assert f'REVOKE ALL ON SCHEMA "{NAMES.schema}" FROM PUBLIC' in text
+    assert f'GRANT CONNECT, TEMPORARY ON DATABASE "app" TO "{NAMES.login_role}"' in text
+    assert "PUBLIC" not in text.replace("FROM PUBLIC", "")
+
+
+def test_a_hostile_database_name_is_quoted(as_text) -> None:  # type: ignore[no-untyped-def]
+    text = as_text(provisioning.grant_schema_access(NAMES, 'db"; DROP ROLE x; --'))
+    assert 'DATABASE "db""; DROP ROLE x; --"' in text
+
+
+def test_drop_roles_drops_owned_objects_first(as_text) -> None:  # type: ignore[no-untyped-def]
+    text = as_text(provisioning.drop_roles([NAMES.login_role, NAMES.owner_role]))
+    assert text.index("DROP OWNED BY") < text.index("DROP ROLE")
+
+
+def test_scram_verifier_has_postgres_format() -> None:
+    verifier = passwords.scram_verifier("pencil", salt=b"0123456789abcdef")
+    prefix, iterations_salt, keys = verifier.split("$")
+    assert prefix == "SCRAM-SHA-256"
+    assert iterations_salt.startswith("4096:")
+    stored, server = keys.split(":")
+    assert len(stored) == len(server) == 44  # base64 of 32 bytes
+    assert verifier == passwords.scram_verifier("pencil", salt=b"0123456789abcdef")
+    assert verifier != passwords.scram_verifier("pencil2", salt=b"0123456789abcdef")
+
+
+def test_generated_passwords_are_long_and_distinct() -> None:
+    generated = {passwords.generate() for _ in range(100)}
+    assert len(generated) == 100
+    assert all(len(p) >= 32 for p in generated)
+
+
+def test_psycopg_is_the_one_doing_quoting() -> None:
+    assert psycopg.sql.Identifier('a"b').as_string(None) == '"a""b"'
