@@ -23,8 +23,9 @@ WAIT = "90s"
 """Bound for every wait on a controller; generous because CI machines are slow."""
 
 
-def processes_mentioning(marker: str) -> list[int]:
-    """Live pids whose command line mentions ``marker`` (our tmp dir)."""
+def processes_mentioning(directory: str) -> list[int]:
+    """Live pids whose command line mentions a path below ``directory``."""
+    marker = directory.rstrip(os.sep) + os.sep
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():

@@ -154,7 +154,6 @@ TENANT = resources.ResourceKind(
                 "tenant names must be 1-40 lowercase letters, digits or '-', "
                 "start with a letter and end with a letter or digit"
             ),
-            field_path=".metadata.name",
             reason="FieldValueInvalid",
         ),
         resources.Validation(

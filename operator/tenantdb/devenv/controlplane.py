@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
 import ssl
 import subprocess
 import time
@@ -182,10 +183,9 @@ class ControlPlane:
 
     def _prepare(self) -> None:
         """Stop leftovers of a crashed run, then write the PKI and the kubeconfig."""
+        marker = f"{self.work_dir}{os.sep}"  # every process has a path below work_dir
         for name in reversed(BINARIES):
-            processes.reap_leftover(
-                self._run_dir / f"{name}.pid", str(self.work_dir), self.stop_timeout
-            )
+            processes.reap_leftover(self._run_dir / f"{name}.pid", marker, self.stop_timeout)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         certificates.write_certificates(self.pki.directory)
         self._api_port = processes.free_port()
