@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.e2e.conftest import Kubectl
+from tests.e2e.kubectl import Kubectl
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.operator]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

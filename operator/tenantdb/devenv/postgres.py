@@ -4,8 +4,8 @@ Owns: locating the wheel's binaries (found with ``importlib``, never
 imported: the package warns on import), initdb of one data directory with a
 generated superuser password, starting the server on a free loopback port,
 and stopping it. As root it runs the server as the unprivileged system user
-``tenantdb-postgres``, because PostgreSQL refuses to run as root. Must not
-import another tenantdb layer.
+``tenantdb-postgres``, because PostgreSQL refuses to run as root. It imports
+no other tenantdb layer.
 
 Layout of ``data_dir``: ``pgdata/`` (the cluster), ``superuser-password``
 (0600, reused by every later start), ``run/`` (the Unix socket),

@@ -1,0 +1,159 @@
+"""The API server itself refuses bad specs, with messages users understand.
+
+No operator is needed: these are the CRD schemas (patterns, enums, bounds,
+CEL rules) generated from the models, enforced by a real kube-apiserver.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.kubectl import Kubectl
+
+pytestmark = pytest.mark.kube
+
+HEADER = "apiVersion: tenantdb.io/v1alpha1\nkind: {kind}\nmetadata:\n  name: {name}\nspec:\n"
+STORAGE = "  storage:\n    path: /backups\n"
+
+
+def manifest(kind: str, name: str, spec: str) -> str:
+    return HEADER.format(kind=kind, name=name) + spec
+
+
+REFUSED_ON_CREATE = {
+    "unknown isolation": (
+        manifest("Tenant", "t1", "  isolation: tablespace\n"),
+        'Unsupported value: "tablespace"',
+    ),
+    "name with a dot": (
+        manifest("Tenant", "acme.corp", "  plan: free\n"),
+        "tenant names must be 1-40",
+    ),
+    "name over 40 characters": (
+        manifest("Tenant", "a" * 41, "  plan: free\n"),
+        "tenant names must be 1-40",
+    ),
+    "domain with spaces": (
+        manifest("Tenant", "t2", "  domain: not a domain\n"),
+        "spec.domain: Invalid value",
+    ),
+    "plan with punctuation": (
+        manifest("Tenant", "t3", "  plan: Gold!\n"),
+        "spec.plan: Invalid value",
+    ),
+    "unknown deletion policy": (
+        manifest("Tenant", "t4", "  deletionPolicy: Destroy\n"),
+        'Unsupported value: "Destroy"',
+    ),
+    "empty display name": (
+        manifest("Tenant", "t5", '  displayName: ""\n'),
+        "spec.displayName: Invalid value",
+    ),
+    "non-string metadata": (
+        manifest("Tenant", "t6", "  metadata:\n    tier: 3\n"),
+        "must be of type string",
+    ),
+    "unknown seed profile": (
+        manifest("Tenant", "t7", "  seed:\n    profile: staging\n"),
+        'Unsupported value: "staging"',
+    ),
+    "unknown spec field": (
+        manifest("Tenant", "t8", "  isolaton: schema\n"),
+        'unknown field "spec.isolaton"',
+    ),
+    "migration without up": (
+        manifest("Migration", "m1", "  version: 1\n"),
+        "spec.up: Required value",
+    ),
+    "migration without version": (
+        manifest("Migration", "m2", "  up: SELECT 1\n"),
+        "spec.version: Required value",
+    ),
+    "negative migration version": (
+        manifest("Migration", "m3", "  version: -1\n  up: SELECT 1\n"),
+        "should be greater than or equal to 1",
+    ),
+    "zero parallelism": (
+        manifest(
+            "Migration", "m4", "  version: 4\n  up: SELECT 1\n  strategy:\n    maxParallel: 0\n"
+        ),
+        "should be greater than or equal to 1",
+    ),
+    "unparseable lock timeout": (
+        manifest("Migration", "m5", "  version: 5\n  up: SELECT 1\n  lockTimeout: 5 seconds\n"),
+        "spec.lockTimeout: Invalid value",
+    ),
+    "unknown failure policy": (
+        manifest(
+            "Migration",
+            "m6",
+            "  version: 6\n  up: SELECT 1\n  strategy:\n    failurePolicy: Retry\n",
+        ),
+        'Unsupported value: "Retry"',
+    ),
+    "backup without storage": (
+        manifest("Backup", "b1", "  tenant: acme\n"),
+        "spec.storage: Required value",
+    ),
+    "backup compression level out of bounds": (
+        manifest("Backup", "b2", "  tenant: acme\n  compressionLevel: 99\n" + STORAGE),
+        "should be less than or equal to 22",
+    ),
+    "backup of a malformed tenant name": (
+        manifest("Backup", "b3", "  tenant: Acme_Corp\n" + STORAGE),
+        "spec.tenant: Invalid value",
+    ),
+    "relative backup path": (
+        manifest("Backup", "b4", "  tenant: acme\n  storage:\n    path: backups\n"),
+        "spec.storage.path: Invalid value",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_ON_CREATE))
+def test_bad_spec_is_refused_on_create(api_only: Kubectl, case: str) -> None:
+    text, expected = REFUSED_ON_CREATE[case]
+    result = api_only.run("apply", "-f", "-", stdin=text, check=False)
+    assert result.returncode != 0, f"{case}: accepted"
+    assert expected in result.stderr, result.stderr
+
+
+REFUSED_ON_UPDATE = {
+    "changing isolation": (
+        manifest("Tenant", "u1", "  isolation: schema\n"),
+        manifest("Tenant", "u1", "  isolation: shared\n"),
+        "isolation is immutable",
+    ),
+    "changing serverRef": (
+        manifest("Tenant", "u2", "  serverRef:\n    name: primary\n"),
+        manifest("Tenant", "u2", "  serverRef:\n    name: replica\n"),
+        "serverRef is immutable",
+    ),
+    "changing a migration's version": (
+        manifest("Migration", "u3", "  version: 7\n  up: SELECT 1\n"),
+        manifest("Migration", "u3", "  version: 8\n  up: SELECT 1\n"),
+        "spec.version: Invalid value",
+    ),
+    "changing a backup's tenant": (
+        manifest("Backup", "u4", "  tenant: acme\n" + STORAGE),
+        manifest("Backup", "u4", "  tenant: globex\n" + STORAGE),
+        "is immutable",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_ON_UPDATE))
+def test_immutable_field_is_refused_on_update(api_only: Kubectl, case: str) -> None:
+    original, changed, expected = REFUSED_ON_UPDATE[case]
+    api_only.apply(original)
+    result = api_only.run("apply", "-f", "-", stdin=changed, check=False)
+    assert result.returncode != 0, f"{case}: accepted"
+    assert expected in result.stderr, result.stderr
+
+
+def test_defaults_are_applied_by_the_api_server(api_only: Kubectl) -> None:
+    api_only.apply(manifest("Tenant", "defaults", "  plan: free\n"))
+    spec = api_only.get("tenant", "defaults")["spec"]
+    assert spec["isolation"] == "schema"
+    assert spec["deletionPolicy"] == "Retain"
+    assert spec["suspended"] is False
