@@ -3,7 +3,7 @@
 from enum import StrEnum
 
 from pydantic import Field
-from pydantic.json_schema import JsonDict
+from pydantic.config import JsonDict
 
 from tenantdb.api import base, conditions, resources, selectors
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
-import psycopg_pool
 
 from tenantdb import settings as settings_
 from tenantdb.core import commands, connecting, naming
@@ -20,7 +19,7 @@ class Runtime:
     """Shared state of one operator process."""
 
     settings: settings_.Settings
-    pool: psycopg_pool.ConnectionPool
+    pool: connecting.Pool
     control_schema: naming.Identifier
 
     @classmethod

@@ -53,7 +53,7 @@ def reconcile(
         )
     suspended = bool(spec.get("suspended"))
     _write_ready_status(patch, status, generation, provisioned, meta["name"], suspended)
-    if created_secret or (status or {}).get("observedGeneration") != generation:
+    if created_secret or dict(status).get("observedGeneration") != generation:
         message = f"schema {provisioned.schema} and role {provisioned.names.login_role} are ready"
         kopf.info(body, reason=conditions.Reason.PROVISIONED, message=message)
     reporting.RECONCILES.labels(kind=KIND, outcome="ready").inc()

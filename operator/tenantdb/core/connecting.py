@@ -15,6 +15,9 @@ from psycopg import conninfo
 
 from tenantdb.core import errors
 
+Pool = psycopg_pool.ConnectionPool
+"""The pool type callers outside ``core`` hold without importing the driver."""
+
 UNAVAILABLE_SQLSTATE_CLASSES = ("08", "57")
 """Connection exceptions and operator intervention (server shutting down)."""
 

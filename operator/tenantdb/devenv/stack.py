@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tenantdb.api import crds
+from tenantdb.api import GROUP, crds
 from tenantdb.devenv import controlplane, operator_process, postgres, processes
 
 PIDS_FILE = "pids"
@@ -29,7 +29,7 @@ def install_crds(kubeconfig: Path) -> None:
     """Apply every CRD generated from the models and wait until they are served."""
     manifest = "---\n".join(crds.render(kind) for kind in crds.KINDS)
     kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=manifest)
-    names = [f"crd/{kind.plural}.{crds.GROUP}" for kind in crds.KINDS]
+    names = [f"crd/{kind.plural}.{GROUP}" for kind in crds.KINDS]
     kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", *names)
 
 
