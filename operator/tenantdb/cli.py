@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tenantdb.api import crds
+from tenantdb.api import crds, reference
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     crd = commands.add_parser("crds", help="write (or check) the CRDs generated from the models")
     crd.add_argument("--out", type=Path, default=Path("crds"), help="directory of the CRD files")
     crd.add_argument(
+        "--docs", type=Path, default=Path("docs/crd-reference.md"), help="reference page to write"
+    )
+    crd.add_argument(
         "--check", action="store_true", help="fail if the files differ from the models"
     )
     crd.set_defaults(func=_crds)
@@ -62,10 +65,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _crds(args: argparse.Namespace) -> int:
+    outputs = {args.out / crds.file_name(kind): crds.render(kind) for kind in crds.KINDS}
+    outputs[args.docs] = reference.render()
     stale = []
-    for kind in crds.KINDS:
-        path = args.out / crds.file_name(kind)
-        rendered = crds.render(kind)
+    for path, rendered in outputs.items():
         if args.check:
             if not path.exists() or path.read_text() != rendered:
                 stale.append(str(path))
@@ -73,7 +76,10 @@ def _crds(args: argparse.Namespace) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(rendered)
     if stale:
-        print("CRDs differ from the models (run `make crds`): " + ", ".join(stale), file=sys.stderr)
+        print(
+            "generated files differ from the models (run `make crds`): " + ", ".join(stale),
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tenantdb.api import GROUP, crds
@@ -48,51 +48,59 @@ def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
     return result.stdout
 
 
-@contextlib.contextmanager
-def database(state: Path) -> Iterator[str]:
-    """``DATABASE_URL`` if set, else an embedded server for as long as needed."""
-    if os.environ.get("DATABASE_URL"):
-        yield os.environ["DATABASE_URL"]
-        return
-    with postgres.EmbeddedPostgres(state / "postgres") as server:
-        yield server.url
-
-
-@contextlib.contextmanager
-def cluster(state: Path) -> Iterator[Path]:
-    """``KUBECONFIG`` if set, else a local control plane for as long as needed."""
-    if os.environ.get("KUBECONFIG"):
-        yield Path(os.environ["KUBECONFIG"])
-        return
-    with controlplane.ControlPlane(state / "k8s") as plane:
-        yield plane.kubeconfig
-
-
 def up(state: Path, detach: bool = False, apply: Sequence[Path] = ()) -> int:
-    """Start everything, print what to type next, and wait for Ctrl-C."""
+    """Start everything, print what to type next, and wait for Ctrl-C.
+
+    With ``detach`` the servers keep running after we return; ``down``
+    stops them. On any failure, what was started is stopped again.
+    """
     state.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as stack:
-        print("starting PostgreSQL ...", flush=True)
-        url = stack.enter_context(database(state))
-        print("starting the Kubernetes control plane (first run builds it) ...", flush=True)
-        kubeconfig = stack.enter_context(cluster(state))
+    started: list[Callable[[], None]] = []
+    try:
+        url = _start_database(state, started)
+        kubeconfig = _start_cluster(state, started)
         install_crds(kubeconfig)
         operator = operator_process.OperatorProcess(
             kubeconfig, url, state / "logs" / "operator.log"
         )
         operator.start()
-        stack.callback(operator.stop)
+        started.append(operator.stop)
         _write_env(state, kubeconfig, url)
         for manifest in apply:
             print(kubectl(kubeconfig, "apply", "-f", str(manifest)).strip())
         _print_next_steps(state)
         if detach:
             _record_pids(state)
-            stack.pop_all()
+            started.clear()
             return 0
         _wait_for_interrupt()
         print("\nstopping ...", flush=True)
+    finally:
+        for stop in reversed(started):
+            stop()
     return 0
+
+
+def _start_database(state: Path, started: list[Callable[[], None]]) -> str:
+    """``DATABASE_URL`` if set, else an embedded server."""
+    if os.environ.get("DATABASE_URL"):
+        return os.environ["DATABASE_URL"]
+    print("starting PostgreSQL ...", flush=True)
+    server = postgres.EmbeddedPostgres(state / "postgres")
+    server.start()
+    started.append(server.stop)
+    return server.url
+
+
+def _start_cluster(state: Path, started: list[Callable[[], None]]) -> Path:
+    """``KUBECONFIG`` if set, else a local control plane."""
+    if os.environ.get("KUBECONFIG"):
+        return Path(os.environ["KUBECONFIG"])
+    print("starting the Kubernetes control plane (the first run builds it) ...", flush=True)
+    plane = controlplane.ControlPlane(state / "k8s")
+    plane.start()
+    started.append(plane.stop)
+    return plane.kubeconfig
 
 
 def down(state: Path) -> int:

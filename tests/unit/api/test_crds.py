@@ -55,3 +55,10 @@ def test_isolation_and_version_are_immutable() -> None:
     migration = crds.structural_schema(crds.KINDS[1].spec)["properties"]["version"]
     for field in (tenant, migration):
         assert {"rule": "self == oldSelf"}.items() <= field["x-kubernetes-validations"][0].items()
+
+
+def test_committed_reference_matches_models() -> None:
+    from tenantdb.api import reference  # noqa: PLC0415
+
+    committed = (CRD_DIR.parent / "docs" / "crd-reference.md").read_text()
+    assert committed == reference.render()
