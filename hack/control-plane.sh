@@ -25,18 +25,17 @@ required_binaries() {
   command -v kubectl >/dev/null 2>&1 || echo kubectl
 }
 
-complete_in() {
+has_all() {
   local dir="$1" bin
-  for bin in $(required_binaries); do
-    [[ "$bin" == kubectl || "$bin" == kube-controller-manager ]] && [[ "$dir" != "$BIN_DIR" ]] && continue
-    [[ -x "$dir/$bin" ]] || return 1
-  done
+  shift
+  for bin in "$@"; do [[ -x "$dir/$bin" ]] || return 1; done
 }
 
+# envtest's asset directories hold etcd and kube-apiserver (no controller-manager).
 assets_dir() {
-  if [[ -n "${KUBEBUILDER_ASSETS:-}" ]] && complete_in "$KUBEBUILDER_ASSETS"; then
+  if [[ -n "${KUBEBUILDER_ASSETS:-}" ]] && has_all "$KUBEBUILDER_ASSETS" etcd kube-apiserver; then
     echo "$KUBEBUILDER_ASSETS"
-  elif complete_in "$BIN_DIR"; then
+  elif has_all "$BIN_DIR" $(required_binaries); then
     echo "$BIN_DIR"
   else
     return 1

@@ -6,8 +6,6 @@ from pydantic import Field
 
 from tenantdb.api import base, conditions, resources
 
-ConditionList = list[conditions.Condition]
-
 
 class Format(StrEnum):
     """pg_dump's output format (``--format``)."""
@@ -86,7 +84,7 @@ class BackupSpec(base.ApiModel):
     """A cron schedule; each run produces a new dump."""
 
 
-class BackupStatus(base.ApiModel):
+class BackupStatus(conditions.ObservedStatus):
     """The observed state of the backup."""
 
     phase: Phase | None = None
@@ -103,10 +101,6 @@ class BackupStatus(base.ApiModel):
     """When the dump started (RFC 3339)."""
     completed_at: str | None = None
     """When the dump finished (RFC 3339)."""
-    observed_generation: int | None = None
-    """The ``metadata.generation`` last reconciled."""
-    conditions: ConditionList = conditions.field()
-    """Ready and the other conditions, in the Kubernetes shape."""
 
 
 BACKUP = resources.ResourceKind(

@@ -68,6 +68,15 @@ def field() -> Any:
     )
 
 
+class ObservedStatus(base.ApiModel):
+    """What every tenantdb status carries, so ``kubectl wait`` and Argo CD work."""
+
+    observed_generation: int | None = None
+    """The ``metadata.generation`` last reconciled."""
+    conditions: list[Condition] = field()
+    """Ready and the other conditions, in the Kubernetes shape."""
+
+
 def now() -> str:
     """The current time as Kubernetes writes it (RFC 3339, seconds, ``Z``)."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

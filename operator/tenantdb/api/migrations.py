@@ -14,8 +14,6 @@ IMMUTABLE: JsonDict = {
     "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "is immutable"}]
 }
 
-ConditionList = list[conditions.Condition]
-
 
 class Scope(StrEnum):
     """Where a migration runs."""
@@ -117,7 +115,7 @@ class TenantFailure(base.ApiModel):
     """The database's error message, with SQLSTATE and position."""
 
 
-class MigrationStatus(base.ApiModel):
+class MigrationStatus(conditions.ObservedStatus):
     """The observed state of the rollout."""
 
     phase: Phase | None = None
@@ -132,10 +130,6 @@ class MigrationStatus(base.ApiModel):
     """When the rollout started (RFC 3339)."""
     finished_at: str | None = None
     """When the rollout finished (RFC 3339)."""
-    observed_generation: int | None = None
-    """The ``metadata.generation`` last reconciled."""
-    conditions: ConditionList = conditions.field()
-    """Ready and the other conditions, in the Kubernetes shape."""
 
 
 MIGRATION = resources.ResourceKind(

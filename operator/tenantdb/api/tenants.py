@@ -15,8 +15,6 @@ at 63 bytes; the rest of those names is a prefix and a hash of the UID.
 
 DOMAIN_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
 
-ConditionList = list[conditions.Condition]
-
 
 class Isolation(StrEnum):
     """How a tenant's data is separated from every other tenant's."""
@@ -114,7 +112,7 @@ class TenantSpec(base.ApiModel):
     """Create this tenant from a Backup. Immutable."""
 
 
-class TenantStatus(base.ApiModel):
+class TenantStatus(conditions.ObservedStatus):
     """The observed state of a tenant, written by the operator only."""
 
     phase: Phase | None = None
@@ -133,10 +131,6 @@ class TenantStatus(base.ApiModel):
     """The highest migration version applied to this tenant."""
     seeded: bool | None = None
     """Whether every requested seeder has run."""
-    observed_generation: int | None = None
-    """The ``metadata.generation`` last reconciled."""
-    conditions: ConditionList = conditions.field()
-    """Ready and the other conditions, in the Kubernetes shape."""
 
 
 TENANT = resources.ResourceKind(

@@ -26,7 +26,6 @@ import shutil
 import stat
 import subprocess
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import quote
 
 from tenantdb.devenv import processes
@@ -55,7 +54,7 @@ _COMMAND_TIMEOUT = 120.0
 _MAX_SOCKET_PATH = 100  # sockaddr_un holds 107 bytes; PostgreSQL's name is 16 more.
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(processes.Service):
     """One PostgreSQL server for one data directory, reachable on 127.0.0.1.
 
     ``start()`` initializes the directory on first use and starts the
@@ -98,18 +97,6 @@ class EmbeddedPostgres:
         port = self.port
         password = quote(self._password or "", safe="")
         return f"postgresql://{SUPERUSER}:{password}@{processes.LOOPBACK}:{port}/postgres"
-
-    def __enter__(self) -> EmbeddedPostgres:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Initialize on first use, stop a leftover server, start ours and wait for it."""

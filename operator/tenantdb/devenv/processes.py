@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 LOOPBACK = "127.0.0.1"
 """Every dev server listens here only: nothing is reachable from other machines."""
@@ -53,6 +55,28 @@ class Child:
     def pid(self) -> int:
         """The process id, for pid files and for tests that check it is gone."""
         return self.process.pid
+
+
+class Service:
+    """Something with ``start()`` and ``stop()``, usable as a context manager."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 def free_port(host: str = LOOPBACK) -> int:
