@@ -51,6 +51,8 @@ class DatabaseSettings:
     """Connections the pool may open at most, per server."""
     control_schema: str = "tenantdb"
     """Schema holding the tenant registry and the ledgers."""
+    shared_schema: str = "tenantdb_shared"
+    """Schema holding the shared tables of ``shared`` tenants (row-level security)."""
     public_host: str | None = None
     """Host written into tenants' Secrets (default: the host of ``url``)."""
 
