@@ -1,0 +1,93 @@
+"""Where a tenant's data lives, and how a session is narrowed to it.
+
+The migration engine and the seeders both run work "inside" one tenant.
+This module is the one place that knows what that means for each isolation
+mode: which database to connect to, which role to ``SET LOCAL ROLE`` to,
+and which ``search_path`` to pin.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psycopg
+from psycopg import conninfo, sql
+
+from tenantdb.core import naming
+
+SHARED_OWNER_ROLE = naming.Identifier("tenantdb_shared_owner")
+"""NOLOGIN role owning every shared table (``shared`` isolation)."""
+
+Acting = Literal["owner", "login"]
+
+
+@dataclass(frozen=True)
+class TenantLocation:
+    """A live tenant as the registry records it."""
+
+    uid: str
+    name: str
+    namespace: str
+    isolation: str
+    schema_name: str | None
+    database_name: str
+    owner_role: str
+    login_role: str
+
+    def search_path(self, shared_schema: str) -> str:
+        """The one schema unqualified names resolve to for this tenant."""
+        if self.isolation == "shared":
+            return shared_schema
+        if self.isolation == "database":
+            return "public"
+        return self.schema_name or "public"
+
+
+_COLUMNS = "uid, name, namespace, isolation, schema_name, database_name, owner_role, login_role"
+
+
+def load(conn: psycopg.Connection[Any], control_schema: str, uid: str) -> TenantLocation | None:
+    """One live tenant by UID, or None."""
+    query = sql.SQL(
+        "SELECT " + _COLUMNS + " FROM {}.tenants WHERE uid = %s AND retained_at IS NULL"
+    )
+    row = conn.execute(query.format(sql.Identifier(control_schema)), (uid,)).fetchone()
+    return TenantLocation(*row) if row else None
+
+
+def live_tenants(
+    conn: psycopg.Connection[Any], control_schema: str, namespace: str | None = None
+) -> list[TenantLocation]:
+    """Every live tenant (of one namespace, if given), in name order."""
+    query = sql.SQL(
+        "SELECT " + _COLUMNS + " FROM {}.tenants WHERE retained_at IS NULL"
+        " AND (%(namespace)s::text IS NULL OR namespace = %(namespace)s) ORDER BY namespace, name"
+    ).format(sql.Identifier(control_schema))
+    return [TenantLocation(*row) for row in conn.execute(query, {"namespace": namespace})]
+
+
+def enter(
+    conn: psycopg.Connection[Any], location: TenantLocation, acting: Acting, shared_schema: str
+) -> None:
+    """Narrow the current transaction to one tenant.
+
+    ``owner`` acts as the role owning the tenant's objects (DDL); for a
+    shared tenant that is the shared owner. ``login`` acts as the tenant's
+    own login role, so privileges and row-level security apply exactly as
+    they do to the application. Must run inside a transaction: both
+    settings are ``LOCAL`` and vanish at its end.
+    """
+    if location.isolation == "shared" and acting == "owner":
+        role = SHARED_OWNER_ROLE
+    else:
+        role = naming.Identifier(location.owner_role if acting == "owner" else location.login_role)
+    conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
+    conn.execute(
+        sql.SQL("SET LOCAL search_path = {}").format(
+            sql.Identifier(location.search_path(shared_schema))
+        )
+    )
+
+
+def database_url(operator_url: str, location: TenantLocation) -> str:
+    """The operator's URL pointed at the tenant's database."""
+    return conninfo.make_conninfo(operator_url, dbname=location.database_name)
