@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tenantdb.core import commands, connecting, naming
 from tenantdb.devenv import controlplane, postgres, stack
 
 
@@ -44,3 +45,18 @@ def admin(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]
     """An autocommit superuser connection for catalog checks."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture(scope="session")
+def server(database_url: str) -> Iterator[commands.Server]:
+    """The database server as core sees it, prepared (control and shared schema)."""
+    pool = connecting.open_pool(database_url, 1, 8, name="tenantdb-tests")
+    prepared = commands.Server(
+        pool=pool,
+        url=database_url,
+        control_schema=naming.identifier("tenantdb"),
+        shared_schema=naming.identifier("tenantdb_shared"),
+    )
+    commands.prepare(prepared)
+    yield prepared
+    pool.close()

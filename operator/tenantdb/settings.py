@@ -69,6 +69,8 @@ class WatchSettings:
     """Seconds before the client gives up on a silent watch stream."""
     retry_delay: float = 10.0
     """Seconds before retrying after a transient failure (database down)."""
+    verify_interval: float = 300.0
+    """Seconds between two isolation checks (and repairs) of one tenant."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,9 @@ class Settings:
         watch = WatchSettings(
             namespace=env.get("TENANTDB_NAMESPACE") or None,
             retry_delay=float(env.get("TENANTDB_RETRY_DELAY", WatchSettings.retry_delay)),
+            verify_interval=float(
+                env.get("TENANTDB_VERIFY_INTERVAL", WatchSettings.verify_interval)
+            ),
         )
         return cls(
             database=database,

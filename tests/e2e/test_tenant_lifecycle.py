@@ -33,6 +33,14 @@ def connect(creds: dict[str, str]) -> psycopg.Connection:
     return psycopg.connect(creds["uri"], autocommit=True, connect_timeout=10)
 
 
+def create_as_owner(admin: psycopg.Connection, status: dict[str, str], statement: str) -> None:
+    """DDL the way migrations run it: as the tenant's owner role, in its schema."""
+    with admin.transaction():
+        admin.execute(f'SET LOCAL ROLE "{status["ownerRole"]}"')
+        admin.execute(f'SET LOCAL search_path = "{status["schema"]}"')
+        admin.execute(statement)
+
+
 def eventually(check, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not check():
@@ -61,10 +69,12 @@ def test_example_tenant_becomes_ready_with_working_credentials(
 
     creds = kubectl.secret_data(status["credentialsSecret"])
     assert set(creds) == {"host", "port", "database", "username", "password", "uri"}
+    create_as_owner(admin, status, "CREATE TABLE leads (id int PRIMARY KEY, email text)")
     with connect(creds) as conn:
-        conn.execute("CREATE TABLE leads (id int PRIMARY KEY, email text)")
         conn.execute("INSERT INTO leads VALUES (1, 'a@acme.example.com')")
         assert conn.execute(f'SELECT count(*) FROM "{status["schema"]}".leads').fetchone() == (1,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE TABLE own_table (v int)")  # DDL is the owner role's job
 
     secret = kubectl.get("secret", status["credentialsSecret"])
     owner = secret["metadata"]["ownerReferences"][0]
@@ -75,14 +85,15 @@ def test_example_tenant_becomes_ready_with_working_credentials(
     assert "Ready" in kubectl.run("get", "tenants").stdout
 
 
-def test_tenants_cannot_reach_each_other(kubectl: Kubectl) -> None:
+def test_tenants_cannot_reach_each_other(kubectl: Kubectl, admin: psycopg.Connection) -> None:
     kubectl.apply(tenant("red", domain="red.example.com"))
     kubectl.apply(tenant("blue", domain="blue.example.com"))
     kubectl.wait("tenant/red", "condition=Ready")
     kubectl.wait("tenant/blue", "condition=Ready")
-    blue_schema = kubectl.get("tenant", "blue")["status"]["schema"]
+    blue = kubectl.get("tenant", "blue")["status"]
+    blue_schema = blue["schema"]
+    create_as_owner(admin, blue, "CREATE TABLE private (v text)")
     with connect(kubectl.secret_data("blue-credentials")) as conn:
-        conn.execute("CREATE TABLE private (v text)")
         conn.execute("INSERT INTO private VALUES ('blue only')")
     with connect(kubectl.secret_data("red-credentials")) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -151,8 +162,8 @@ def test_delete_policy_retain_keeps_schema_and_roles(
     kubectl.apply(tenant("keeper", deletionPolicy="Retain"))
     kubectl.wait("tenant/keeper", "condition=Ready")
     status = kubectl.get("tenant", "keeper")["status"]
+    create_as_owner(admin, status, "CREATE TABLE invoices (id int)")
     with connect(kubectl.secret_data("keeper-credentials")) as conn:
-        conn.execute("CREATE TABLE invoices (id int)")
         conn.execute("INSERT INTO invoices VALUES (42)")
     kubectl.run("delete", "tenant", "keeper", "--timeout=60s")
     assert admin.execute(f'SELECT id FROM "{status["schema"]}".invoices').fetchone() == (42,)

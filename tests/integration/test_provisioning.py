@@ -1,12 +1,10 @@
-"""Schema-mode provisioning against a real PostgreSQL server."""
+"""Provisioning in every isolation mode, against a real PostgreSQL server."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import psycopg
-import psycopg_pool
 import pytest
 from psycopg import conninfo
 
@@ -15,23 +13,17 @@ from tenantdb.core import commands, connecting, errors, naming, passwords
 from tenantdb.settings import DEFAULT_PLANS
 
 pytestmark = pytest.mark.postgres
-CONTROL = naming.identifier("tenantdb")
+MODES = list(Isolation)
 
 
-@pytest.fixture(scope="module")
-def pool(database_url: str) -> Iterator[psycopg_pool.ConnectionPool]:
-    pool = connecting.open_pool(database_url, 1, 4, name="tenantdb-tests")
-    commands.prepare(pool, CONTROL)
-    yield pool
-    pool.close()
-
-
-def request(name: str, **overrides: object) -> commands.TenantRequest:
+def request(
+    name: str, isolation: Isolation = Isolation.SCHEMA, **overrides: object
+) -> commands.TenantRequest:
     fields: dict[str, object] = {
         "uid": str(uuid.uuid4()),
         "name": name,
         "namespace": "default",
-        "isolation": Isolation.SCHEMA,
+        "isolation": isolation,
         "plan": "standard",
         "limits": DEFAULT_PLANS["standard"],
         **overrides,
@@ -39,18 +31,31 @@ def request(name: str, **overrides: object) -> commands.TenantRequest:
     return commands.TenantRequest(**fields)  # type: ignore[arg-type]
 
 
-def login_url(database_url: str, role: str, password: str) -> str:
-    params = conninfo.conninfo_to_dict(database_url)
+def login_url(server: commands.Server, tenant: commands.Provisioned, password: str) -> str:
     return conninfo.make_conninfo(
-        database_url, user=role, password=password, dbname=params["dbname"]
+        server.url, user=tenant.names.login_role, password=password, dbname=tenant.database
     )
 
 
-def test_provision_creates_schema_roles_and_a_working_login(
-    pool: psycopg_pool.ConnectionPool, admin: psycopg.Connection, database_url: str
+def as_owner(server: commands.Server, tenant: commands.Provisioned, statement: str) -> None:
+    """DDL the way migrations run it: as the owner role, in the tenant's schema."""
+    with psycopg.connect(conninfo.make_conninfo(server.url, dbname=tenant.database)) as conn:
+        conn.execute(f'SET ROLE "{tenant.owner_role}"')
+        conn.execute(f'SET search_path = "{tenant.schema}"')
+        conn.execute(statement)
+
+
+def count(admin: psycopg.Connection, query: str, *params: object) -> int:
+    row = admin.execute(query, params).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_schema_tenant_gets_schema_roles_and_a_working_login(
+    server: commands.Server, admin: psycopg.Connection
 ) -> None:
     password = passwords.generate()
-    tenant = commands.provision(pool, CONTROL, request("alpha"), password, reset_password=True)
+    tenant = commands.provision(server, request("alpha"), password, reset_password=True)
     names = tenant.names
     owner = admin.execute(
         "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = %s", (names.schema,)
@@ -62,111 +67,148 @@ def test_provision_creates_schema_roles_and_a_working_login(
         (names.login_role,),
     ).fetchone()
     assert role == (True, False, False, False, False, DEFAULT_PLANS["standard"].connection_limit)
-    with psycopg.connect(login_url(database_url, names.login_role, password)) as conn:
-        conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+    as_owner(server, tenant, "CREATE TABLE notes (id int PRIMARY KEY, body text)")
+    with psycopg.connect(login_url(server, tenant, password)) as conn:
         conn.execute("INSERT INTO notes VALUES (1, 'hello')")
-        path = conn.execute("SHOW search_path").fetchone()
-        assert path == (names.schema,)
+        assert conn.execute("SHOW search_path").fetchone() == (names.schema,)
         assert conn.execute("SELECT body FROM notes").fetchone() == ("hello",)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE TABLE mine (v int)")
 
 
-def test_a_tenant_cannot_touch_another_tenants_schema(
-    pool: psycopg_pool.ConnectionPool, database_url: str
-) -> None:
-    pw_a, pw_b = passwords.generate(), passwords.generate()
-    a = commands.provision(pool, CONTROL, request("gamma"), pw_a, reset_password=True).names
-    b = commands.provision(pool, CONTROL, request("delta"), pw_b, reset_password=True).names
-    with psycopg.connect(login_url(database_url, b.login_role, pw_b), autocommit=True) as conn:
-        conn.execute("CREATE TABLE secrets (v text)")
-    with psycopg.connect(login_url(database_url, a.login_role, pw_a), autocommit=True) as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute(f'SELECT * FROM "{b.schema}".secrets')
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("CREATE TABLE public.hijack (v text)")
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute(f'SET ROLE "{a.owner_role}"')
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("SELECT * FROM tenantdb.tenants")
-
-
-def test_reprovisioning_is_idempotent_and_keeps_the_password(
-    pool: psycopg_pool.ConnectionPool, database_url: str
+@pytest.mark.parametrize("mode", MODES, ids=str)
+def test_every_mode_is_reachable_with_its_credentials(
+    server: commands.Server, mode: Isolation
 ) -> None:
     password = passwords.generate()
+    tenant = commands.provision(server, request(f"reach-{mode}", mode), password, True)
+    with psycopg.connect(login_url(server, tenant, password)) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (tenant.names.login_role,)
+        assert conn.execute("SELECT current_database()").fetchone() == (tenant.database,)
+
+
+def test_reprovisioning_is_idempotent_and_keeps_the_password(server: commands.Server) -> None:
+    password = passwords.generate()
     req = request("epsilon")
-    first = commands.provision(pool, CONTROL, req, password, reset_password=True)
-    again = commands.provision(pool, CONTROL, req, passwords.generate(), reset_password=False)
+    first = commands.provision(server, req, password, reset_password=True)
+    again = commands.provision(server, req, passwords.generate(), reset_password=False)
     assert again == first
-    with psycopg.connect(login_url(database_url, first.names.login_role, password)) as conn:
+    with psycopg.connect(login_url(server, first, password)) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+@pytest.mark.parametrize("mode", MODES, ids=str)
 def test_domain_conflict_rolls_back_everything(
-    pool: psycopg_pool.ConnectionPool, admin: psycopg.Connection
+    server: commands.Server, admin: psycopg.Connection, mode: Isolation
 ) -> None:
-    commands.provision(pool, CONTROL, request("zeta", domain="zeta.example.com"), "pw", True)
-    clash = request("eta", domain="zeta.example.com")
-    with pytest.raises(errors.DomainConflict, match="default/zeta"):
-        commands.provision(pool, CONTROL, clash, "pw", True)
+    domain = f"{mode}.taken.example.com"
+    commands.provision(server, request(f"holder-{mode}", mode, domain=domain), "pw", True)
+    clash = request(f"clash-{mode}", mode, domain=domain)
+    with pytest.raises(errors.DomainConflict, match=f"default/holder-{mode}"):
+        commands.provision(server, clash, "pw", True)
     names = naming.tenant_names(clash.name, clash.uid)
-    assert admin.execute(
-        "SELECT count(*) FROM pg_roles WHERE rolname IN (%s, %s)",
-        (names.login_role, names.owner_role),
-    ).fetchone() == (0,)
-    assert admin.execute(
-        "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (names.schema,)
-    ).fetchone() == (0,)
-    assert admin.execute(
-        "SELECT count(*) FROM tenantdb.tenants WHERE uid = %s", (clash.uid,)
-    ).fetchone() == (0,)
+    assert (
+        count(admin, "SELECT count(*) FROM pg_roles WHERE rolname LIKE %s", f"{names.schema}%") == 0
+    )
+    assert count(admin, "SELECT count(*) FROM pg_namespace WHERE nspname = %s", names.schema) == 0
+    assert count(admin, "SELECT count(*) FROM pg_database WHERE datname = %s", names.database) == 0
+    assert count(admin, "SELECT count(*) FROM tenantdb.tenants WHERE uid = %s", clash.uid) == 0
 
 
+@pytest.mark.parametrize("mode", MODES, ids=str)
 def test_delete_policy_leaves_nothing_behind(
-    pool: psycopg_pool.ConnectionPool, admin: psycopg.Connection
+    server: commands.Server, admin: psycopg.Connection, mode: Isolation
 ) -> None:
-    req = request("theta")
-    names = commands.provision(pool, CONTROL, req, "pw", True).names
-    commands.deprovision(pool, CONTROL, req.uid, req.name, drop=True)
-    assert admin.execute(
-        "SELECT count(*) FROM pg_roles WHERE rolname LIKE %s", (f"{names.schema}%",)
-    ).fetchone() == (0,)
-    assert admin.execute(
-        "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (names.schema,)
-    ).fetchone() == (0,)
+    req = request(f"gone-{mode}", mode)
+    tenant = commands.provision(server, req, "pw", True)
+    if mode is Isolation.SHARED:
+        admin.execute(
+            "CREATE TABLE IF NOT EXISTS tenantdb_shared.notes (tenant_id uuid NOT NULL, body text)"
+        )
+        admin.execute("INSERT INTO tenantdb_shared.notes VALUES (%s, 'bye')", (req.uid,))
+    commands.deprovision(server, req.uid, req.name, drop=True)
+    names = tenant.names
+    assert (
+        count(admin, "SELECT count(*) FROM pg_roles WHERE rolname LIKE %s", f"{names.schema}%") == 0
+    )
+    assert count(admin, "SELECT count(*) FROM pg_namespace WHERE nspname = %s", names.schema) == 0
+    assert count(admin, "SELECT count(*) FROM pg_database WHERE datname = %s", names.database) == 0
+    assert count(admin, "SELECT count(*) FROM tenantdb.tenants WHERE uid = %s", req.uid) == 0
     acl = admin.execute("SELECT datacl::text FROM pg_database WHERE datname = current_database()")
     assert names.login_role not in str(acl.fetchone())
-    assert admin.execute(
-        "SELECT count(*) FROM tenantdb.tenants WHERE uid = %s", (req.uid,)
-    ).fetchone() == (0,)
+    if mode is Isolation.SHARED:
+        assert (
+            count(admin, "SELECT count(*) FROM tenantdb_shared.notes WHERE tenant_id = %s", req.uid)
+            == 0
+        )
+        assert (
+            count(
+                admin,
+                "SELECT count(*) FROM tenantdb_shared.tenant_roles WHERE tenant_id = %s",
+                req.uid,
+            )
+            == 0
+        )
 
 
+@pytest.mark.parametrize("mode", MODES, ids=str)
 def test_retain_policy_keeps_data_and_disables_login(
-    pool: psycopg_pool.ConnectionPool, admin: psycopg.Connection, database_url: str
+    server: commands.Server, admin: psycopg.Connection, mode: Isolation
 ) -> None:
-    req = request("iota", domain="iota.example.com")
+    req = request(f"kept-{mode}", mode, domain=f"kept-{mode}.example.com")
     password = passwords.generate()
-    names = commands.provision(pool, CONTROL, req, password, True).names
-    with psycopg.connect(
-        login_url(database_url, names.login_role, password), autocommit=True
-    ) as conn:
-        conn.execute("CREATE TABLE kept (v int)")
-    commands.deprovision(pool, CONTROL, req.uid, req.name, drop=False)
+    tenant = commands.provision(server, req, password, True)
+    commands.deprovision(server, req.uid, req.name, drop=False)
     assert admin.execute(
-        "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (names.login_role,)
+        "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (tenant.names.login_role,)
     ).fetchone() == (False,)
-    assert admin.execute(f'SELECT count(*) FROM "{names.schema}".kept').fetchone() == (0,)
+    if mode is Isolation.DATABASE:
+        assert (
+            count(admin, "SELECT count(*) FROM pg_database WHERE datname = %s", tenant.database)
+            == 1
+        )
+    if mode is Isolation.SCHEMA:
+        assert (
+            count(admin, "SELECT count(*) FROM pg_namespace WHERE nspname = %s", tenant.schema) == 1
+        )
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(login_url(database_url, names.login_role, password)).close()
+        psycopg.connect(login_url(server, tenant, password)).close()
     # The retained tenant's domain is free for a new tenant.
-    commands.provision(pool, CONTROL, request("kappa", domain="iota.example.com"), "pw", True)
+    commands.provision(
+        server, request(f"heir-{mode}", mode, domain=f"kept-{mode}.example.com"), "pw", True
+    )
+
+
+def test_changing_plan_and_suspending_update_the_role(
+    server: commands.Server, admin: psycopg.Connection
+) -> None:
+    req = request("planner", plan="free", limits=DEFAULT_PLANS["free"])
+    tenant = commands.provision(server, req, "pw", True)
+    role = tenant.names.login_role
+    gold = request(
+        "planner",
+        uid=req.uid,
+        plan="enterprise",
+        limits=DEFAULT_PLANS["enterprise"],
+        suspended=True,
+    )
+    commands.provision(server, gold, "pw", False)
+    row = admin.execute(
+        "SELECT rolconnlimit, rolcanlogin, rolconfig FROM pg_roles WHERE rolname = %s", (role,)
+    ).fetchone()
+    assert row is not None
+    assert row[0] == DEFAULT_PLANS["enterprise"].connection_limit
+    assert row[1] is False
+    assert "statement_timeout=300s" in row[2] and "work_mem=64MB" in row[2]
 
 
 def test_unreachable_server_is_a_retryable_error() -> None:
     pool = connecting.open_pool("postgresql://nobody@127.0.0.1:1/none", 0, 1, name="unreachable")
     pool.timeout = 1
+    unreachable = commands.Server(pool, "", naming.identifier("tenantdb"), naming.identifier("x"))
     try:
         with pytest.raises(errors.DatabaseUnavailable) as caught:
-            commands.prepare(pool, CONTROL)
+            commands.prepare(unreachable)
         assert caught.value.permanent is False
     finally:
         pool.close()

@@ -34,6 +34,10 @@ class Reason(StrEnum):
     SUSPENDED = "Suspended"
     DELETING = "Deleting"
     DELETION_BLOCKED = "DeletionBlocked"
+    CREDENTIALS_ROTATED = "CredentialsRotated"
+    VERIFIED = "Verified"
+    REPAIRED = "Repaired"
+    ISOLATION_DRIFT = "IsolationDrift"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

@@ -127,6 +127,10 @@ class TenantStatus(conditions.ObservedStatus):
     """The NOLOGIN role owning the tenant's objects."""
     credentials_secret: str | None = None
     """Name of the Secret with host, port, database, username, password, uri."""
+    credentials_rotation: str | None = None
+    """The last value of the ``tenantdb.io/rotate-credentials`` annotation acted on."""
+    tenant_id: str | None = None
+    """The ``tenant_id`` of the tenant's rows in shared tables (``shared`` isolation)."""
     version: int | None = None
     """The highest migration version applied to this tenant."""
     seeded: bool | None = None

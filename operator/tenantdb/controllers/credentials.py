@@ -30,6 +30,8 @@ class Credentials:
     database: str
     username: str
     password: str
+    tenant_id: str | None = None
+    """The ``tenant_id`` of the tenant's rows, for ``shared`` tenants."""
 
     @property
     def uri(self) -> str:
@@ -48,6 +50,7 @@ class Credentials:
             "username": self.username,
             "password": self.password,
             "uri": self.uri,
+            **({"tenantId": self.tenant_id} if self.tenant_id else {}),
         }
 
 

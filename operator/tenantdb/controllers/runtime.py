@@ -1,11 +1,12 @@
 """What every handler needs at run time, built once at operator start-up.
 
 kopf hands ``memo`` to every handler; ``Runtime`` is what we keep in it:
-the settings, the pool, the control schema's name. Built in the startup
-handler, closed in the cleanup handler, never at import time.
+the settings and the database server (pool, control and shared schema).
+Built in the startup handler, closed in the cleanup handler, never at
+import time.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -19,23 +20,41 @@ class Runtime:
     """Shared state of one operator process."""
 
     settings: settings_.Settings
-    pool: connecting.Pool
-    control_schema: naming.Identifier
+    server: commands.Server
+    last_verified: dict[str, float] = field(default_factory=dict)
+    """Monotonic time of each tenant's last isolation check, by UID."""
 
     @classmethod
     def start(cls, settings: settings_.Settings) -> "Runtime":
-        """Open the pool and make sure the control schema is current."""
+        """Open the pool and make sure the control and shared schemas are current."""
         db = settings.database
-        pool = connecting.open_pool(
-            db.url, db.pool_min_size, db.pool_max_size, name="tenantdb-operator"
+        pool = connecting.open_pool(db.url, db.pool_min_size, db.pool_max_size, "tenantdb-operator")
+        server = commands.Server(
+            pool=pool,
+            url=db.url,
+            control_schema=naming.identifier(db.control_schema),
+            shared_schema=naming.identifier(db.shared_schema),
         )
-        schema = naming.identifier(db.control_schema)
-        commands.prepare(pool, schema)
-        return cls(settings=settings, pool=pool, control_schema=schema)
+        try:
+            commands.prepare(server)
+        except Exception:
+            pool.close()
+            raise
+        return cls(settings=settings, server=server)
+
+    @property
+    def pool(self) -> connecting.Pool:
+        """The operator's connection pool."""
+        return self.server.pool
+
+    @property
+    def control_schema(self) -> naming.Identifier:
+        """Schema of the registry and the ledgers."""
+        return self.server.control_schema
 
     def close(self) -> None:
         """Close the pool's connections."""
-        self.pool.close()
+        self.server.pool.close()
 
 
 def of(memo: Any) -> Runtime:

@@ -1,5 +1,7 @@
-"""Handlers of the ``Tenant`` kind: provision, converge, and delete by policy."""
+"""Handlers of the ``Tenant`` kind: provision, converge, verify, delete by policy."""
 
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -12,12 +14,24 @@ from tenantdb.core import commands, connecting, errors, passwords
 
 KIND = "Tenant"
 PLURAL = "tenants"
+ROTATE_ANNOTATION = f"{GROUP}/rotate-credentials"
+VERIFY_TICK = 30.0
+"""Seconds between timer ticks; each tenant is verified every ``verify_interval``."""
 
 
 class InvalidSpec(errors.TenantDBError):
     """The spec passed the CRD schema but not the operator's own checks."""
 
     reason = "InvalidSpec"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reconciliation did, for status and events."""
+
+    provisioned: commands.Provisioned
+    secret_written: bool
+    rotated: str | None
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -37,26 +51,72 @@ def reconcile(
     rt = runtime.of(memo)
     generation = int(meta.get("generation") or 0)
     try:
-        provisioned, created_secret = _provision(rt, spec, meta, body)
+        tenant = _parse(spec)
+        outcome = _converge(rt, tenant, meta, status, body)
     except (errors.TenantDBError, credentials.SecretConflict, kube.ApiError) as exc:
-        failed_phase = api.Phase.FAILED if getattr(exc, "permanent", True) else api.Phase.PENDING
+        problem = _retryable(exc)
+        phase = api.Phase.FAILED if getattr(problem, "permanent", True) else api.Phase.PENDING
         reporting.fail(
             KIND,
-            _retryable(exc),
+            problem,
             body,
             patch,
             status,
             generation,
-            failed_phase,
+            phase,
             rt.settings.watch.retry_delay,
             logger,
         )
-    suspended = bool(spec.get("suspended"))
-    _write_ready_status(patch, status, generation, provisioned, meta["name"], suspended)
-    if created_secret or dict(status).get("observedGeneration") != generation:
-        message = f"schema {provisioned.schema} and role {provisioned.names.login_role} are ready"
+    _write_ready_status(patch, status, generation, outcome, meta, tenant)
+    if outcome.rotated is not None:
+        kopf.info(
+            body, reason=conditions.Reason.CREDENTIALS_ROTATED, message="new password in Secret"
+        )
+    if outcome.secret_written or dict(status).get("observedGeneration") != generation:
+        where = f"{outcome.provisioned.database}/{outcome.provisioned.schema}"
+        message = f"{tenant.isolation.value} tenant ready in {where} as role {outcome.provisioned.names.login_role}"
         kopf.info(body, reason=conditions.Reason.PROVISIONED, message=message)
     reporting.RECONCILES.labels(kind=KIND, outcome="ready").inc()
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=VERIFY_TICK, initial_delay=VERIFY_TICK)
+def verify(
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: Any,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """Check isolation every ``verify_interval``; repair drift and say so."""
+    rt = runtime.of(memo)
+    uid, name = meta["uid"], meta["name"]
+    due = rt.last_verified.get(uid, 0.0) + rt.settings.watch.verify_interval
+    if time.monotonic() < due or dict(status).get("phase") not in (
+        api.Phase.READY,
+        api.Phase.SUSPENDED,
+    ):
+        return
+    rt.last_verified[uid] = time.monotonic()
+    generation = int(meta.get("generation") or 0)
+    try:
+        findings = commands.verify_isolation(rt.server, uid, name)
+        if findings:
+            tenant = _parse(spec)
+            password = (
+                credentials.existing_password(meta["namespace"], name, uid) or passwords.generate()
+            )
+            commands.repair_isolation(rt.server, _request(rt, tenant, meta), password)
+            remaining = commands.verify_isolation(rt.server, uid, name)
+            _report_drift(patch, status, generation, body, findings, remaining, logger)
+        else:
+            _write_isolation(
+                patch, status, generation, "True", conditions.Reason.VERIFIED, "isolation verified"
+            )
+    except errors.TenantDBError as exc:
+        logger.warning("isolation check failed: %s", exc)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -74,46 +134,33 @@ def delete(
         raise kopf.TemporaryError(message, delay=60)
     try:
         commands.deprovision(
-            rt.pool,
-            rt.control_schema,
-            uid=meta["uid"],
-            name=meta["name"],
-            drop=policy is api.DeletionPolicy.DELETE,
+            rt.server, uid=meta["uid"], name=meta["name"], drop=policy is api.DeletionPolicy.DELETE
         )
     except errors.TenantDBError as exc:
         kopf.warn(body, reason=conditions.Reason.DELETION_BLOCKED, message=str(exc))
         raise kopf.TemporaryError(str(exc), delay=rt.settings.watch.retry_delay) from exc
+    rt.last_verified.pop(meta["uid"], None)
     logger.info("tenant deleted with policy %s", policy.value)
 
 
-def _provision(
-    rt: runtime.Runtime, spec: Any, meta: Any, body: Any
-) -> tuple[commands.Provisioned, bool]:
+def _converge(
+    rt: runtime.Runtime,
+    tenant: api.TenantSpec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    body: kopf.Body,
+) -> Outcome:
     """Provision in PostgreSQL, then write the Secret (so a refusal leaves no Secret)."""
-    tenant = _parse(spec)
-    limits = rt.settings.plans.get(tenant.plan)
-    if limits is None:
-        known = ", ".join(sorted(rt.settings.plans))
-        raise errors.UnknownPlan(f"plan {tenant.plan!r} is not configured (known: {known})")
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
+    request = _request(rt, tenant, meta)
+    rotation = dict(meta.get("annotations") or {}).get(ROTATE_ANNOTATION)
+    rotate = rotation is not None and rotation != dict(status).get("credentialsRotation")
     stored = credentials.existing_password(namespace, name, uid)
-    password = stored or passwords.generate()
-    request = commands.TenantRequest(
-        uid=uid,
-        name=name,
-        namespace=namespace,
-        isolation=tenant.isolation,
-        plan=tenant.plan,
-        limits=limits,
-        display_name=tenant.display_name,
-        domain=tenant.domain,
-        suspended=tenant.suspended,
-        metadata=tenant.metadata,
-    )
+    password = passwords.generate() if rotate or stored is None else stored
     provisioned = commands.provision(
-        rt.pool, rt.control_schema, request, password=password, reset_password=stored is None
+        rt.server, request, password, reset_password=password != stored
     )
-    if stored is None:
+    if password != stored:
         endpoint = connecting.public_parameters(
             rt.settings.database.url, rt.settings.database.public_host
         )
@@ -123,12 +170,36 @@ def _provision(
             database=provisioned.database,
             username=provisioned.names.login_role,
             password=password,
+            tenant_id=uid if tenant.isolation is api.Isolation.SHARED else None,
         )
         credentials.write(namespace, name, dict(kopf.build_owner_reference(body)), creds)
-    return provisioned, stored is None
+    return Outcome(
+        provisioned, secret_written=password != stored, rotated=rotation if rotate else None
+    )
 
 
-def _parse(spec: Any) -> api.TenantSpec:
+def _request(
+    rt: runtime.Runtime, tenant: api.TenantSpec, meta: kopf.Meta
+) -> commands.TenantRequest:
+    limits = rt.settings.plans.get(tenant.plan)
+    if limits is None:
+        known = ", ".join(sorted(rt.settings.plans))
+        raise errors.UnknownPlan(f"plan {tenant.plan!r} is not configured (known: {known})")
+    return commands.TenantRequest(
+        uid=meta["uid"],
+        name=meta["name"],
+        namespace=meta["namespace"],
+        isolation=tenant.isolation,
+        plan=tenant.plan,
+        limits=limits,
+        display_name=tenant.display_name,
+        domain=tenant.domain,
+        suspended=tenant.suspended,
+        metadata=dict(tenant.metadata),
+    )
+
+
+def _parse(spec: kopf.Spec) -> api.TenantSpec:
     try:
         return api.TenantSpec.model_validate(dict(spec))
     except pydantic.ValidationError as exc:
@@ -143,21 +214,76 @@ def _retryable(exc: Exception) -> Exception:
 
 
 def _write_ready_status(
-    patch: Any,
-    status: Any,
+    patch: kopf.Patch,
+    status: kopf.Status,
     generation: int,
-    provisioned: commands.Provisioned,
-    name: str,
-    suspended: bool,
+    outcome: Outcome,
+    meta: kopf.Meta,
+    tenant: api.TenantSpec,
 ) -> None:
-    patch.status["phase"] = api.Phase.SUSPENDED if suspended else api.Phase.READY
+    provisioned = outcome.provisioned
+    patch.status["phase"] = api.Phase.SUSPENDED if tenant.suspended else api.Phase.READY
     patch.status["schema"] = provisioned.schema
     patch.status["database"] = provisioned.database
     patch.status["role"] = provisioned.names.login_role
-    patch.status["ownerRole"] = provisioned.names.owner_role
-    patch.status["credentialsSecret"] = credentials.secret_name(name)
-    reason = conditions.Reason.SUSPENDED if suspended else conditions.Reason.PROVISIONED
-    message = "login disabled; data kept" if suspended else "tenant is provisioned"
+    patch.status["ownerRole"] = provisioned.owner_role
+    patch.status["credentialsSecret"] = credentials.secret_name(meta["name"])
+    if tenant.isolation is api.Isolation.SHARED:
+        patch.status["tenantId"] = meta["uid"]
+    if outcome.rotated is not None:
+        patch.status["credentialsRotation"] = outcome.rotated
+    reason = conditions.Reason.SUSPENDED if tenant.suspended else conditions.Reason.PROVISIONED
+    message = "login disabled; data kept" if tenant.suspended else "tenant is provisioned"
     reporting.write_condition(
         patch, status, generation, conditions.ConditionType.READY, "True", reason, message
     )
+
+
+def _write_isolation(
+    patch: kopf.Patch,
+    status: kopf.Status,
+    generation: int,
+    value: conditions.ConditionStatus,
+    reason: str,
+    message: str,
+) -> None:
+    current = reporting.current_conditions(status)
+    same = any(
+        c.type == conditions.ConditionType.ISOLATION_VERIFIED
+        and c.status == value
+        and c.message == message
+        for c in current
+    )
+    if not same:
+        reporting.write_condition(
+            patch,
+            status,
+            generation,
+            conditions.ConditionType.ISOLATION_VERIFIED,
+            value,
+            reason,
+            message,
+        )
+
+
+def _report_drift(
+    patch: kopf.Patch,
+    status: kopf.Status,
+    generation: int,
+    body: kopf.Body,
+    findings: list[str],
+    remaining: list[str],
+    logger: kopf.Logger,
+) -> None:
+    found = "; ".join(findings)
+    kopf.warn(body, reason=conditions.Reason.ISOLATION_DRIFT, message=f"drift found: {found}")
+    logger.warning("isolation drift: %s", found)
+    if remaining:
+        message = "drift not repaired: " + "; ".join(remaining)
+        _write_isolation(
+            patch, status, generation, "False", conditions.Reason.ISOLATION_DRIFT, message
+        )
+    else:
+        _write_isolation(
+            patch, status, generation, "True", conditions.Reason.REPAIRED, f"repaired: {found}"
+        )

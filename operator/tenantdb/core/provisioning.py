@@ -12,9 +12,7 @@ from psycopg import sql
 from tenantdb.core import naming
 from tenantdb.settings import PlanLimits
 
-SAFE_ROLE_ATTRIBUTES = sql.SQL(
-    "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT"
-)
+SAFE_ROLE_ATTRIBUTES = sql.SQL("NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS")
 """Attributes every tenant role carries, set again on each reconcile so that
 drift (someone granting BYPASSRLS by hand) is undone."""
 
@@ -26,14 +24,14 @@ def role_exists() -> sql.SQL:
 
 def create_owner_role(names: naming.TenantNames) -> sql.Composed:
     """The NOLOGIN role owning the tenant's objects; nobody logs in as it."""
-    return sql.SQL("CREATE ROLE {} NOLOGIN {}").format(
+    return sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT {}").format(
         sql.Identifier(names.owner_role), SAFE_ROLE_ATTRIBUTES
     )
 
 
 def create_login_role(names: naming.TenantNames, verifier: str) -> sql.Composed:
     """The LOGIN role the application uses; starts NOLOGIN until configured."""
-    return sql.SQL("CREATE ROLE {} NOLOGIN {} PASSWORD {}").format(
+    return sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT {} PASSWORD {}").format(
         sql.Identifier(names.login_role), SAFE_ROLE_ATTRIBUTES, sql.Literal(verifier)
     )
 
@@ -46,14 +44,19 @@ def set_password(names: naming.TenantNames, verifier: str) -> sql.Composed:
 
 
 def configure_login_role(
-    names: naming.TenantNames, limits: PlanLimits, suspended: bool
+    names: naming.TenantNames, limits: PlanLimits, suspended: bool, inherit: bool = False
 ) -> sql.Composed:
-    """Login attributes and the plan's limits on the login role."""
+    """Login attributes and the plan's limits on the login role.
+
+    Only shared tenants inherit: their table privileges come from the
+    shared-tenants group, the one role they are a member of.
+    """
     login = sql.Identifier(names.login_role)
     statements = [
-        sql.SQL("ALTER ROLE {} {} {} CONNECTION LIMIT {}").format(
+        sql.SQL("ALTER ROLE {} {} {} {} CONNECTION LIMIT {}").format(
             login,
             sql.SQL("NOLOGIN" if suspended else "LOGIN"),
+            sql.SQL("INHERIT" if inherit else "NOINHERIT"),
             SAFE_ROLE_ATTRIBUTES,
             sql.Literal(limits.connection_limit),
         ),
@@ -69,13 +72,13 @@ def configure_login_role(
     return sql.SQL(";\n").join(statements)
 
 
-def pin_search_path(names: naming.TenantNames, schema: naming.Identifier) -> sql.Composed:
-    """Sessions of both roles resolve unqualified names in the tenant's schema only."""
+def pin_search_path(roles: list[naming.Identifier], schema: str) -> sql.Composed:
+    """Sessions of the roles resolve unqualified names in the tenant's schema only."""
     return sql.SQL(";\n").join(
         sql.SQL("ALTER ROLE {} SET search_path = {}").format(
             sql.Identifier(role), sql.Identifier(schema)
         )
-        for role in (names.login_role, names.owner_role)
+        for role in roles
     )
 
 
@@ -89,10 +92,11 @@ def create_schema(names: naming.TenantNames) -> sql.Composed:
 
 
 def grant_schema_access(names: naming.TenantNames, database: str) -> sql.Composed:
-    """What the login role may do: its own schema and objects, nothing else.
+    """What the login role may do: read and write its own schema's objects.
 
-    The owner's future tables and sequences are readable and writable by the
-    login role through default privileges; PUBLIC gets nothing.
+    It creates nothing: tables belong to the owner role (migrations run as
+    it), and reach the login role through default privileges. PUBLIC gets
+    nothing.
     """
     ids = {
         "schema": sql.Identifier(names.schema),
@@ -102,7 +106,8 @@ def grant_schema_access(names: naming.TenantNames, database: str) -> sql.Compose
     }
     return sql.SQL(
         "REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n"
-        "GRANT USAGE, CREATE ON SCHEMA {schema} TO {login};\n"
+        "GRANT USAGE ON SCHEMA {schema} TO {login};\n"
+        "REVOKE CREATE ON SCHEMA {schema} FROM {login};\n"
         "GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {login};\n"
         "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema}"
         " GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {login};\n"
@@ -124,6 +129,19 @@ def terminate_sessions() -> sql.SQL:
     )
 
 
+def memberships() -> sql.SQL:
+    """Roles a role is a member of (parameter: role name)."""
+    return sql.SQL(
+        "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
+        " JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s"
+    )
+
+
+def revoke_membership(group: str, role: naming.Identifier) -> sql.Composed:
+    """Undo a membership granted behind the operator's back."""
+    return sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(group), sql.Identifier(role))
+
+
 def drop_schema(names: naming.TenantNames) -> sql.Composed:
     """The tenant's schema and everything in it."""
     return sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(names.schema))
@@ -138,3 +156,10 @@ def drop_roles(roles: list[naming.Identifier]) -> sql.Composed:
 def disable_login(names: naming.TenantNames) -> sql.Composed:
     """A retained tenant keeps its data but nobody can log in with old credentials."""
     return sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(names.login_role))
+
+
+def give_to_owner(names: naming.TenantNames, relation: str) -> sql.Composed:
+    """Hand an object in the tenant's schema back to the owner role."""
+    return sql.SQL("ALTER TABLE {} OWNER TO {}").format(
+        sql.Identifier(names.schema, relation), sql.Identifier(names.owner_role)
+    )

@@ -33,7 +33,7 @@ def _tenants_table(schema: naming.Identifier) -> sql.Composed:
             isolation     text NOT NULL CHECK (isolation IN ('schema', 'shared', 'database')),
             schema_name   text,
             database_name text NOT NULL,
-            owner_role    text NOT NULL UNIQUE,
+            owner_role    text NOT NULL,
             login_role    text NOT NULL UNIQUE,
             plan          text NOT NULL,
             suspended     boolean NOT NULL DEFAULT false,

@@ -1,0 +1,202 @@
+"""The shared schema of ``shared`` tenants, and its row-level security.
+
+Shared tables live in one schema owned by ``tenantdb_shared_owner``. Every
+table carries ``tenant_id uuid``; row-level security is ENABLED and FORCED,
+and two policies (one permissive, one ``AS RESTRICTIVE``) require
+``tenant_id = current_tenant_id()`` for every command, reads and writes.
+
+``current_tenant_id()`` answers in one of two ways:
+
+* a tenant's own LOGIN role is mapped to its tenant in ``tenant_roles``, a
+  table nobody but the operator can write, whose rows each role can only
+  see for itself. No session variable can change that answer.
+* a member of ``tenantdb_pooled`` (an application sharing one role for all
+  tenants) picks a tenant per transaction with ``set_tenant(uuid)``. The
+  choice is bound to the transaction, so a value left behind on a pooled
+  connection is worth nothing in the next transaction: unset, empty or
+  stale means zero rows, never all.
+"""
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from tenantdb.core import naming, scoping
+
+OWNER = scoping.SHARED_OWNER_ROLE
+MEMBERS = naming.Identifier("tenantdb_shared_tenants")
+"""Group of every shared tenant's LOGIN role: table privileges go through it."""
+POOLED = naming.Identifier("tenantdb_pooled")
+"""Group of application roles that choose a tenant per transaction."""
+ROLES = (OWNER, MEMBERS, POOLED)
+MAPPING_TABLE = "tenant_roles"
+POLICIES = ("tenantdb_tenant_rows", "tenantdb_isolation")
+"""The permissive and the restrictive policy every shared table carries."""
+
+
+def create_role(role: naming.Identifier) -> sql.Composed:
+    """One of the shared-mode group roles (none can log in)."""
+    return sql.SQL("CREATE ROLE {} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS").format(
+        sql.Identifier(role)
+    )
+
+
+def bootstrap(schema: naming.Identifier) -> sql.Composed:
+    """The shared schema, its mapping table, its functions and default privileges."""
+    ids = {
+        "schema": sql.Identifier(schema),
+        "owner": sql.Identifier(OWNER),
+        "members": sql.Identifier(MEMBERS),
+        "pooled": sql.Identifier(POOLED),
+        "mapping": sql.Identifier(schema, MAPPING_TABLE),
+        "current": sql.Identifier(schema, "current_tenant_id"),
+        "marker": sql.Identifier(schema, "transaction_marker"),
+        "set_tenant": sql.Identifier(schema, "set_tenant"),
+    }
+    return sql.SQL(
+        """
+        CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {owner};
+        REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;
+        GRANT USAGE ON SCHEMA {schema} TO {members}, {pooled};
+        ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema}
+            GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {members}, {pooled};
+        ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema}
+            GRANT USAGE, SELECT ON SEQUENCES TO {members}, {pooled};
+        CREATE TABLE IF NOT EXISTS {mapping} (
+            role_name name PRIMARY KEY,
+            tenant_id uuid NOT NULL UNIQUE
+        );
+        REVOKE ALL ON {mapping} FROM PUBLIC;
+        GRANT SELECT ON {mapping} TO {members}, {pooled};
+        ALTER TABLE {mapping} ENABLE ROW LEVEL SECURITY;
+        ALTER TABLE {mapping} FORCE ROW LEVEL SECURITY;
+        DROP POLICY IF EXISTS own_mapping_only ON {mapping};
+        CREATE POLICY own_mapping_only ON {mapping} FOR SELECT USING (role_name = current_user);
+        CREATE OR REPLACE FUNCTION {marker}() RETURNS text
+            LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog
+            AS $$ SELECT pg_backend_pid()::text || ':'
+                  || (extract(epoch FROM transaction_timestamp()) * 1000000)::bigint::text $$;
+        CREATE OR REPLACE FUNCTION {current}() RETURNS uuid
+            LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog
+            AS $$
+              SELECT coalesce(
+                (SELECT m.tenant_id FROM {mapping} m WHERE m.role_name = current_user),
+                CASE WHEN pg_has_role(current_user, {pooled_name}, 'MEMBER')
+                      AND current_setting('tenantdb.tenant_scope', true) = {marker}()
+                     THEN nullif(current_setting('tenantdb.tenant_id', true), '')::uuid
+                END)
+            $$;
+        CREATE OR REPLACE FUNCTION {set_tenant}(tenant uuid) RETURNS void
+            LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog
+            AS $$ BEGIN
+              PERFORM set_config('tenantdb.tenant_id', tenant::text, true);
+              PERFORM set_config('tenantdb.tenant_scope', {marker}(), true);
+            END $$;
+        REVOKE ALL ON FUNCTION {set_tenant}(uuid) FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION {set_tenant}(uuid) TO {pooled};
+        """
+    ).format(pooled_name=sql.Literal(POOLED), **ids)
+
+
+def map_role(schema: naming.Identifier) -> sql.Composed:
+    """Bind a LOGIN role to its tenant (parameters: role name, tenant uuid)."""
+    return sql.SQL(
+        "INSERT INTO {} (role_name, tenant_id) VALUES (%s, %s) ON CONFLICT (role_name) DO NOTHING"
+    ).format(sql.Identifier(schema, MAPPING_TABLE))
+
+
+def unmap_role(schema: naming.Identifier) -> sql.Composed:
+    """Forget a LOGIN role's tenant (parameter: role name)."""
+    return sql.SQL("DELETE FROM {} WHERE role_name = %s").format(
+        sql.Identifier(schema, MAPPING_TABLE)
+    )
+
+
+def join_members(login_role: naming.Identifier) -> sql.Composed:
+    """A shared tenant's LOGIN role gets the shared tables' privileges, nothing more."""
+    return sql.SQL("GRANT {} TO {}").format(sql.Identifier(MEMBERS), sql.Identifier(login_role))
+
+
+def tables() -> sql.SQL:
+    """Shared tables with their RLS flags and whether they have ``tenant_id``
+    (parameters: schema, mapping table name)."""
+    return sql.SQL(
+        """
+        SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
+               EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
+                       AND a.attname = 'tenant_id' AND NOT a.attisdropped) AS has_tenant_id,
+               (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid
+                AND p.polname = ANY(%s)) AS policies,
+               pg_get_userbyid(c.relowner) AS owner
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND c.relname <> %s
+        ORDER BY c.relname
+        """
+    )
+
+
+def secure_table(schema: naming.Identifier, table: str) -> sql.Composed:
+    """RLS on, forced, both policies, ``tenant_id`` defaulting to the caller's tenant."""
+    ids = {
+        "table": sql.Identifier(schema, table),
+        "current": sql.Identifier(schema, "current_tenant_id"),
+        "permissive": sql.Identifier(POLICIES[0]),
+        "restrictive": sql.Identifier(POLICIES[1]),
+    }
+    return sql.SQL(
+        """
+        ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
+        ALTER TABLE {table} FORCE ROW LEVEL SECURITY;
+        ALTER TABLE {table} ALTER COLUMN tenant_id SET DEFAULT {current}();
+        DROP POLICY IF EXISTS {permissive} ON {table};
+        CREATE POLICY {permissive} ON {table} AS PERMISSIVE FOR ALL
+            USING (tenant_id = (SELECT {current}()))
+            WITH CHECK (tenant_id = (SELECT {current}()));
+        DROP POLICY IF EXISTS {restrictive} ON {table};
+        CREATE POLICY {restrictive} ON {table} AS RESTRICTIVE FOR ALL
+            USING (tenant_id = (SELECT {current}()))
+            WITH CHECK (tenant_id = (SELECT {current}()))
+        """
+    ).format(**ids)
+
+
+def lock_out(schema: naming.Identifier, table: str) -> sql.Composed:
+    """A shared table without ``tenant_id`` cannot be isolated: nobody gets it."""
+    return sql.SQL("REVOKE ALL ON {} FROM {}, {}, PUBLIC").format(
+        sql.Identifier(schema, table), sql.Identifier(MEMBERS), sql.Identifier(POOLED)
+    )
+
+
+def give_to_owner(schema: naming.Identifier, table: str) -> sql.Composed:
+    """No tenant role may own a shared table (owners bypass unforced RLS)."""
+    return sql.SQL("ALTER TABLE {} OWNER TO {}").format(
+        sql.Identifier(schema, table), sql.Identifier(OWNER)
+    )
+
+
+def secure_tables(conn: psycopg.Connection[Any], schema: naming.Identifier) -> list[str]:
+    """Bring every shared table under the isolation policies; return what was wrong.
+
+    Called after each shared migration and by the periodic isolation check,
+    so a table added by hand is covered at the latest on the next check.
+    """
+    findings: list[str] = []
+    rows = conn.execute(tables(), (list(POLICIES), schema, MAPPING_TABLE)).fetchall()
+    for name, rls, forced, has_tenant_id, policies, owner in rows:
+        if not has_tenant_id:
+            findings.append(f"shared table {name} has no tenant_id column; access revoked")
+            conn.execute(lock_out(schema, name))
+            continue
+        if owner != OWNER:
+            findings.append(f"shared table {name} was owned by {owner}")
+            conn.execute(give_to_owner(schema, name))
+        if not (rls and forced and policies == len(POLICIES)):
+            findings.append(f"shared table {name} lacked forced row-level security or its policies")
+            conn.execute(secure_table(schema, name))
+    return findings
+
+
+def delete_rows(schema: naming.Identifier, table: str) -> sql.Composed:
+    """A dropped tenant's rows (parameter: tenant uuid); the operator bypasses RLS."""
+    return sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(sql.Identifier(schema, table))

@@ -1,0 +1,155 @@
+"""The isolation check: is every tenant still as tightly shut as provisioned?
+
+Roles can be altered by hand, grants added, RLS switched off. ``verify``
+reads the catalogs and returns findings in plain words (never changing
+anything); ``repair`` converges the tenant again and re-secures shared
+tables. The controllers run both periodically and report
+``IsolationVerified``.
+"""
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from tenantdb.api.tenants import Isolation
+from tenantdb.core import connecting, naming, provisioning, registry, shared, tenancy
+
+DANGEROUS_ATTRIBUTES = (
+    "rolsuper",
+    "rolcreaterole",
+    "rolcreatedb",
+    "rolreplication",
+    "rolbypassrls",
+)
+
+_ROLE_ATTRIBUTES = sql.SQL(
+    "SELECT rolname, " + ", ".join(DANGEROUS_ATTRIBUTES) + " FROM pg_roles WHERE rolname = ANY(%s)"
+)
+_SCHEMA_STATE = sql.SQL(
+    """
+    SELECT pg_get_userbyid(n.nspowner),
+           EXISTS (SELECT 1 FROM aclexplode(n.nspacl) a WHERE a.grantee = 0),
+           has_schema_privilege(%(login)s, n.oid, 'CREATE'),
+           ARRAY(SELECT c.relname::text FROM pg_class c WHERE c.relnamespace = n.oid
+                 AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+                 AND pg_get_userbyid(c.relowner) <> %(owner)s ORDER BY 1)
+    FROM pg_namespace n WHERE n.nspname = %(schema)s
+    """
+)
+_DATABASE_STATE = sql.SQL(
+    """
+    SELECT pg_get_userbyid(d.datdba),
+           d.datacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(d.datacl) a WHERE a.grantee = 0)
+    FROM pg_database d WHERE d.datname = %s
+    """
+)
+
+
+def verify(server: tenancy.Server, uid: str, name: str) -> list[str]:
+    """Every way the tenant's isolation differs from what was provisioned."""
+    names = naming.tenant_names(name, uid)
+    with connecting.connection(server.pool) as conn:
+        row = conn.execute(registry.fetch(server.control_schema), (uid,)).fetchone()
+        if row is None:
+            return ["the tenant is not in the registry"]
+        mode = Isolation(row[5])
+        findings = _role_findings(conn, names, mode)
+        if mode is Isolation.SCHEMA:
+            findings += _schema_findings(conn, names)
+        elif mode is Isolation.SHARED:
+            findings += _shared_findings(conn, server.shared_schema, names, uid)
+        else:
+            findings += _database_findings(conn, names)
+    return findings
+
+
+def repair(server: tenancy.Server, request: tenancy.TenantRequest, password: str) -> None:
+    """Converge the tenant again; hand stray objects back to their owners."""
+    tenancy.provision(server, request, password, reset_password=False)
+    names = naming.tenant_names(request.name, request.uid)
+    with connecting.connection(server.pool) as conn, conn.transaction():
+        if request.isolation is Isolation.SHARED:
+            shared.secure_tables(conn, server.shared_schema)
+        elif request.isolation is Isolation.SCHEMA:
+            state = conn.execute(_SCHEMA_STATE, _schema_params(names)).fetchone()
+            for table in state[3] if state else []:
+                conn.execute(provisioning.give_to_owner(names, table))
+
+
+def _role_findings(
+    conn: psycopg.Connection[Any], names: naming.TenantNames, mode: Isolation
+) -> list[str]:
+    roles = [names.login_role] if mode is Isolation.SHARED else [names.login_role, names.owner_role]
+    findings = []
+    present = set()
+    for rolname, *flags in conn.execute(_ROLE_ATTRIBUTES, (roles,)).fetchall():
+        present.add(rolname)
+        granted = [attr[3:] for attr, on in zip(DANGEROUS_ATTRIBUTES, flags, strict=True) if on]
+        if granted:
+            findings.append(f"role {rolname} has {', '.join(granted).upper()}")
+    findings += [f"role {role} is missing" for role in roles if role not in present]
+    allowed = {shared.MEMBERS} if mode is Isolation.SHARED else set()
+    for role in roles:
+        for (group,) in conn.execute(provisioning.memberships(), (role,)).fetchall():
+            if group not in allowed:
+                findings.append(f"role {role} is a member of {group}")
+    return findings
+
+
+def _schema_params(names: naming.TenantNames) -> dict[str, str]:
+    return {"login": names.login_role, "owner": names.owner_role, "schema": names.schema}
+
+
+def _schema_findings(conn: psycopg.Connection[Any], names: naming.TenantNames) -> list[str]:
+    state = conn.execute(_SCHEMA_STATE, _schema_params(names)).fetchone()
+    if state is None:
+        return [f"schema {names.schema} is missing"]
+    owner, public_access, login_creates, foreign_objects = state
+    findings = []
+    if owner != names.owner_role:
+        findings.append(f"schema {names.schema} is owned by {owner}")
+    if public_access:
+        findings.append(f"PUBLIC has privileges on schema {names.schema}")
+    if login_creates:
+        findings.append(f"role {names.login_role} may CREATE in schema {names.schema}")
+    findings += [f"{names.schema}.{t} is not owned by {names.owner_role}" for t in foreign_objects]
+    return findings
+
+
+def _shared_findings(
+    conn: psycopg.Connection[Any], schema: naming.Identifier, names: naming.TenantNames, uid: str
+) -> list[str]:
+    findings = []
+    rows = conn.execute(shared.tables(), (list(shared.POLICIES), schema, shared.MAPPING_TABLE))
+    for table, rls, forced, has_tenant_id, policies, owner in rows.fetchall():
+        if not has_tenant_id:
+            findings.append(f"shared table {table} has no tenant_id column")
+        elif not (rls and forced):
+            findings.append(f"shared table {table} does not force row-level security")
+        elif policies != len(shared.POLICIES):
+            findings.append(f"shared table {table} lacks its isolation policies")
+        if owner != shared.OWNER:
+            findings.append(f"shared table {table} is owned by {owner}")
+    mapped = conn.execute(
+        sql.SQL("SELECT tenant_id::text FROM {} WHERE role_name = %s").format(
+            sql.Identifier(schema, shared.MAPPING_TABLE)
+        ),
+        (names.login_role,),
+    ).fetchone()
+    if mapped != (uid,):
+        findings.append(f"role {names.login_role} is not mapped to its tenant")
+    return findings
+
+
+def _database_findings(conn: psycopg.Connection[Any], names: naming.TenantNames) -> list[str]:
+    state = conn.execute(_DATABASE_STATE, (names.database,)).fetchone()
+    if state is None:
+        return [f"database {names.database} is missing"]
+    owner, public_connect = state
+    findings = []
+    if owner != names.owner_role:
+        findings.append(f"database {names.database} is owned by {owner}")
+    if public_connect:
+        findings.append(f"PUBLIC may connect to database {names.database}")
+    return findings
