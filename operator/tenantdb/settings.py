@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
 
 class Environment(StrEnum):
@@ -73,6 +74,11 @@ class WatchSettings:
     """Seconds between two isolation checks (and repairs) of one tenant."""
 
 
+def default_seeders_dir() -> Path:
+    """The repository's ``seeders/`` directory, next to ``operator/``."""
+    return Path(__file__).resolve().parents[2] / "seeders"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the operator is configured with."""
@@ -85,6 +91,8 @@ class Settings:
     """Who applies changes, recorded in ledgers (pod name by default)."""
     metrics_port: int = 0
     """Port of the Prometheus endpoint; 0 disables it."""
+    seeders_dir: Path = field(default_factory=default_seeders_dir)
+    """Directory of the seeders (``TENANTDB_SEEDERS_DIR``; default: the repository's ``seeders/``)."""
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -111,6 +119,7 @@ class Settings:
             environment=Environment(env.get("TENANTDB_ENVIRONMENT", Environment.PRODUCTION)),
             instance=env.get("POD_NAME") or env.get("HOSTNAME") or "tenantdb",
             metrics_port=int(env.get("TENANTDB_METRICS_PORT", "0")),
+            seeders_dir=Path(env.get("TENANTDB_SEEDERS_DIR") or default_seeders_dir()).resolve(),
         )
 
 

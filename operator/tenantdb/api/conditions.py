@@ -38,6 +38,13 @@ class Reason(StrEnum):
     VERIFIED = "Verified"
     REPAIRED = "Repaired"
     ISOLATION_DRIFT = "IsolationDrift"
+    SEEDING = "Seeding"
+    SEEDED = "Seeded"
+    SEED_FAILED = "SeedFailed"
+    FORBIDDEN_IN_PRODUCTION = "ForbiddenInProduction"
+    INVALID_SEEDER = "InvalidSeeder"
+    UNKNOWN_SEEDER = "UnknownSeeder"
+    INVALID_SEED_SELECTION = "InvalidSeedSelection"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

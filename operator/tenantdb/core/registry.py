@@ -49,7 +49,27 @@ def _tenants_table(schema: naming.Identifier) -> sql.Composed:
     ).format(schema=sql.Identifier(schema))
 
 
-CONTROL_STEPS: tuple[ControlStep, ...] = (_tenants_table,)
+def _seed_history_table(schema: naming.Identifier) -> sql.Composed:
+    """Step 2: which seeder, at which version, ran on which tenant (``core.seeding``)."""
+    return sql.SQL(
+        """
+        CREATE TABLE {schema}.seed_history (
+            tenant_uid  text NOT NULL REFERENCES {schema}.tenants (uid) ON DELETE CASCADE,
+            seeder      text NOT NULL,
+            version     integer NOT NULL CHECK (version > 0),
+            profile     text NOT NULL CHECK (profile IN ('production', 'development')),
+            checksum    text NOT NULL,
+            rows        bigint NOT NULL CHECK (rows >= 0),
+            seconds     double precision NOT NULL,
+            applied_at  timestamptz NOT NULL DEFAULT now(),
+            applied_by  text NOT NULL,
+            PRIMARY KEY (tenant_uid, seeder)
+        );
+        """
+    ).format(schema=sql.Identifier(schema))
+
+
+CONTROL_STEPS: tuple[ControlStep, ...] = (_tenants_table, _seed_history_table)
 """Numbered from 1; append, never edit, so existing installations upgrade."""
 
 
