@@ -6,6 +6,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tenantdb import cli_seeding
 from tenantdb.api import crds, reference
 
 
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     down = dev_commands.add_parser("down", help="stop what `dev up --detach` started")
     down.add_argument("--state", type=Path, default=Path(".dev"), help="state directory")
     down.set_defaults(func=_dev_down)
+    cli_seeding.register(commands)
     return parser
 
 

@@ -1,0 +1,302 @@
+"""The seeding commands of ``tenantdb``: ``seeders list``, ``seed``, ``unseed``.
+
+Owns their arguments and what they print (a table, a progress bar, a
+summary); every operation is one call into ``tenantdb.core.seeding``, with
+the settings the operator itself would use (``DATABASE_URL``,
+``TENANTDB_ENVIRONMENT``, ``TENANTDB_SEEDERS_DIR``, ...), read when the
+command runs. The environment guard is the operator's: in production
+development data is refused, and there is no prompt to get past it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from tenantdb import settings as settings_
+    from tenantdb.core import connecting
+    from tenantdb.core.seeding import reports
+
+PROFILES = ("production", "development")
+BAR_WIDTH = 24
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``seeders``, ``seed`` and ``unseed`` to the ``tenantdb`` command."""
+    seeders = commands.add_parser("seeders", help="the seeders of the seeders directory")
+    seeders.set_defaults(func=lambda _: _usage(seeders))
+    seeder_commands = seeders.add_subparsers(title="seeders commands")
+    listing = seeder_commands.add_parser(
+        "list", help="name, version, profile and dependencies of every seeder, in run order"
+    )
+    _directory_argument(listing)
+    listing.add_argument("--tenant", help="also show the version each seeder has on this tenant")
+    listing.set_defaults(func=_list)
+
+    seed = commands.add_parser("seed", help="run the seeders a tenant lacks, with a progress bar")
+    _tenant_arguments(seed, "run only this seeder and what it depends on (repeatable)")
+    seed.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="production",
+        help="production: production seeders only (default); development: both",
+    )
+    seed.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="SEEDER.NAME=VALUE",
+        help="a run-time option of one seeder, e.g. demo_history.users=200 (repeatable)",
+    )
+    seed.set_defaults(func=_seed)
+
+    unseed = commands.add_parser(
+        "unseed", help="remove what development seeders added to a tenant (production data stays)"
+    )
+    _tenant_arguments(unseed, "remove only this seeder's data and its dependents' (repeatable)")
+    unseed.set_defaults(func=_unseed)
+
+
+def _directory_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="seeders directory (default: TENANTDB_SEEDERS_DIR, else the repository's seeders/)",
+    )
+
+
+def _tenant_arguments(parser: argparse.ArgumentParser, only_help: str) -> None:
+    parser.add_argument(
+        "--tenant",
+        required=True,
+        help="tenant UID, namespace/name, or a name unique across namespaces",
+    )
+    parser.add_argument(
+        "--seeder", action="append", default=[], dest="only", metavar="NAME", help=only_help
+    )
+    _directory_argument(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress output, only the summary")
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _list(args: argparse.Namespace) -> int:
+    from tenantdb.core import seeding  # noqa: PLC0415 - database drivers only when needed
+
+    with _failures_reported():
+        config = _settings()
+        seeders = seeding.list_seeders(args.dir or config.seeders_dir)
+        applied: dict[str, str] = {}
+        if args.tenant:
+            with _pool(config) as pool:
+                control = config.database.control_schema
+                uid = seeding.find_tenant(pool, control, args.tenant).uid
+                applied = {
+                    name: str(entry.version)
+                    for name, entry in seeding.tenant_history(pool, control, uid).items()
+                }
+        header = ["NAME", "VERSION", "PROFILE", "KIND", "DEPENDS ON"]
+        header += ["APPLIED"] if args.tenant else []
+        rows = [
+            [
+                s.name,
+                str(s.version),
+                s.profile.value,
+                s.kind.value,
+                ", ".join(s.depends_on) or "-",
+                *([applied.get(s.name, "-")] if args.tenant else []),
+            ]
+            for s in seeders
+        ]
+        _table([*([header] if rows else []), *rows], [s.description for s in seeders])
+        return 0
+    return 1
+
+
+def _seed(args: argparse.Namespace) -> int:
+    from tenantdb.core import seeding  # noqa: PLC0415 - database drivers only when needed
+
+    with _failures_reported():
+        config = _settings()
+        options = dict(_option(text) for text in args.option)
+        with _pool(config) as pool:
+            db = config.database
+            tenant = seeding.find_tenant(pool, db.control_schema, args.tenant)
+            bar = None if args.quiet else ProgressBar(f"seeding {tenant.namespace}/{tenant.name}")
+            try:
+                report = seeding.seed_tenant(
+                    pool,
+                    db.control_schema,
+                    db.shared_schema,
+                    db.url,
+                    tenant.uid,
+                    args.profile,
+                    args.only,
+                    config.environment.value,
+                    args.dir or config.seeders_dir,
+                    bar,
+                    applied_by=_who(),
+                    options=options,
+                )
+            finally:
+                if bar is not None:
+                    bar.close()
+        _summary(report)
+        return 0
+    return 1
+
+
+def _unseed(args: argparse.Namespace) -> int:
+    from tenantdb.core import seeding  # noqa: PLC0415 - database drivers only when needed
+
+    with _failures_reported():
+        config = _settings()
+        with _pool(config) as pool:
+            db = config.database
+            tenant = seeding.find_tenant(pool, db.control_schema, args.tenant)
+            bar = None if args.quiet else ProgressBar(f"unseeding {tenant.namespace}/{tenant.name}")
+            try:
+                report = seeding.unseed_tenant(
+                    pool,
+                    db.control_schema,
+                    db.shared_schema,
+                    db.url,
+                    tenant.uid,
+                    args.dir or config.seeders_dir,
+                    args.only,
+                    bar,
+                )
+            finally:
+                if bar is not None:
+                    bar.close()
+        _summary(report)
+        return 0
+    return 1
+
+
+def _settings() -> settings_.Settings:
+    from tenantdb import settings  # noqa: PLC0415
+
+    return settings.Settings.from_environment()
+
+
+@contextmanager
+def _pool(config: settings_.Settings) -> Iterator[connecting.Pool]:
+    from tenantdb.core import connecting  # noqa: PLC0415 - database drivers only when needed
+
+    pool = connecting.open_pool(config.database.url, 1, 2, name="tenantdb-cli")
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@contextmanager
+def _failures_reported() -> Iterator[None]:
+    """Print tenantdb's own errors as one line (reason and message) instead of a traceback."""
+    from tenantdb.core import errors  # noqa: PLC0415
+
+    try:
+        yield
+    except errors.TenantDBError as exc:
+        print(f"tenantdb: {exc.reason}: {exc}", file=sys.stderr)
+        report = getattr(exc, "report", None)
+        if report is not None and report.results:
+            _summary(report, stream=sys.stderr)
+
+
+def _option(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not equals or "." not in key:
+        raise SystemExit(f"tenantdb: --option {text!r} must look like seeder.name=value")
+    return key, value
+
+
+def _who() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _summary(report: reports.SeedReport, stream: TextIO | None = None) -> None:
+    out = stream or sys.stdout
+    rows = [
+        [r.name, f"v{r.version}", r.outcome.value, f"{r.rows} rows", f"{r.seconds:.2f}s"]
+        for r in report.results
+    ]
+    _table(rows, [r.detail for r in report.results], out)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=out)
+    print(report.summary(), file=out)
+
+
+def _table(rows: list[list[str]], notes: list[str], out: TextIO | None = None) -> None:
+    """Columns padded to their widest cell; ``notes`` (one per data row) go last."""
+    out = out or sys.stdout
+    if not rows:
+        print("no seeders", file=out)
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    offset = len(rows) - len(notes)
+    for index, row in enumerate(rows):
+        note = notes[index - offset] if index >= offset else ("DESCRIPTION" if notes else "")
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        print("  ".join([*cells, note]).rstrip(), file=out)
+
+
+class ProgressBar:
+    """A one-line bar on a terminal; one line per finished seeder elsewhere."""
+
+    def __init__(
+        self, title: str, stream: TextIO | None = None, is_tty: Callable[[], bool] | None = None
+    ) -> None:
+        self.title = title
+        self.stream = stream or sys.stderr
+        self.live = (is_tty or self.stream.isatty)()
+        self._drawn = False
+
+    def __call__(self, event: reports.ProgressEvent) -> None:
+        from tenantdb.core.seeding import reports  # noqa: PLC0415
+
+        finished = event.state in (
+            reports.State.APPLIED,
+            reports.State.SKIPPED,
+            reports.State.REMOVED,
+            reports.State.FAILED,
+        )
+        fraction = (event.position - (0 if finished else 1)) / max(event.total, 1)
+        if event.state is reports.State.ROWS and event.expected:
+            fraction += min(event.done / event.expected, 1.0) / max(event.total, 1)
+        detail = (
+            f"{event.done}/{event.expected}" if event.state is reports.State.ROWS else event.state
+        )
+        if self.live:
+            filled = round(fraction * BAR_WIDTH)
+            line = (
+                f"\r{self.title} [{'#' * filled}{'-' * (BAR_WIDTH - filled)}]"
+                f" {event.position}/{event.total} {event.seeder} {detail}"
+            )
+            self.stream.write(line.ljust(100)[:120])
+            self._drawn = True
+        elif finished:
+            self.stream.write(
+                f"{self.title}: {event.position}/{event.total} {event.seeder} {detail}\n"
+            )
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the bar's line."""
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
