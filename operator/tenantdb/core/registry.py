@@ -69,7 +69,41 @@ def _seed_history_table(schema: naming.Identifier) -> sql.Composed:
     ).format(schema=sql.Identifier(schema))
 
 
-CONTROL_STEPS: tuple[ControlStep, ...] = (_tenants_table, _seed_history_table)
+def _migration_ledger_table(schema: naming.Identifier) -> sql.Composed:
+    """Step 3: which migration version ran on which tenant (``core.migrations.ledger``)."""
+    return sql.SQL(
+        """
+        CREATE TABLE {schema}.migration_ledger (
+            tenant_uid      text NOT NULL,
+            version         bigint NOT NULL CHECK (version > 0),
+            namespace       text NOT NULL,
+            tenant_name     text NOT NULL,
+            migration       text NOT NULL,
+            description     text NOT NULL DEFAULT '',
+            scope           text NOT NULL CHECK (scope IN ('tenant', 'shared')),
+            checksum        text NOT NULL,
+            state           text NOT NULL
+                CHECK (state IN ('running', 'applied', 'failed', 'retry', 'rolled_back')),
+            statements_done integer NOT NULL DEFAULT 0 CHECK (statements_done >= 0),
+            attempts        integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+            applied_at      timestamptz,
+            duration_ms     bigint,
+            applied_by      text NOT NULL,
+            error           text,
+            updated_at      timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (tenant_uid, version)
+        );
+        CREATE INDEX migration_ledger_version_state ON {schema}.migration_ledger (version, state);
+        CREATE INDEX migration_ledger_namespace ON {schema}.migration_ledger (namespace, tenant_name);
+        """
+    ).format(schema=sql.Identifier(schema))
+
+
+CONTROL_STEPS: tuple[ControlStep, ...] = (
+    _tenants_table,
+    _seed_history_table,
+    _migration_ledger_table,
+)
 """Numbered from 1; append, never edit, so existing installations upgrade."""
 
 
