@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from tenantdb.core import commands, connecting, naming
-from tenantdb.devenv import controlplane, postgres, stack
+from tenantdb.devenv import controlplane, operator_process, postgres, stack
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +60,17 @@ def server(database_url: str) -> Iterator[commands.Server]:
     commands.prepare(prepared)
     yield prepared
     pool.close()
+
+
+@pytest.fixture(scope="session")
+def operator(
+    kubeconfig: Path, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[operator_process.OperatorProcess]:
+    """`tenantdb run` as a separate process for the whole session."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = operator_process.OperatorProcess(
+        kubeconfig, database_url, log, extra_env={"TENANTDB_VERIFY_INTERVAL": "5"}
+    )
+    process.start()
+    yield process
+    process.stop()

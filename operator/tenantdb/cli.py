@@ -33,6 +33,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
     )
+    run.add_argument(
+        "--log-format",
+        choices=["full", "json"],
+        default=os.environ.get("TENANTDB_LOG_FORMAT", "full"),
+        help="log lines for humans (full) or for log pipelines (json)",
+    )
+    run.add_argument("--verbose", action="store_true", help="log every handler step")
     run.set_defaults(func=_run)
 
     crd = commands.add_parser("crds", help="write (or check) the CRDs generated from the models")
@@ -62,7 +69,12 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from tenantdb.controllers import operator  # noqa: PLC0415 - kopf only when running
 
-    operator.run(namespace=args.namespace, liveness_endpoint=args.liveness)
+    operator.run(
+        namespace=args.namespace,
+        liveness_endpoint=args.liveness,
+        log_format=args.log_format,
+        verbose=args.verbose,
+    )
     return 0
 
 

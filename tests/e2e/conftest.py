@@ -12,18 +12,6 @@ from tenantdb.devenv import operator_process
 from tests.e2e.kubectl import Kubectl
 
 
-@pytest.fixture(scope="session")
-def operator(
-    kubeconfig: Path, database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[operator_process.OperatorProcess]:
-    """`tenantdb run` as a separate process for the whole session."""
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = operator_process.OperatorProcess(kubeconfig, database_url, log)
-    process.start()
-    yield process
-    process.stop()
-
-
 @pytest.fixture
 def kubectl(kubeconfig: Path, operator: operator_process.OperatorProcess) -> Iterator[Kubectl]:
     """kubectl in a fresh namespace watched by the operator; deleted afterwards."""

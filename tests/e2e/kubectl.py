@@ -39,7 +39,12 @@ class Kubectl:
         return json.loads(self.run("get", kind, name, "-o", "json").stdout)  # type: ignore[no-any-return]
 
     def wait(self, target: str, condition: str, timeout: int = 90) -> None:
-        self.run("wait", f"--for={condition}", target, f"--timeout={timeout}s")
+        result = self.run(
+            "wait", f"--for={condition}", target, f"--timeout={timeout}s", check=False
+        )
+        if result.returncode != 0:
+            state = self.run("get", target, "-o", "jsonpath={.status}", check=False).stdout
+            raise AssertionError(f"{target} never reached {condition}: status {state}")
 
     def secret_data(self, name: str) -> dict[str, str]:
         data = self.get("secret", name)["data"]

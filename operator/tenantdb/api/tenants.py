@@ -155,6 +155,11 @@ TENANT = resources.ResourceKind(
             reason="FieldValueInvalid",
         ),
         resources.Validation(
+            rule="!self.metadata.name.startsWith('pg-')",
+            message="tenant names must not start with 'pg-' (PostgreSQL reserves pg_)",
+            reason="FieldValueInvalid",
+        ),
+        resources.Validation(
             rule=(
                 "!has(oldSelf.spec) || (has(self.spec.serverRef) == has(oldSelf.spec.serverRef)"
                 " && (!has(self.spec.serverRef) || self.spec.serverRef == oldSelf.spec.serverRef))"

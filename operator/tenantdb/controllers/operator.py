@@ -8,8 +8,21 @@ HANDLER_MODULES = (startup, tenants)
 """Importing these registers their handlers with kopf's default registry."""
 
 
-def run(namespace: str | None, liveness_endpoint: str | None = None) -> None:
-    """Run kopf until SIGINT/SIGTERM: one namespace, or all of them."""
+LOG_FORMATS = {"json": kopf.LogFormat.JSON, "full": kopf.LogFormat.FULL}
+
+
+def run(
+    namespace: str | None,
+    liveness_endpoint: str | None = None,
+    log_format: str = "full",
+    verbose: bool = False,
+) -> None:
+    """Run kopf until SIGINT/SIGTERM: one namespace, or all of them.
+
+    Logs are structured (JSON, one object per line) in clusters, readable
+    lines on a terminal; every line carries the object it is about.
+    """
+    kopf.configure(verbose=verbose, log_format=LOG_FORMATS[log_format], log_refkey="object")
     kopf.run(
         standalone=True,
         clusterwide=namespace is None,

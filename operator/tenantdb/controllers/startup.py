@@ -17,6 +17,9 @@ from tenantdb.controllers import kube, runtime
 from tenantdb.core import errors
 
 FINALIZER = f"{GROUP}/finalizer"
+STATE_PREFIX = f"operator.{GROUP}"
+"""kopf's own annotations. Not plain ``tenantdb.io``: kopf ignores changes to
+annotations under its prefix, and users annotate under ``tenantdb.io/``."""
 
 
 @kopf.on.startup()
@@ -45,9 +48,9 @@ def stop(memo: Any, **_: Any) -> None:
 def configure_kopf(settings: kopf.OperatorSettings, config: settings_.Settings) -> None:
     """Persistence under our prefix, bounded watches, quiet event posting."""
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STATE_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
+        prefix=STATE_PREFIX, key="last-handled-configuration"
     )
     settings.watching.server_timeout = config.watch.server_timeout
     settings.watching.client_timeout = config.watch.client_timeout

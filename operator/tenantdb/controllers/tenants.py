@@ -15,7 +15,7 @@ from tenantdb.core import commands, connecting, errors, passwords
 KIND = "Tenant"
 PLURAL = "tenants"
 ROTATE_ANNOTATION = f"{GROUP}/rotate-credentials"
-VERIFY_TICK = 30.0
+VERIFY_TICK = 10.0
 """Seconds between timer ticks; each tenant is verified every ``verify_interval``."""
 
 

@@ -20,6 +20,9 @@ Pool = psycopg_pool.ConnectionPool
 
 UNAVAILABLE_SQLSTATE_CLASSES = ("08", "57")
 """Connection exceptions and operator intervention (server shutting down)."""
+TRANSIENT_SQLSTATES = ("40", "55P03", "XX000")
+"""Serialization failures and deadlocks, lock timeouts, and concurrent catalog
+updates ("tuple concurrently updated"): retrying may well succeed."""
 
 
 def open_pool(
@@ -52,7 +55,9 @@ def translated_errors() -> Iterator[None]:
         sqlstate = exc.sqlstate or ""
         if sqlstate.startswith(UNAVAILABLE_SQLSTATE_CLASSES):
             raise errors.DatabaseUnavailable(f"database unavailable: {exc}") from exc
-        raise errors.DatabaseError(describe(exc), sqlstate=exc.sqlstate) from exc
+        failure = errors.DatabaseError(describe(exc), sqlstate=exc.sqlstate)
+        failure.permanent = not sqlstate.startswith(TRANSIENT_SQLSTATES)
+        raise failure from exc
 
 
 def describe(exc: psycopg.Error) -> str:

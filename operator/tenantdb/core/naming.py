@@ -42,10 +42,10 @@ def identifier(name: str) -> Identifier:
 
 def tenant_name(name: str) -> str:
     """Check a Tenant object's name (the CRD refuses the same, this is defence in depth)."""
-    if not TENANT_NAME.fullmatch(name):
+    if not TENANT_NAME.fullmatch(name) or name.startswith("pg-"):
         raise errors.InvalidName(
             f"tenant name {name!r} must be 1-40 lowercase letters, digits or '-', "
-            "start with a letter and end with a letter or digit"
+            "start with a letter and end with a letter or digit, and not start with 'pg-'"
         )
     return name
 

@@ -91,7 +91,7 @@ def create_schema(names: naming.TenantNames) -> sql.Composed:
     ).format(schema=schema, owner=owner)
 
 
-def grant_schema_access(names: naming.TenantNames, database: str) -> sql.Composed:
+def grant_schema_access(names: naming.TenantNames) -> sql.Composed:
     """What the login role may do: read and write its own schema's objects.
 
     It creates nothing: tables belong to the owner role (migrations run as
@@ -102,18 +102,28 @@ def grant_schema_access(names: naming.TenantNames, database: str) -> sql.Compose
         "schema": sql.Identifier(names.schema),
         "owner": sql.Identifier(names.owner_role),
         "login": sql.Identifier(names.login_role),
-        "database": sql.Identifier(database),
     }
     return sql.SQL(
         "REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n"
         "GRANT USAGE ON SCHEMA {schema} TO {login};\n"
         "REVOKE CREATE ON SCHEMA {schema} FROM {login};\n"
-        "GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {login};\n"
         "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema}"
         " GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {login};\n"
         "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema}"
         " GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {login}"
     ).format(**ids)
+
+
+def can_connect() -> sql.SQL:
+    """Whether a role may connect to a database (parameters: role, database)."""
+    return sql.SQL("SELECT has_database_privilege(%s, %s, 'CONNECT')")
+
+
+def grant_connect(names: naming.TenantNames, database: str) -> sql.Composed:
+    """Needed only where CONNECT was revoked from PUBLIC on the operator's database."""
+    return sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+        sql.Identifier(database), sql.Identifier(names.login_role)
+    )
 
 
 def harden_public_schema() -> sql.SQL:

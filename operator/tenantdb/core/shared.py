@@ -113,9 +113,16 @@ def unmap_role(schema: naming.Identifier) -> sql.Composed:
     )
 
 
-def join_members(login_role: naming.Identifier) -> sql.Composed:
-    """A shared tenant's LOGIN role gets the shared tables' privileges, nothing more."""
-    return sql.SQL("GRANT {} TO {}").format(sql.Identifier(MEMBERS), sql.Identifier(login_role))
+def join_members(login_role: naming.Identifier, server_version: int) -> sql.Composed:
+    """A shared tenant's LOGIN role gets the shared tables' privileges, nothing more.
+
+    From PostgreSQL 16 inheritance is a property of each grant; say it, and
+    forbid SET ROLE to the group while at it.
+    """
+    options = sql.SQL(" WITH INHERIT TRUE, SET FALSE" if server_version >= 160000 else "")
+    return sql.SQL("GRANT {} TO {}{}").format(
+        sql.Identifier(MEMBERS), sql.Identifier(login_role), options
+    )
 
 
 def tables() -> sql.SQL:

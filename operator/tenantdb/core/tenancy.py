@@ -7,7 +7,7 @@ CREATE DATABASE, which PostgreSQL runs outside transactions; if that part
 fails for a new tenant, what the first transaction made is dropped again.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
@@ -37,7 +37,8 @@ class Server:
     """One PostgreSQL server and where tenantdb keeps its own objects there."""
 
     pool: psycopg_pool.ConnectionPool
-    url: str
+    url: str = field(repr=False)
+    """Superuser-ish URL with a password: never printed."""
     control_schema: naming.Identifier
     shared_schema: naming.Identifier
 
@@ -77,6 +78,7 @@ def prepare(server: Server) -> None:
             for role in shared.ROLES:
                 if not _role_exists(conn, role):
                     conn.execute(shared.create_role(role))
+            conn.execute(provisioning.harden_public_schema())
             conn.execute(shared.bootstrap(server.shared_schema))
             shared.secure_tables(conn, server.shared_schema)
 
@@ -98,13 +100,12 @@ def provision(
                 _lock_tenant(conn, request.uid)
                 _register(conn, server, request, location)
                 _ensure_roles(conn, names, mode, password, reset_password)
-                _grant(conn, server, names, mode, home, request.uid)
                 conn.execute(
                     provisioning.configure_login_role(
                         names, request.limits, request.suspended, inherit=mode is Isolation.SHARED
                     )
                 )
-                conn.execute(provisioning.harden_public_schema())
+                _grant(conn, server, names, mode, home, request.uid)
         except psycopg.errors.UniqueViolation as exc:
             raise _domain_conflict(conn, server.control_schema, request) from exc
         if request.suspended:
@@ -171,19 +172,34 @@ def _grant(
     uid: str,
 ) -> None:
     """Mode-specific objects and privileges, inside the provisioning transaction."""
+    if mode is not Isolation.DATABASE:
+        _ensure_connect(conn, names, home)
     if mode is Isolation.SCHEMA:
         conn.execute(provisioning.create_schema(names))
-        conn.execute(provisioning.grant_schema_access(names, home))
+        conn.execute(provisioning.grant_schema_access(names))
         conn.execute(
             provisioning.pin_search_path([names.login_role, names.owner_role], names.schema)
         )
     elif mode is Isolation.SHARED:
-        conn.execute(shared.join_members(names.login_role))
+        conn.execute(shared.join_members(names.login_role, conn.info.server_version))
         conn.execute(shared.map_role(server.shared_schema), (names.login_role, uid))
         conn.execute(provisioning.pin_search_path([names.login_role], server.shared_schema))
     else:
         conn.execute(provisioning.pin_search_path([names.login_role, names.owner_role], "public"))
     _revoke_foreign_memberships(conn, names, mode)
+
+
+def _ensure_connect(conn: psycopg.Connection[Any], names: naming.TenantNames, home: str) -> None:
+    """Grant CONNECT on the shared database only if PUBLIC lacks it.
+
+    A GRANT rewrites the database's catalog row; tenants provisioned in
+    parallel would collide on it ("tuple concurrently updated"), so the
+    rare grant is serialised and the common case touches nothing.
+    """
+    row = conn.execute(provisioning.can_connect(), (names.login_role, home)).fetchone()
+    if row is not None and not row[0]:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (registry.BOOTSTRAP_LOCK,))
+        conn.execute(provisioning.grant_connect(names, home))
 
 
 def _revoke_foreign_memberships(

@@ -48,14 +48,15 @@ def test_suspension_makes_the_role_nologin(as_text) -> None:  # type: ignore[no-
 
 
 def test_grants_revoke_public_and_scope_to_the_tenant(as_text) -> None:  # type: ignore[no-untyped-def]
-    text = as_text(provisioning.grant_schema_access(NAMES, "app"))
+    text = as_text(provisioning.grant_schema_access(NAMES))
     assert f'REVOKE ALL ON SCHEMA "{NAMES.schema}" FROM PUBLIC' in text
-    assert f'GRANT CONNECT, TEMPORARY ON DATABASE "app" TO "{NAMES.login_role}"' in text
+    assert f'GRANT USAGE ON SCHEMA "{NAMES.schema}" TO "{NAMES.login_role}"' in text
+    assert f'REVOKE CREATE ON SCHEMA "{NAMES.schema}" FROM "{NAMES.login_role}"' in text
     assert "PUBLIC" not in text.replace("FROM PUBLIC", "")
 
 
 def test_a_hostile_database_name_is_quoted(as_text) -> None:  # type: ignore[no-untyped-def]
-    text = as_text(provisioning.grant_schema_access(NAMES, 'db"; DROP ROLE x; --'))
+    text = as_text(provisioning.grant_connect(NAMES, 'db"; DROP ROLE x; --'))
     assert 'DATABASE "db""; DROP ROLE x; --"' in text
 
 

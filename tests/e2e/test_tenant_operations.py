@@ -1,0 +1,95 @@
+"""Day-2 operations on Tenants: suspension, plans, credential rotation, drift repair."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tests.e2e.kubectl import Kubectl
+from tests.e2e.test_tenant_lifecycle import connect, create_as_owner, eventually, tenant
+
+pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.operator]
+
+
+def ready(kubectl: Kubectl, name: str, **spec: object) -> dict[str, str]:
+    kubectl.apply(tenant(name, **spec))
+    kubectl.wait(f"tenant/{name}", "condition=Ready")
+    return kubectl.get("tenant", name)["status"]  # type: ignore[no-any-return]
+
+
+def test_suspension_blocks_login_and_keeps_data(
+    kubectl: Kubectl, admin: psycopg.Connection
+) -> None:
+    status = ready(kubectl, "sleepy")
+    creds = kubectl.secret_data("sleepy-credentials")
+    create_as_owner(admin, status, "CREATE TABLE orders (id int)")
+    with connect(creds) as conn:
+        conn.execute("INSERT INTO orders VALUES (7)")
+    session = connect(creds)
+    kubectl.run("patch", "tenant", "sleepy", "--type=merge", "-p", '{"spec":{"suspended":true}}')
+    kubectl.wait("tenant/sleepy", "jsonpath={.status.phase}=Suspended")
+    with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
+        connect(creds).close()
+    with pytest.raises(psycopg.OperationalError):
+        session.execute("SELECT 1")  # open sessions were terminated
+    session.close()
+    kubectl.run("patch", "tenant", "sleepy", "--type=merge", "-p", '{"spec":{"suspended":false}}')
+    kubectl.wait("tenant/sleepy", "jsonpath={.status.phase}=Ready")
+    with connect(creds) as conn:
+        assert conn.execute("SELECT id FROM orders").fetchall() == [(7,)]
+
+
+def test_plan_change_updates_the_role(kubectl: Kubectl, admin: psycopg.Connection) -> None:
+    status = ready(kubectl, "grower", plan="free")
+    kubectl.run("patch", "tenant", "grower", "--type=merge", "-p", '{"spec":{"plan":"enterprise"}}')
+    eventually(
+        lambda: (
+            admin.execute(
+                "SELECT rolconnlimit FROM pg_roles WHERE rolname = %s", (status["role"],)
+            ).fetchone()
+            == (100,)
+        )
+    )
+
+
+def test_rotation_annotation_replaces_the_password(kubectl: Kubectl) -> None:
+    ready(kubectl, "rotor")
+    old = kubectl.secret_data("rotor-credentials")
+    kubectl.run("annotate", "tenant", "rotor", "tenantdb.io/rotate-credentials=2026-11-23")
+    kubectl.wait("tenant/rotor", "jsonpath={.status.credentialsRotation}=2026-11-23")
+    new = kubectl.secret_data("rotor-credentials")
+    assert new["password"] != old["password"]
+    assert new["password"] in new["uri"] or "%" in new["uri"]
+    with connect(new) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        connect(old).close()
+    assert any(e["reason"] == "CredentialsRotated" for e in kubectl.events("rotor"))
+
+
+def test_isolation_drift_is_found_repaired_and_reported(
+    kubectl: Kubectl, admin: psycopg.Connection
+) -> None:
+    status = ready(kubectl, "drifter")
+    admin.execute(f'ALTER ROLE "{status["role"]}" BYPASSRLS CREATEDB')
+    admin.execute(f'GRANT pg_read_all_data TO "{status["role"]}"')
+    admin.execute(f'GRANT CREATE ON SCHEMA "{status["schema"]}" TO PUBLIC')
+    kubectl.wait(
+        "tenant/drifter",
+        'jsonpath={.status.conditions[?(@.type=="IsolationVerified")].reason}=Repaired',
+        timeout=60,
+    )
+    role = admin.execute(
+        "SELECT rolbypassrls, rolcreatedb, pg_has_role(rolname, 'pg_read_all_data', 'MEMBER')"
+        " FROM pg_roles WHERE rolname = %s",
+        (status["role"],),
+    ).fetchone()
+    assert role == (False, False, False)
+    public = admin.execute(
+        "SELECT has_schema_privilege('public', %s, 'CREATE')", (status["schema"],)
+    )
+    assert public.fetchone() == (False,)
+    drift = [e for e in kubectl.events("drifter") if e["reason"] == "IsolationDrift"]
+    assert (
+        drift and "BYPASSRLS" in drift[0]["message"] and "pg_read_all_data" in drift[0]["message"]
+    )

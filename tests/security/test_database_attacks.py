@@ -1,0 +1,63 @@
+"""Attacks on database isolation, and the roles' attributes in every mode."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from psycopg import conninfo, errors
+
+from tests.security.conftest import Pair
+
+pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.operator]
+DANGEROUS = "rolsuper OR rolbypassrls OR rolcreaterole OR rolcreatedb OR rolreplication"
+
+
+def test_connect_to_b_database(world: dict[str, Pair]) -> None:
+    pair = world["database"]
+    url = conninfo.make_conninfo(pair.a.secret["uri"], dbname=pair.b.status["database"])
+    with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+        psycopg.connect(url, connect_timeout=10).close()
+
+
+def test_create_in_own_public_schema(world: dict[str, Pair]) -> None:
+    with world["database"].a.connect() as conn, pytest.raises(errors.InsufficientPrivilege):
+        conn.execute("CREATE TABLE public.planted (v int)")
+
+
+def test_public_cannot_connect_to_tenant_databases(
+    world: dict[str, Pair], admin: psycopg.Connection
+) -> None:
+    for tenant in (world["database"].a, world["database"].b):
+        row = admin.execute(
+            "SELECT has_database_privilege('public', %s, 'CONNECT')", (tenant.status["database"],)
+        ).fetchone()
+        assert row == (False,)
+
+
+def test_registry_unreachable_from_the_operator_database(world: dict[str, Pair]) -> None:
+    pair = world["database"]
+    url = conninfo.make_conninfo(pair.a.secret["uri"], dbname="postgres")
+    with psycopg.connect(url) as conn, pytest.raises(errors.InsufficientPrivilege):
+        conn.execute("SELECT * FROM tenantdb.tenants")
+
+
+@pytest.mark.parametrize("mode", ["schema", "shared", "database"])
+def test_no_tenant_role_holds_a_dangerous_attribute_or_membership(
+    world: dict[str, Pair], admin: psycopg.Connection, mode: str
+) -> None:
+    pair = world[mode]
+    roles = {pair.a.status["role"], pair.b.status["role"]}
+    if mode != "shared":
+        roles |= {pair.a.status["ownerRole"], pair.b.status["ownerRole"]}
+    dangerous = admin.execute(
+        f"SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) AND ({DANGEROUS})", (list(roles),)
+    )
+    assert dangerous.fetchall() == []
+    groups = admin.execute(
+        "SELECT r.rolname, g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
+        " JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = ANY(%s)",
+        (list(roles),),
+    ).fetchall()
+    allowed = {"tenantdb_shared_tenants"} if mode == "shared" else set()
+    assert {g for _, g in groups} <= allowed
+    assert not {"pg_read_all_data", "pg_write_all_data"} & {g for _, g in groups}

@@ -1,0 +1,228 @@
+"""Attacks on shared tables under row-level security, per-tenant roles and pooled."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import psycopg_pool
+import pytest
+from psycopg import errors
+
+from tenantdb.core import commands
+from tests.security.conftest import Pair
+
+pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.operator]
+RLS_VIOLATION = errors.InsufficientPrivilege  # "new row violates row-level security policy"
+
+
+@pytest.fixture(scope="module")
+def pair(world: dict[str, Pair]) -> Pair:
+    return world["shared"]
+
+
+def visible_tenants(conn: psycopg.Connection, table: str = "sec_companies") -> set[str]:
+    return {str(r[0]) for r in conn.execute(f"SELECT DISTINCT tenant_id FROM {table}")}
+
+
+def test_reads_see_only_own_rows(pair: Pair) -> None:
+    with pair.a.connect() as conn:
+        assert visible_tenants(conn) == {pair.a.uid}
+        assert visible_tenants(conn, "sec_leads") == {pair.a.uid}
+
+
+def test_insert_with_b_tenant_id(pair: Pair) -> None:
+    with pair.a.connect() as conn, pytest.raises(RLS_VIOLATION, match="row-level security"):
+        conn.execute(
+            "INSERT INTO sec_companies (tenant_id, name) VALUES (%s, 'Planted')", (pair.b.uid,)
+        )
+
+
+def test_update_own_row_to_b_tenant_id(pair: Pair) -> None:
+    with pair.a.connect() as conn, pytest.raises(RLS_VIOLATION, match="row-level security"):
+        conn.execute("UPDATE sec_leads SET tenant_id = %s", (pair.b.uid,))
+
+
+def test_upsert_into_b_tenant_id(pair: Pair) -> None:
+    with pair.a.connect() as conn, pytest.raises(RLS_VIOLATION, match="row-level security"):
+        conn.execute(
+            "INSERT INTO sec_companies (name) VALUES ('Initech')"
+            " ON CONFLICT (tenant_id, name) DO UPDATE SET tenant_id = %s",
+            (pair.b.uid,),
+        )
+
+
+def test_update_and_delete_b_rows_touch_nothing(pair: Pair, admin: psycopg.Connection) -> None:
+    with pair.a.connect() as conn:
+        assert (
+            conn.execute(
+                "UPDATE sec_companies SET name = 'x' WHERE tenant_id = %s", (pair.b.uid,)
+            ).rowcount
+            == 0
+        )
+        assert (
+            conn.execute("DELETE FROM sec_leads WHERE tenant_id = %s", (pair.b.uid,)).rowcount == 0
+        )
+    remaining = admin.execute(
+        "SELECT count(*) FROM tenantdb_shared.sec_leads WHERE tenant_id = %s", (pair.b.uid,)
+    )
+    assert remaining.fetchone() == (1,)
+
+
+def test_set_config_of_the_session_variable_changes_nothing(pair: Pair) -> None:
+    with pair.a.connect() as conn:
+        conn.execute("SELECT set_config('tenantdb.tenant_id', %s, false)", (pair.b.uid,))
+        conn.execute("SET tenantdb.tenant_scope = 'forged'")
+        assert visible_tenants(conn) == {pair.a.uid}
+
+
+def test_forged_transaction_marker_changes_nothing(pair: Pair) -> None:
+    with pair.a.connect() as conn:
+        conn.execute("SELECT set_config('tenantdb.tenant_id', %s, true)", (pair.b.uid,))
+        conn.execute(
+            "SELECT set_config('tenantdb.tenant_scope', tenantdb_shared.transaction_marker(), true)"
+        )
+        assert visible_tenants(conn) == {pair.a.uid}
+
+
+def test_set_tenant_is_not_for_tenant_roles(pair: Pair) -> None:
+    with pair.a.connect() as conn, pytest.raises(errors.InsufficientPrivilege):
+        conn.execute("SELECT tenantdb_shared.set_tenant(%s)", (pair.b.uid,))
+
+
+def test_truncate_shared_table(pair: Pair) -> None:
+    with pair.a.connect() as conn, pytest.raises(errors.InsufficientPrivilege):
+        conn.execute("TRUNCATE sec_leads")
+
+
+def test_disable_row_level_security(pair: Pair) -> None:
+    with pair.a.connect() as conn, pytest.raises(errors.InsufficientPrivilege):
+        conn.execute("ALTER TABLE sec_companies DISABLE ROW LEVEL SECURITY")
+
+
+def test_drop_the_policy(pair: Pair) -> None:
+    with pair.a.connect() as conn, pytest.raises(errors.InsufficientPrivilege):
+        conn.execute("DROP POLICY tenantdb_isolation ON sec_companies")
+
+
+def test_mapping_table_shows_only_own_mapping(pair: Pair) -> None:
+    with pair.a.connect() as conn:
+        rows = conn.execute("SELECT tenant_id::text FROM tenant_roles").fetchall()
+    assert rows == [(pair.a.uid,)]
+
+
+def test_remap_self_to_b(pair: Pair) -> None:
+    with pair.a.connect() as conn, pytest.raises(errors.InsufficientPrivilege):
+        conn.execute("UPDATE tenant_roles SET tenant_id = %s", (pair.b.uid,))
+
+
+def test_set_role_to_shared_owner_or_pooled(pair: Pair) -> None:
+    for role in ("tenantdb_shared_owner", "tenantdb_pooled"):
+        with pair.a.connect() as conn, pytest.raises(errors.InsufficientPrivilege):
+            conn.execute(f"SET ROLE {role}")
+
+
+def test_foreign_key_cannot_point_at_b_rows(pair: Pair, admin: psycopg.Connection) -> None:
+    """Foreign keys bypass RLS; the composite key keeps them inside the tenant."""
+    b_company = admin.execute(
+        "SELECT id FROM tenantdb_shared.sec_companies WHERE tenant_id = %s LIMIT 1", (pair.b.uid,)
+    ).fetchone()
+    assert b_company is not None
+    with pair.a.connect() as conn:
+        own = {r[0] for r in conn.execute("SELECT id FROM sec_companies")}
+        assert b_company[0] not in own
+        with pytest.raises(errors.ForeignKeyViolation):
+            conn.execute(
+                "INSERT INTO sec_leads (company_id, email) VALUES (%s, 'x@y.z')", (b_company[0],)
+            )
+
+
+def test_unique_keys_do_not_leak_other_tenants_values(pair: Pair) -> None:
+    with pair.a.connect() as conn:
+        conn.execute(
+            "INSERT INTO sec_companies (name) VALUES (%s)", (pair.b.name,)
+        )  # B has that name too
+        conn.rollback()
+
+
+def test_every_shared_table_forces_rls_and_no_tenant_owns_one(admin: psycopg.Connection) -> None:
+    rows = admin.execute(
+        "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, pg_get_userbyid(c.relowner)"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'tenantdb_shared' AND c.relkind IN ('r', 'p')"
+    ).fetchall()
+    assert rows
+    for name, rls, forced, owner in rows:
+        assert rls and forced, name
+        expected_owner = "postgres" if name == "tenant_roles" else "tenantdb_shared_owner"
+        assert owner == expected_owner, name
+
+
+@pytest.fixture(scope="module")
+def pooled(server: commands.Server) -> Iterator[psycopg_pool.ConnectionPool]:
+    """An application role shared by all tenants, with a real connection pool."""
+    admin = psycopg.connect(server.url, autocommit=True)
+    admin.execute("DROP ROLE IF EXISTS sec_pooled_app")
+    admin.execute(
+        "CREATE ROLE sec_pooled_app LOGIN PASSWORD 'pooled-secret' IN ROLE tenantdb_pooled"
+    )
+    admin.execute("ALTER ROLE sec_pooled_app SET search_path = tenantdb_shared")
+    url = psycopg.conninfo.make_conninfo(
+        server.url, user="sec_pooled_app", password="pooled-secret"
+    )
+    pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=1, open=True)
+    yield pool
+    pool.close()
+    admin.execute("DROP OWNED BY sec_pooled_app")
+    admin.execute("DROP ROLE sec_pooled_app")
+    admin.close()
+
+
+def test_pooled_unset_means_zero_rows(pooled: psycopg_pool.ConnectionPool, pair: Pair) -> None:
+    with pooled.connection() as conn:
+        assert visible_tenants(conn) == set()
+
+
+def test_pooled_empty_means_zero_rows(pooled: psycopg_pool.ConnectionPool, pair: Pair) -> None:
+    with pooled.connection() as conn:
+        conn.execute("SET LOCAL tenantdb.tenant_id = ''")
+        conn.execute(
+            "SELECT set_config('tenantdb.tenant_scope', tenantdb_shared.transaction_marker(), true)"
+        )
+        assert visible_tenants(conn) == set()
+
+
+def test_pooled_bare_session_variable_means_zero_rows(
+    pooled: psycopg_pool.ConnectionPool, pair: Pair
+) -> None:
+    with pooled.connection() as conn:
+        conn.execute("SELECT set_config('tenantdb.tenant_id', %s, true)", (pair.a.uid,))
+        assert visible_tenants(conn) == set()
+
+
+def test_pooled_set_tenant_sees_exactly_that_tenant(
+    pooled: psycopg_pool.ConnectionPool, pair: Pair
+) -> None:
+    with pooled.connection() as conn:
+        conn.execute("SELECT tenantdb_shared.set_tenant(%s)", (pair.a.uid,))
+        assert visible_tenants(conn) == {pair.a.uid}
+        with pytest.raises(RLS_VIOLATION):
+            conn.execute(
+                "INSERT INTO sec_companies (tenant_id, name) VALUES (%s, 'x')", (pair.b.uid,)
+            )
+
+
+def test_pooled_session_level_value_does_not_leak_to_next_transaction(
+    pooled: psycopg_pool.ConnectionPool, pair: Pair
+) -> None:
+    with pooled.connection() as conn:  # tenant A's request, setting values without LOCAL
+        conn.execute("SELECT set_config('tenantdb.tenant_id', %s, false)", (pair.a.uid,))
+        conn.execute(
+            "SELECT set_config('tenantdb.tenant_scope', tenantdb_shared.transaction_marker(), false)"
+        )
+        assert visible_tenants(conn) == {pair.a.uid}
+    with pooled.connection() as conn:  # the next request on the same connection
+        assert conn.execute("SELECT current_setting('tenantdb.tenant_id')").fetchone() == (
+            pair.a.uid,
+        )
+        assert visible_tenants(conn) == set()
