@@ -45,6 +45,20 @@ class Reason(StrEnum):
     INVALID_SEEDER = "InvalidSeeder"
     UNKNOWN_SEEDER = "UnknownSeeder"
     INVALID_SEED_SELECTION = "InvalidSeedSelection"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    ROLLING_OUT = "RollingOut"
+    APPLIED = "Applied"
+    MIGRATION_FAILED = "MigrationFailed"
+    ROLLOUT_HALTED = "RolloutHalted"
+    CANARY_FAILED = "CanaryFailed"
+    CHECKSUM_MISMATCH = "ChecksumMismatch"
+    DRY_RUN_PASSED = "DryRunPassed"
+    DRY_RUN_FAILED = "DryRunFailed"
+    ROLLING_BACK = "RollingBack"
+    ROLLED_BACK = "RolledBack"
+    ROLLBACK_FAILED = "RollbackFailed"
+    ROLLBACK_BLOCKED = "RollbackBlocked"
+    SHARED_TABLES_SECURED = "SharedTablesSecured"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

@@ -130,6 +130,9 @@ class MigrationStatus(conditions.ObservedStatus):
     """When the rollout started (RFC 3339)."""
     finished_at: str | None = None
     """When the rollout finished (RFC 3339)."""
+    last_handled_retry: str | None = None
+    """The value of the ``tenantdb.io/retry`` annotation the operator last acted
+    on: setting the annotation to a new value retries the failed tenants."""
 
 
 MIGRATION = resources.ResourceKind(

@@ -55,3 +55,23 @@ def is_conflict_or_unavailable(exc: BaseException) -> bool:
 
 
 ApiError = ApiException
+
+
+# --- Custom objects, for the Migration controller (controllers/migrations.py) ---
+
+
+def list_custom_objects(group: str, version: str, namespace: str, plural: str) -> list[Any]:
+    """Every object of one custom kind in a namespace, as plain dicts."""
+    api = kubernetes.client.CustomObjectsApi()
+    listed = api.list_namespaced_custom_object(group, version, namespace, plural)
+    return list(cast(dict[str, Any], listed).get("items") or [])
+
+
+def patch_custom_status(
+    group: str, version: str, namespace: str, plural: str, name: str, status: dict[str, Any]
+) -> None:
+    """Merge-patch the status subresource of one custom object."""
+    api = kubernetes.client.CustomObjectsApi()
+    api.patch_namespaced_custom_object_status(
+        group, version, namespace, plural, name, {"status": status}
+    )

@@ -2,9 +2,9 @@
 
 import kopf
 
-from tenantdb.controllers import startup, tenants
+from tenantdb.controllers import migrations, startup, tenants
 
-HANDLER_MODULES = (startup, tenants)
+HANDLER_MODULES = (startup, tenants, migrations)
 """Importing these registers their handlers with kopf's default registry."""
 
 

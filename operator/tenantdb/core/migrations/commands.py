@@ -122,6 +122,18 @@ def missing_versions(
     return {uid: gap for uid, gap in gaps.items() if gap}
 
 
+def later_versions(
+    server: commands.Server, script: scripts.Script, uids: Sequence[str]
+) -> dict[str, set[int]]:
+    """For each tenant UID, the versions above this one still applied (one query)."""
+    if not uids:
+        return {}
+    with connecting.connection(server.pool) as conn:
+        return ledger.applied_versions(
+            conn, server.control_schema, uids, script.version, script.scope.value, above=True
+        )
+
+
 def upgrade(
     server: commands.Server,
     script: scripts.Script,

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from tenantdb.api import conditions, selectors
 from tenantdb.api import migrations as api
-from tenantdb.api import selectors
 
 
 def matches(selector: selectors.LabelSelector | None, labels: Mapping[str, str]) -> bool:
@@ -115,6 +115,9 @@ def over_budget(strategy: api.Strategy, failed: int) -> bool:
     return strategy.max_failures > 0 and failed > strategy.max_failures
 
 
+Reason = conditions.Reason
+
+
 class Mode(StrEnum):
     """What a rollout does on each tenant."""
 
@@ -164,7 +167,7 @@ def decide(
         return Verdict(
             api.Phase.HALTED,
             False,
-            "ChecksumMismatch",
+            Reason.CHECKSUM_MISMATCH,
             f"up changed after it was applied on {len(counts.drifted)} tenant(s) ({names}); "
             "nothing is re-applied. Revert the text, or accept it with the "
             "tenantdb.io/accept-checksum annotation (see docs/migrations.md)",
@@ -173,7 +176,7 @@ def decide(
         return Verdict(
             api.Phase.HALTED,
             False,
-            "CanaryFailed",
+            Reason.CANARY_FAILED,
             f"canary tenant(s) failed: {', '.join(canary_failed[:10])}; the rest were not touched",
         )
     if mode is not Mode.DRY_RUN and over_budget(strategy, counts.failed):
@@ -181,14 +184,14 @@ def decide(
         return Verdict(
             api.Phase.HALTED,
             False,
-            "RolloutHalted",
+            Reason.ROLLOUT_HALTED,
             f"{counts.failed} tenant(s) failed (failurePolicy {policy}, "
             f"maxFailures {strategy.max_failures}); {done} done, {counts.pending} not started",
         )
     if counts.pending:
         verb = {Mode.APPLY: "applied", Mode.DRY_RUN: "checked", Mode.ROLLBACK: "rolled back"}
         note = f"; {waiting}" if waiting else ""
-        reason = "RollingBack" if mode is Mode.ROLLBACK else "RollingOut"
+        reason = Reason.ROLLING_BACK if mode is Mode.ROLLBACK else Reason.ROLLING_OUT
         finished = counts.total - counts.pending - counts.failed
         return Verdict(
             api.Phase.RUNNING,
@@ -205,13 +208,13 @@ def _settled(mode: Mode, counts: Counts, done: str) -> Verdict:
             return Verdict(
                 api.Phase.FAILED,
                 False,
-                "DryRunFailed",
+                Reason.DRY_RUN_FAILED,
                 f"dry run failed on {counts.failed} of {counts.total} tenant(s); nothing was kept",
             )
         return Verdict(
             api.Phase.SUCCEEDED,
             True,
-            "DryRunPassed",
+            Reason.DRY_RUN_PASSED,
             f"dry run passed on {counts.total} tenant(s); nothing was kept",
         )
     if mode is Mode.ROLLBACK:
@@ -219,20 +222,20 @@ def _settled(mode: Mode, counts: Counts, done: str) -> Verdict:
             return Verdict(
                 api.Phase.FAILED,
                 False,
-                "RollbackFailed",
+                Reason.ROLLBACK_FAILED,
                 f"down failed on {counts.failed} of {counts.total} tenant(s)",
             )
         return Verdict(
             api.Phase.SUCCEEDED,
             True,
-            "RolledBack",
+            Reason.ROLLED_BACK,
             f"rolled back on {counts.total} tenant(s)",
         )
     if counts.failed:
         return Verdict(
             api.Phase.FAILED,
             False,
-            "MigrationFailed",
+            Reason.MIGRATION_FAILED,
             f"{done} applied, {counts.failed} failed",
         )
-    return Verdict(api.Phase.SUCCEEDED, True, "Applied", f"{done} applied")
+    return Verdict(api.Phase.SUCCEEDED, True, Reason.APPLIED, f"{done} applied")

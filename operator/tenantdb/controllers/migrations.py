@@ -1,0 +1,385 @@
+"""Handlers of the ``Migration`` kind, and ``catch_up`` for the Tenant controller.
+
+One daemon per Migration runs *passes*: read the spec, ask the ledger
+where the rollout stands (one query), run what may run now (canaries
+first, lower versions first, within the failure budget), write status.
+Status writes are batched: at most one per ``STATUS_INTERVAL`` while
+tenants finish, plus one at the end of a pass. A pass starts at once when
+the spec or the ``tenantdb.io/retry`` / ``tenantdb.io/accept-checksum``
+annotations change, every ``ACTIVE_DELAY`` seconds while work remains
+(busy, retrying or waiting tenants), and otherwise when the namespace's
+tenants or migrations change (checked in memory every ``IDLE_DELAY``, in
+the ledger every ``RECHECK``).
+
+Everything durable is in the ledger, so an operator killed mid-rollout
+and restarted picks up where the ledger says: nothing runs twice.
+"""
+
+import asyncio
+import contextlib
+import copy
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+import pydantic
+
+from tenantdb.api import GROUP, VERSION, conditions
+from tenantdb.api import migrations as api
+from tenantdb.controllers import kube, reporting, runtime
+from tenantdb.core import errors
+from tenantdb.core.migrations import commands, planning, reconciling, scripts
+from tenantdb.core.migrations import errors as migration_errors
+
+KIND = "Migration"
+PLURAL = "migrations"
+RETRY_ANNOTATION = f"{GROUP}/retry"
+"""Set to a new value to retry the tenants where this migration failed."""
+ACCEPT_ANNOTATION = f"{GROUP}/accept-checksum"
+"""Set to the current checksum to accept an edited ``up`` as applied (drift override)."""
+ACTIVE_DELAY = 2.0
+"""Seconds between passes while tenants are busy, retrying or waiting for lower versions."""
+IDLE_DELAY = 3.0
+"""Seconds between in-memory checks of a settled migration's inputs."""
+RECHECK = 30.0
+"""Seconds between ledger reads of a settled migration whose inputs did not change."""
+STATUS_INTERVAL = 1.0
+"""Seconds between two status writes while a rollout runs."""
+FAILURES_LISTED = 20
+Mode = planning.Mode
+Reason = conditions.Reason
+
+
+@dataclass(frozen=True)
+class TenantRef:
+    """A Tenant object as selectors and fingerprints need it."""
+
+    uid: str
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    phase: str | None
+
+
+@kopf.index(GROUP, VERSION, "tenants")
+def migration_tenants(
+    namespace: str | None, uid: str, name: str, labels: Mapping[str, str], status: Any, **_: Any
+) -> dict[str, TenantRef]:
+    """Tenants by namespace, with their labels (for ``tenantSelector``)."""
+    phase = (status or {}).get("phase")
+    return {namespace or "": TenantRef(uid, name, tuple(sorted(labels.items())), phase)}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def migration_versions(
+    namespace: str | None, name: str, spec: Any, status: Any, **_: Any
+) -> dict[str, planning.Declared]:
+    """Migrations by namespace, for ordering across versions."""
+    declared = declare(name, spec, status)
+    return {namespace or "": declared} if declared else {}
+
+
+def declare(name: str, spec: Any, status: Any) -> planning.Declared | None:
+    """What ordering and catch-up need to know of a Migration (None if its spec is invalid)."""
+    try:
+        parsed = api.MigrationSpec.model_validate(dict(spec or {}))
+    except pydantic.ValidationError:
+        return None
+    return planning.Declared(
+        name=name,
+        version=parsed.version,
+        scope=parsed.scope,
+        selector=parsed.tenant_selector,
+        approved=parsed.approved,
+        dry_run=parsed.dry_run,
+        rollback=parsed.rollback,
+        halted=(status or {}).get("phase") == api.Phase.HALTED,
+    )
+
+
+def _declare_object(obj: Mapping[str, Any]) -> planning.Declared | None:
+    meta = obj.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return None
+    return declare(str(meta.get("name", "")), obj.get("spec"), obj.get("status"))
+
+
+def _trigger(body: Any) -> tuple[Any, ...]:
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    generation = body.get("metadata", {}).get("generation")
+    return (generation, annotations.get(RETRY_ANNOTATION), annotations.get(ACCEPT_ANNOTATION))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def wake(body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Start a pass at once when the spec or our annotations change (not on status writes)."""
+    key = _trigger(body)
+    if memo.get("trigger") != key:
+        memo["trigger"] = key
+        event = memo.get("wake")
+        if isinstance(event, asyncio.Event):
+            event.set()
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=60.0)
+async def roll_out(
+    body: kopf.Body,
+    memo: Any,
+    logger: kopf.Logger,
+    stopped: kopf.DaemonStopped,
+    **kwargs: Any,
+) -> None:
+    """Run passes until the object is deleted or the operator stops."""
+    rt = runtime.of(memo)
+    tenant_index: kopf.Index[str, TenantRef] = kwargs["migration_tenants"]
+    version_index: kopf.Index[str, planning.Declared] = kwargs["migration_versions"]
+    wakeup = asyncio.Event()
+    memo["wake"] = wakeup
+    stop = threading.Event()
+    state = _State.resume(body)
+    try:
+        while not stopped:
+            wakeup.clear()
+            namespace = str(body["metadata"]["namespace"])
+            rollout_pass = _Pass(
+                rt,
+                copy.deepcopy(dict(body)),
+                list(version_index.get(namespace, [])),
+                list(tenant_index.get(namespace, [])),
+                state,
+                stop,
+                body,
+                logger,
+            )
+            delay = await asyncio.to_thread(rollout_pass.run)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), timeout=delay)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
+
+
+@dataclass
+class _State:
+    """What a daemon remembers between passes (lost on restart; the ledger is the truth)."""
+
+    written: dict[str, Any] | None = None
+    fingerprint: tuple[Any, ...] | None = None
+    settled: bool = False
+    checked_at: float = 0.0
+    announced: str | None = None
+
+    @classmethod
+    def resume(cls, body: Any) -> "_State":
+        status = dict(body.get("status") or {})
+        ready = [c for c in status.get("conditions") or [] if c.get("type") == "Ready"]
+        return cls(written=status or None, announced=ready[0]["reason"] if ready else None)
+
+
+class _Pass:
+    """One look at a Migration and the work that may run now; runs in a thread."""
+
+    def __init__(
+        self,
+        rt: runtime.Runtime,
+        body: dict[str, Any],
+        declared: list[planning.Declared],
+        tenants: list[TenantRef],
+        state: _State,
+        stop: threading.Event,
+        live_body: kopf.Body,
+        logger: kopf.Logger,
+    ) -> None:
+        self.rt, self.body, self.declared, self.tenants = rt, body, declared, tenants
+        self.state, self.stop, self.live_body, self.logger = state, stop, live_body, logger
+        meta = body["metadata"]
+        self.name, self.namespace = str(meta["name"]), str(meta["namespace"])
+        self.generation = int(meta.get("generation") or 0)
+        self.annotations: dict[str, str] = dict(meta.get("annotations") or {})
+        self.checksum: str | None = None
+        self.handled_retry: str | None = self._status().get("lastHandledRetry")
+        self.write_lock = threading.Lock()
+
+    def run(self) -> float:
+        """Do what may be done now; return seconds until the next pass."""
+        fingerprint = (_trigger(self.body), tuple(self.tenants), tuple(self.declared))
+        recent = time.monotonic() - self.state.checked_at < RECHECK
+        if self.state.settled and fingerprint == self.state.fingerprint and recent:
+            return IDLE_DELAY
+        try:
+            verdict = reconciling.reconcile(
+                self.rt.server,
+                self._request(),
+                self.rt.settings.instance,
+                self._write,
+                self.stop,
+                STATUS_INTERVAL,
+            )
+        except errors.TenantDBError as exc:
+            self._problem(exc)
+            if not exc.permanent:
+                return self.rt.settings.watch.retry_delay
+            verdict = None
+        except kube.ApiError as exc:
+            self.logger.warning("status write failed: %s", exc)
+            return self.rt.settings.watch.retry_delay
+        if verdict is not None:
+            self._announce(verdict)
+        running = verdict is not None and verdict.phase is api.Phase.RUNNING
+        self.state.fingerprint, self.state.checked_at = fingerprint, time.monotonic()
+        self.state.settled = not running
+        return ACTIVE_DELAY if running else IDLE_DELAY
+
+    def _declared(self) -> list[planning.Declared]:
+        """The namespace's Migrations as the API server has them now.
+
+        The index may lag behind when several Migrations arrive together
+        (one ``kubectl apply``); ordering must not, so a pass reads them.
+        """
+        objects = kube.list_custom_objects(GROUP, VERSION, self.namespace, PLURAL)
+        found = (_declare_object(obj) for obj in objects)
+        return [d for d in found if d is not None]
+
+    def _request(self) -> reconciling.Request:
+        try:
+            spec = api.MigrationSpec.model_validate(self.body.get("spec") or {})
+        except pydantic.ValidationError as exc:
+            raise migration_errors.InvalidScript(f"invalid spec: {exc}") from exc
+        self.checksum = scripts.checksum(spec.up)
+        status = self._status()
+        token = self.annotations.get(RETRY_ANNOTATION)
+        observed = status.get("observedGeneration")
+        retry = (bool(token) and token != status.get("lastHandledRetry")) or (
+            observed is not None and observed != self.generation
+        )
+        self.handled_retry = token or self.handled_retry
+        finished = status.get("phase") in (api.Phase.SUCCEEDED, api.Phase.FAILED)
+        return reconciling.Request(
+            name=self.name,
+            namespace=self.namespace,
+            spec=spec,
+            declared=self._declared(),
+            labels={t.uid: dict(t.labels) for t in self.tenants},
+            retry=retry,
+            accept_checksum=self.annotations.get(ACCEPT_ANNOTATION),
+            dry_run_done=finished and observed == self.generation,
+        )
+
+    def _problem(self, exc: errors.TenantDBError) -> None:
+        status = self._status()
+        phase = api.Phase.FAILED if exc.permanent else status.get("phase") or api.Phase.PENDING
+        verdict = planning.Verdict(api.Phase(phase), False, exc.reason, str(exc))
+        self._write(verdict, planning.Counts(**(status.get("tenants") or {})), [])
+        self._announce(verdict)
+
+    def _write(
+        self, verdict: planning.Verdict, counts: planning.Counts, failures: list[tuple[str, str]]
+    ) -> None:
+        """Patch status if it changed; called from worker threads too, hence the lock."""
+        with self.write_lock:
+            status = _status(self._status(), verdict, counts, failures, self.generation)
+            status["checksum"] = self.checksum
+            status["lastHandledRetry"] = self.handled_retry
+            if status == self.state.written:
+                return
+            kube.patch_custom_status(GROUP, VERSION, self.namespace, PLURAL, self.name, status)
+            self.state.written = status
+
+    def _announce(self, verdict: planning.Verdict) -> None:
+        """One event per change of the Ready reason."""
+        if verdict.reason == self.state.announced:
+            return
+        self.state.announced = verdict.reason
+        reporting.RECONCILES.labels(kind=KIND, outcome=verdict.phase.value).inc()
+        if verdict.ready or verdict.phase in (api.Phase.RUNNING, api.Phase.AWAITING_APPROVAL):
+            kopf.info(self.live_body, reason=verdict.reason, message=verdict.message)
+        else:
+            kopf.warn(self.live_body, reason=verdict.reason, message=verdict.message)
+        self.logger.info("%s: %s", verdict.reason, verdict.message)
+
+    def _status(self) -> dict[str, Any]:
+        if self.state.written is not None:
+            return self.state.written
+        return dict(self.body.get("status") or {})
+
+
+def _status(
+    previous: Mapping[str, Any],
+    verdict: planning.Verdict,
+    counts: planning.Counts,
+    failures: list[tuple[str, str]],
+    generation: int,
+) -> dict[str, Any]:
+    """The full status to write, with ``null`` for cleared fields (merge patch)."""
+    ready = conditions.set_condition(
+        reporting.current_conditions(previous),
+        conditions.ConditionType.READY,
+        "True" if verdict.ready else "False",
+        verdict.reason,
+        verdict.message[:32768],
+        generation,
+    )
+    running = verdict.phase is api.Phase.RUNNING
+    was_running = previous.get("phase") == api.Phase.RUNNING
+    started, finished = previous.get("startedAt"), previous.get("finishedAt")
+    if running and not was_running:
+        started, finished = conditions.now(), None
+    elif verdict.finished and (was_running or not finished):
+        finished = conditions.now()
+    model = api.MigrationStatus(
+        observed_generation=generation,
+        conditions=ready,
+        phase=verdict.phase,
+        tenants=api.TenantCounts(
+            total=counts.total, applied=counts.applied, pending=counts.pending, failed=counts.failed
+        ),
+        failures=[
+            api.TenantFailure(tenant=name, error=error[:4096])
+            for name, error in failures[:FAILURES_LISTED]
+        ],
+        started_at=started,
+        finished_at=finished,
+    )
+    return {"startedAt": None, "finishedAt": None, **model.to_api()}
+
+
+def catch_up(
+    rt: runtime.Runtime,
+    namespace: str,
+    tenant_uid: str,
+    labels: Mapping[str, str],
+    logger: kopf.Logger,
+) -> int | None:
+    """Apply every earlier Migration of the namespace this tenant lacks; return its version.
+
+    In version order: every approved Migration that is not a dry run, not
+    rolled back and whose ``tenantSelector`` matches ``labels``, stopping
+    before one that awaits approval or is halted. Returns the tenant's
+    highest applied version (None if none). Raises ``TenantDBError``s:
+    ``TenantBusy``/``Waiting`` (not permanent: retry soon),
+    ``TenantFailed`` (permanent, with the database's message), and
+    ``kube.ApiError`` when Migrations cannot be listed.
+    """
+    objects = kube.list_custom_objects(GROUP, VERSION, namespace, PLURAL)
+    specs: dict[str, api.MigrationSpec] = {}
+    declared: list[planning.Declared] = []
+    for obj in objects:
+        item = _declare_object(obj)
+        if item is not None:
+            declared.append(item)
+            specs[item.name] = api.MigrationSpec.model_validate(obj["spec"])
+    plan = planning.catch_up_plan(declared, labels)
+    versions = [d.version for d in plan]
+    if len(set(versions)) != len(versions):
+        raise migration_errors.InvalidScript(f"Migration versions must be unique: {versions}")
+    changes = [scripts.from_spec(d.name, specs[d.name]) for d in plan]
+    version = commands.catch_up(rt.server, changes, tenant_uid, rt.settings.instance)
+    logger.info("tenant at migration version %s (%d migration(s) apply)", version, len(changes))
+    return version
+
+
+def tenant_version(rt: runtime.Runtime, tenant_uid: str) -> int | None:
+    """The highest migration version applied to a tenant, from the ledger (one query)."""
+    return commands.tenant_version(rt.server, tenant_uid, api.Scope.TENANT)

@@ -1,0 +1,244 @@
+"""Migrations rolled out by the operator process, driven with kubectl like a user would.
+
+Real API server, real PostgreSQL, the operator as its own process. Each
+test works in a fresh namespace; the ledger is read straight from
+PostgreSQL to check what ran where.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import psycopg
+import pytest
+import yaml
+
+from tests.e2e.kubectl import Kubectl
+
+pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.operator]
+
+
+def tenants(kubectl: Kubectl, names: Sequence[str], labels: dict[str, str] | None = None) -> None:
+    """Create Tenants and wait until all of them are Ready."""
+    docs = [
+        {
+            "apiVersion": "tenantdb.io/v1alpha1",
+            "kind": "Tenant",
+            "metadata": {"name": name, "labels": labels or {}},
+            "spec": {"isolation": "schema", "deletionPolicy": "Delete"},
+        }
+        for name in names
+    ]
+    kubectl.apply(yaml.safe_dump_all(docs))
+    for name in names:
+        kubectl.wait(f"tenant/{name}", "condition=Ready", timeout=120)
+
+
+def migration(name: str, version: int, up: str, **spec: object) -> str:
+    body = {
+        "apiVersion": "tenantdb.io/v1alpha1",
+        "kind": "Migration",
+        "metadata": {"name": name},
+        "spec": {"version": version, "up": up, **spec},
+    }
+    return yaml.safe_dump(body)
+
+
+def wait_phase(kubectl: Kubectl, name: str, phase: str, timeout: int = 120) -> dict[str, object]:
+    kubectl.wait(f"migration/{name}", f"jsonpath={{.status.phase}}={phase}", timeout=timeout)
+    status: dict[str, object] = kubectl.get("migration", name)["status"]
+    return status
+
+
+def eventually(check: Callable[[], bool], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.3)
+
+
+def ready_of(kubectl: Kubectl, name: str) -> dict[str, str]:
+    status = kubectl.get("migration", name).get("status") or {}
+    ready = [c for c in status.get("conditions") or [] if c["type"] == "Ready"]
+    return ready[0] if ready else {}
+
+
+def ledger(admin: psycopg.Connection, namespace: str, version: int) -> dict[str, str]:
+    """Ledger state by tenant name for one version."""
+    rows = admin.execute(
+        "SELECT tenant_name, state FROM tenantdb.migration_ledger"
+        " WHERE namespace = %s AND version = %s",
+        (namespace, version),
+    ).fetchall()
+    return dict(rows)  # type: ignore[arg-type]
+
+
+def schema_of(kubectl: Kubectl, tenant: str) -> str:
+    return str(kubectl.get("tenant", tenant)["status"]["schema"])
+
+
+def plant(admin: psycopg.Connection, kubectl: Kubectl, tenant: str, table: str) -> None:
+    """Make ``CREATE TABLE <table>`` fail on this tenant only."""
+    admin.execute(f'CREATE TABLE "{schema_of(kubectl, tenant)}"."{table}" (id int)')
+
+
+def test_versions_apply_in_order_and_kubectl_get_is_the_progress_bar(
+    kubectl: Kubectl, admin: psycopg.Connection
+) -> None:
+    names = ["ada", "bob", "cyd"]
+    tenants(kubectl, names)
+    # Version 2 needs version 1's table; version 1 waits for approval.
+    kubectl.apply(
+        migration("m1", 1, "CREATE TABLE leads (id bigint PRIMARY KEY)", approved=False)
+        + "---\n"
+        + migration("m2", 2, "ALTER TABLE leads ADD COLUMN score int NOT NULL DEFAULT 0")
+    )
+    waiting = wait_phase(kubectl, "m2", "Running")
+    eventually(lambda: "wait for version(s) 1" in ready_of(kubectl, "m2")["message"])
+    assert waiting["tenants"]["pending"] == 3  # type: ignore[index]
+    assert ledger(admin, kubectl.namespace, 2) == {}
+    kubectl.run("patch", "migration", "m1", "--type=merge", "-p", '{"spec":{"approved":true}}')
+    first = wait_phase(kubectl, "m1", "Succeeded")
+    second = wait_phase(kubectl, "m2", "Succeeded")
+    assert first["tenants"] == {"total": 3, "applied": 3, "pending": 0, "failed": 0}
+    assert second["tenants"] == first["tenants"]
+    ready = ready_of(kubectl, "m2")
+    assert (ready["status"], ready["reason"]) == ("True", "Applied")
+    assert second["checksum"] and second["startedAt"] and second["finishedAt"]
+    order = admin.execute(
+        "SELECT bool_and(b.applied_at >= a.applied_at) FROM tenantdb.migration_ledger a"
+        " JOIN tenantdb.migration_ledger b ON a.tenant_uid = b.tenant_uid"
+        " WHERE a.namespace = %s AND a.version = 1 AND b.version = 2",
+        (kubectl.namespace,),
+    ).fetchone()
+    assert order == (True,)
+    table = kubectl.run("get", "migrations").stdout.splitlines()
+    assert table[0].split() == ["NAME", "VERSION", "PHASE", "APPLIED", "TOTAL", "FAILED", "AGE"]
+    assert table[1].split()[:6] == ["m1", "1", "Succeeded", "3", "3", "0"]
+
+
+def test_selector_targets_only_matching_tenants(
+    kubectl: Kubectl, admin: psycopg.Connection
+) -> None:
+    tenants(kubectl, ["gold-a", "gold-b"], {"tier": "gold"})
+    tenants(kubectl, ["free-a"], {"tier": "free"})
+    selector = {"matchLabels": {"tier": "gold"}}
+    kubectl.apply(migration("gold", 1, "CREATE TABLE perks (id int)", tenantSelector=selector))
+    status = wait_phase(kubectl, "gold", "Succeeded")
+    assert status["tenants"] == {"total": 2, "applied": 2, "pending": 0, "failed": 0}
+    assert ledger(admin, kubectl.namespace, 1) == {"gold-a": "applied", "gold-b": "applied"}
+    # A tenant relabelled into the selection receives it too.
+    kubectl.run("label", "tenant", "free-a", "tier=gold", "--overwrite")
+    eventually(lambda: ledger(admin, kubectl.namespace, 1).get("free-a") == "applied")
+
+
+def test_canaries_go_first_and_a_failed_canary_stops_the_rest(
+    kubectl: Kubectl, admin: psycopg.Connection
+) -> None:
+    names = ["c1", "c2", "c3", "c4", "c5"]
+    tenants(kubectl, names)
+    canary = {"canary": {"tenants": ["c4"], "count": 1}, "maxParallel": 4}
+    kubectl.apply(migration("first", 1, "CREATE TABLE a (id int)", strategy=canary))
+    wait_phase(kubectl, "first", "Succeeded")
+    started = dict(
+        admin.execute(
+            "SELECT tenant_name, applied_at FROM tenantdb.migration_ledger"
+            " WHERE namespace = %s AND version = 1",
+            (kubectl.namespace,),
+        ).fetchall()
+    )
+    canaries = {"c4", "c1"}  # named, then the first by name
+    assert max(started[n] for n in canaries) <= min(started[n] for n in set(names) - canaries)
+
+    plant(admin, kubectl, "c4", "b")
+    kubectl.apply(migration("second", 2, "CREATE TABLE b (id int)", strategy=canary))
+    status = wait_phase(kubectl, "second", "Halted")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")  # type: ignore[attr-defined]
+    assert ready["reason"] == "CanaryFailed" and "c4" in ready["message"]
+    assert set(ledger(admin, kubectl.namespace, 2)) <= canaries  # nobody else was touched
+
+
+def test_halt_stops_at_the_first_failure(kubectl: Kubectl, admin: psycopg.Connection) -> None:
+    names = ["h1", "h2", "h3", "h4", "h5"]
+    tenants(kubectl, names)
+    plant(admin, kubectl, "h2", "t")
+    strategy = {"maxParallel": 1, "failurePolicy": "Halt"}
+    kubectl.apply(migration("halting", 1, "CREATE TABLE t (id int)", strategy=strategy))
+    status = wait_phase(kubectl, "halting", "Halted")
+    assert status["tenants"] == {"total": 5, "applied": 1, "pending": 3, "failed": 1}
+    assert ledger(admin, kubectl.namespace, 1) == {"h1": "applied", "h2": "failed"}
+    assert any(
+        e["reason"] == "RolloutHalted" and e["type"] == "Warning" for e in kubectl.events("halting")
+    )
+
+
+def test_continue_goes_on_until_max_failures(kubectl: Kubectl, admin: psycopg.Connection) -> None:
+    names = ["k1", "k2", "k3", "k4", "k5", "k6"]
+    tenants(kubectl, names)
+    for name in ("k2", "k4", "k5"):
+        plant(admin, kubectl, name, "t")
+    strategy = {"maxParallel": 1, "failurePolicy": "Continue", "maxFailures": 2}
+    kubectl.apply(migration("going", 1, "CREATE TABLE t (id int)", strategy=strategy))
+    status = wait_phase(kubectl, "going", "Halted")
+    assert status["tenants"] == {"total": 6, "applied": 2, "pending": 1, "failed": 3}
+    assert "k6" not in ledger(admin, kubectl.namespace, 1)
+    failures = {f["tenant"]: f["error"] for f in status["failures"]}  # type: ignore[attr-defined]
+    assert set(failures) == {"k2", "k4", "k5"}
+    assert 'relation "t" already exists' in failures["k2"]
+    # Raising the limit (a spec change) retries the failed tenants and goes on.
+    kubectl.run(
+        "patch",
+        "migration",
+        "going",
+        "--type=merge",
+        "-p",
+        '{"spec":{"strategy":{"maxFailures":0}}}',
+    )
+    status = wait_phase(kubectl, "going", "Failed")
+    assert status["tenants"] == {"total": 6, "applied": 3, "pending": 0, "failed": 3}
+
+
+def test_bad_sql_reports_the_database_error_and_position(kubectl: Kubectl) -> None:
+    tenants(kubectl, ["typo"])
+    kubectl.apply(migration("typo", 1, "CREATE TABLE ok (id int);\nSELEC 1;"))
+    status = wait_phase(kubectl, "typo", "Halted")
+    (failure,) = status["failures"]  # type: ignore[misc]
+    assert failure["tenant"] == "typo"
+    assert 'syntax error at or near "SELEC"' in failure["error"]
+    assert "SQLSTATE 42601" in failure["error"] and "(line 2, column 1)" in failure["error"]
+
+
+def test_dry_run_reports_per_tenant_and_leaves_no_trace(
+    kubectl: Kubectl, admin: psycopg.Connection
+) -> None:
+    tenants(kubectl, ["dry-a", "dry-b"])
+    plant(admin, kubectl, "dry-b", "t")
+    kubectl.apply(migration("dry", 1, "CREATE TABLE t (id int)", dryRun=True))
+    status = wait_phase(kubectl, "dry", "Failed")
+    assert status["tenants"] == {"total": 2, "applied": 1, "pending": 0, "failed": 1}
+    assert [f["tenant"] for f in status["failures"]] == ["dry-b"]  # type: ignore[attr-defined]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")  # type: ignore[attr-defined]
+    assert ready["reason"] == "DryRunFailed"
+    assert ledger(admin, kubectl.namespace, 1) == {}
+    created = admin.execute(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (schema_of(kubectl, "dry-a"),)
+    ).fetchone()
+    assert created == (0,)
+
+
+def test_approval_gate_holds_the_rollout_until_approved(
+    kubectl: Kubectl, admin: psycopg.Connection
+) -> None:
+    tenants(kubectl, ["gate-a", "gate-b"])
+    kubectl.apply(migration("gated", 1, "CREATE TABLE t (id int)", approved=False))
+    status = wait_phase(kubectl, "gated", "AwaitingApproval")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")  # type: ignore[attr-defined]
+    assert ready["reason"] == "AwaitingApproval"
+    assert "on 2 of 2 tenant(s)" in ready["message"]
+    assert status["tenants"]["pending"] == 2  # type: ignore[index]
+    time.sleep(1)
+    assert ledger(admin, kubectl.namespace, 1) == {}
+    kubectl.run("patch", "migration", "gated", "--type=merge", "-p", '{"spec":{"approved":true}}')
+    wait_phase(kubectl, "gated", "Succeeded")
+    assert ledger(admin, kubectl.namespace, 1) == {"gate-a": "applied", "gate-b": "applied"}
