@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tenantdb import cli_seeding
+from tenantdb import cli_migrations, cli_seeding
 from tenantdb.api import crds, reference
 
 
@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     down.add_argument("--state", type=Path, default=Path(".dev"), help="state directory")
     down.set_defaults(func=_dev_down)
     cli_seeding.register(commands)
+    cli_migrations.register(commands)
     return parser
 
 
