@@ -9,7 +9,7 @@ statistics, whatever way (SQL, COPY, a ``.sql`` file) they were written.
 """
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +80,9 @@ def tenant_transaction(session: Session) -> Iterator[sqlalchemy.Connection]:
             scoping.enter(session.raw, session.location, "login", session.shared_schema)
             yield connection
         except BaseException:
-            connection.rollback()
+            # A broken connection cannot roll back; the original error matters more.
+            with suppress(psycopg.Error, sqlalchemy.exc.SQLAlchemyError):
+                connection.rollback()
             raise
 
 
