@@ -39,7 +39,7 @@ TEMPLATES = [
 ]
 CAMPAIGNS = [
     # name, owner email, template, status
-    ("Q1 outbound - software", "alan@example.com", "intro", "running"),
+    ("Q1 outbound - software", "alan@example.com", "intro", "active"),
     ("Retail reactivation", "katherine@example.com", "case_study", "paused"),
     ("Enterprise finance", "barbara@example.com", "intro", "draft"),
 ]
@@ -91,7 +91,7 @@ TITLES = [
     "Operations Director",
     "Founder",
 ]
-LEAD_STATUSES = ["new", "new", "new", "contacted", "contacted", "replied", "interested", "lost"]
+LEAD_STATUSES = ["new", "new", "new", "contacted", "contacted", "replied", "qualified", "lost"]
 LEADS_PER_COMPANY = 5
 
 

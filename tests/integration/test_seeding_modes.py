@@ -1,8 +1,10 @@
 """The sample application's seeders (``seeders/``) in every isolation mode.
 
-Real PostgreSQL, real tenants provisioned by ``core``, the sample tables
-created as each tenant's owner; the seeders run as each tenant's login
-role, so row-level security (``shared``) and privileges apply.
+Real PostgreSQL, real tenants provisioned by ``core``; the sample tables
+come from ``migrations/`` through the migration engine (``schema`` and
+``database`` tenants) or are created as each tenant's owner (every mode,
+``shared`` included). The seeders run as each tenant's login role, so
+row-level security (``shared``) and privileges apply.
 """
 
 from __future__ import annotations
@@ -162,3 +164,35 @@ def test_shared_tenants_see_only_their_own_seed_data(server: commands.Server) ->
     )
     assert support.count(server, a, "users") == 0
     assert support.count(server, b, "users") == 28
+
+
+@pytest.fixture(params=[Isolation.SCHEMA, Isolation.DATABASE], ids=str)
+def migrated(request: pytest.FixtureRequest, server: commands.Server) -> scoping.TenantLocation:
+    mode: Isolation = request.param
+    location = support.provision(server, f"migrated-{uuid.uuid4().hex[:6]}", mode)
+    support.migrate(server, location)
+    return location
+
+
+def test_the_seeders_fit_the_tables_of_the_sample_migrations(
+    server: commands.Server, migrated: scoping.TenantLocation
+) -> None:
+    seed(server, migrated, "production")
+    production = snapshot(server, migrated)
+    first = seed(server, migrated, "development")
+    seeded = snapshot(server, migrated)
+    assert first.rows == sum(len(seeded[t]) for t in DEVELOPMENT_TABLES)
+    assert len(seeded["inbox_messages"]) > 10_000
+    forget_history(server, migrated)
+    again = seed(server, migrated, "development")
+    assert again.rows == 0
+    assert snapshot(server, migrated) == seeded
+    api.unseed_tenant(
+        server.pool,
+        server.control_schema,
+        server.shared_schema,
+        server.url,
+        migrated.uid,
+        support.SEEDERS,
+    )
+    assert snapshot(server, migrated) == production

@@ -1,10 +1,10 @@
 """Helpers of the seeding integration tests (no tests here).
 
-The sample application's tables are created by the tests themselves, as
-the tenant's owner, in the shape ``seeders/`` expects: a surrogate ``id``,
-a unique natural key, foreign keys by id. Shared tables follow the shared
-conventions: ``tenant_id`` first in every primary, unique and foreign key,
-row-level security applied by ``shared.secure_tables``.
+The sample application's tables come either from ``migrations/`` through
+the migration engine (``migrate``; ``schema`` and ``database`` tenants), or
+from the DDL below, created as the tenant's owner: the same tables with
+``tenant_id`` first in every primary, unique and foreign key for
+``shared`` tenants, row-level security applied by ``shared.secure_tables``.
 """
 
 from __future__ import annotations
@@ -21,10 +21,13 @@ from psycopg import sql
 
 from tenantdb.api.tenants import Isolation
 from tenantdb.core import commands, connecting, naming, scoping, shared
+from tenantdb.core.migrations import commands as migrations
+from tenantdb.core.migrations import scripts
 from tenantdb.settings import DEFAULT_PLANS
 
 REPO = Path(__file__).resolve().parents[2]
 SEEDERS = REPO / "seeders"
+MIGRATIONS = REPO / "migrations"
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ SAMPLE_TABLES = (
             "name text NOT NULL",
             "owner_id bigint NOT NULL",
             "template_id bigint NOT NULL",
-            "status text NOT NULL",
+            "status text NOT NULL CHECK (status IN ('draft', 'active', 'paused', 'finished'))",
         ),
         ("name",),
         (("owner_id", "users"), ("template_id", "templates")),
@@ -117,7 +120,8 @@ SAMPLE_TABLES = (
             "first_name text NOT NULL",
             "last_name text NOT NULL",
             "title text NOT NULL",
-            "status text NOT NULL",
+            "status text NOT NULL"
+            " CHECK (status IN ('new', 'contacted', 'replied', 'qualified', 'lost'))",
         ),
         ("email",),
         (("company_id", "companies"), ("campaign_id", "campaigns")),
@@ -218,6 +222,12 @@ def create_as_owner(server: commands.Server, location: scoping.TenantLocation, d
         if location.isolation == "shared":
             with conn.transaction():
                 shared.secure_tables(conn, server.shared_schema)
+
+
+def migrate(server: commands.Server, location: scoping.TenantLocation) -> None:
+    """Apply every sample migration to the tenant, as the operator would."""
+    plan = scripts.load_directory(MIGRATIONS)
+    migrations.catch_up(server, plan, location.uid, applied_by="seeding-tests")
 
 
 def create_sample_tables(server: commands.Server, location: scoping.TenantLocation) -> None:
