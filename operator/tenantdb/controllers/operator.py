@@ -1,5 +1,7 @@
 """Running the operator: load every handler module, then hand over to kopf."""
 
+import logging
+
 import kopf
 
 from tenantdb.controllers import migrations, startup, tenants
@@ -9,6 +11,17 @@ HANDLER_MODULES = (startup, tenants, migrations)
 
 
 LOG_FORMATS = {"json": kopf.LogFormat.JSON, "full": kopf.LogFormat.FULL}
+
+
+class QuietTimers(logging.Filter):
+    """Drop kopf's "Timer ... succeeded." lines: one per tenant per tick is noise.
+
+    Failures, repairs and drift are still logged by the handlers themselves.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Timer '") and message.endswith("' succeeded."))
 
 
 def run(
@@ -23,6 +36,8 @@ def run(
     lines on a terminal; every line carries the object it is about.
     """
     kopf.configure(verbose=verbose, log_format=LOG_FORMATS[log_format], log_refkey="object")
+    if not verbose:
+        logging.getLogger("kopf.objects").addFilter(QuietTimers())
     kopf.run(
         standalone=True,
         clusterwide=namespace is None,

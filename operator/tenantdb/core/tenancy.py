@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
-from psycopg import conninfo
+from psycopg import conninfo, sql
 from psycopg.types.json import Jsonb
 
 from tenantdb.api.tenants import Isolation
@@ -90,22 +90,27 @@ def provision(
     names = naming.tenant_names(request.name, request.uid)
     mode = request.isolation
     with connecting.connection(server.pool) as conn:
-        home = _current_database(conn)
+        home, is_new = _orient(conn, server, request.uid)
         location = _location(server, names, mode, home)
-        is_new = (
-            conn.execute(registry.fetch(server.control_schema), (request.uid,)).fetchone() is None
-        )
         try:
             with conn.transaction():
                 _lock_tenant(conn, request.uid)
                 _register(conn, server, request, location)
-                _ensure_roles(conn, names, mode, password, reset_password)
-                conn.execute(
+                state = _inspect(conn, names)
+                verifier = passwords.scram_verifier(password)
+                statements = [
+                    *_role_statements(names, mode, state, verifier, reset_password),
                     provisioning.configure_login_role(
                         names, request.limits, request.suspended, inherit=mode is Isolation.SHARED
+                    ),
+                    *_grant_statements(server, names, mode, home, state),
+                    *_membership_repairs(names, mode, state),
+                ]
+                conn.execute(sql.SQL(";\n").join(statements))
+                if mode is Isolation.SHARED:
+                    conn.execute(
+                        shared.map_role(server.shared_schema), (names.login_role, request.uid)
                     )
-                )
-                _grant(conn, server, names, mode, home, request.uid)
         except psycopg.errors.UniqueViolation as exc:
             raise _domain_conflict(conn, server.control_schema, request) from exc
         if request.suspended:
@@ -163,54 +168,91 @@ def _location(server: Server, names: naming.TenantNames, mode: Isolation, home: 
     return Provisioned(names, home, names.schema, names.owner_role)
 
 
-def _grant(
-    conn: psycopg.Connection[Any],
-    server: Server,
-    names: naming.TenantNames,
-    mode: Isolation,
-    home: str,
-    uid: str,
-) -> None:
-    """Mode-specific objects and privileges, inside the provisioning transaction."""
-    if mode is not Isolation.DATABASE:
-        _ensure_connect(conn, names, home)
-    if mode is Isolation.SCHEMA:
-        conn.execute(provisioning.create_schema(names))
-        conn.execute(provisioning.grant_schema_access(names))
-        conn.execute(
-            provisioning.pin_search_path([names.login_role, names.owner_role], names.schema)
-        )
-    elif mode is Isolation.SHARED:
-        conn.execute(shared.join_members(names.login_role, conn.info.server_version))
-        conn.execute(shared.map_role(server.shared_schema), (names.login_role, uid))
-        conn.execute(provisioning.pin_search_path([names.login_role], server.shared_schema))
-    else:
-        conn.execute(provisioning.pin_search_path([names.login_role, names.owner_role], "public"))
-    _revoke_foreign_memberships(conn, names, mode)
+@dataclass(frozen=True)
+class _State:
+    """What exists already, read once inside the provisioning transaction."""
+
+    roles: frozenset[str]
+    public_connects: bool
+    memberships: frozenset[tuple[str, str]]
+    server_version: int
 
 
-def _ensure_connect(conn: psycopg.Connection[Any], names: naming.TenantNames, home: str) -> None:
-    """Grant CONNECT on the shared database only if PUBLIC lacks it.
-
-    A GRANT rewrites the database's catalog row; tenants provisioned in
-    parallel would collide on it ("tuple concurrently updated"), so the
-    rare grant is serialised and the common case touches nothing.
+_INSPECT = sql.SQL(
     """
-    row = conn.execute(provisioning.can_connect(), (names.login_role, home)).fetchone()
-    if row is not None and not row[0]:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (registry.BOOTSTRAP_LOCK,))
-        conn.execute(provisioning.grant_connect(names, home))
+    SELECT ARRAY(SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%(roles)s)),
+           has_database_privilege('public', current_database(), 'CONNECT'),
+           ARRAY(SELECT ARRAY[r.rolname::text, g.rolname::text] FROM pg_auth_members m
+                 JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member
+                 WHERE r.rolname = ANY(%(roles)s)),
+           current_setting('server_version_num')::int
+    """
+)
 
 
-def _revoke_foreign_memberships(
-    conn: psycopg.Connection[Any], names: naming.TenantNames, mode: Isolation
-) -> None:
+def _inspect(conn: psycopg.Connection[Any], names: naming.TenantNames) -> _State:
+    """One round trip instead of one per check: roles, CONNECT, memberships."""
+    row = conn.execute(_INSPECT, {"roles": [names.login_role, names.owner_role]}).fetchone()
+    assert row is not None
+    roles, public_connects, pairs, version = row
+    memberships = frozenset((member, group) for member, group in pairs)
+    return _State(frozenset(roles), bool(public_connects), memberships, int(version))
+
+
+def _role_statements(
+    names: naming.TenantNames, mode: Isolation, state: _State, verifier: str, reset_password: bool
+) -> list[sql.Composable]:
+    statements: list[sql.Composable] = []
+    if mode is not Isolation.SHARED and names.owner_role not in state.roles:
+        statements.append(provisioning.create_owner_role(names))
+    if names.login_role not in state.roles:
+        statements.append(provisioning.create_login_role(names, verifier))
+    elif reset_password:
+        statements.append(provisioning.set_password(names, verifier))
+    return statements
+
+
+def _grant_statements(
+    server: Server, names: naming.TenantNames, mode: Isolation, home: str, state: _State
+) -> list[sql.Composable]:
+    """Mode-specific objects and privileges."""
+    statements: list[sql.Composable] = []
+    if mode is not Isolation.DATABASE and not state.public_connects:
+        # Only where CONNECT was revoked from PUBLIC: a GRANT rewrites the
+        # database's catalog row, which tenants provisioned in parallel
+        # would otherwise collide on ("tuple concurrently updated").
+        statements.append(
+            sql.SQL("SELECT pg_advisory_xact_lock({})").format(registry.BOOTSTRAP_LOCK)
+        )
+        statements.append(provisioning.grant_connect(names, home))
+    if mode is Isolation.SCHEMA:
+        statements += [
+            provisioning.create_schema(names),
+            provisioning.grant_schema_access(names),
+            provisioning.pin_search_path([names.login_role, names.owner_role], names.schema),
+        ]
+    elif mode is Isolation.SHARED:
+        statements += [
+            shared.join_members(names.login_role, state.server_version),
+            provisioning.pin_search_path([names.login_role], server.shared_schema),
+        ]
+    else:
+        statements.append(
+            provisioning.pin_search_path([names.login_role, names.owner_role], "public")
+        )
+    return statements
+
+
+def _membership_repairs(
+    names: naming.TenantNames, mode: Isolation, state: _State
+) -> list[sql.Composable]:
     """A tenant role is a member of nothing but the shared group (shared mode)."""
     allowed = {shared.MEMBERS} if mode is Isolation.SHARED else set()
-    for role in (names.login_role, names.owner_role):
-        for (group,) in conn.execute(provisioning.memberships(), (role,)).fetchall():
-            if group not in allowed:
-                conn.execute(provisioning.revoke_membership(group, role))
+    return [
+        provisioning.revoke_membership(group, naming.Identifier(member))
+        for member, group in sorted(state.memberships)
+        if group not in allowed
+    ]
 
 
 def _ensure_database(server: Server, names: naming.TenantNames) -> None:
@@ -236,10 +278,14 @@ def _delete_shared_rows(conn: psycopg.Connection[Any], schema: naming.Identifier
             conn.execute(shared.delete_rows(schema, name), (uid,))
 
 
-def _current_database(conn: psycopg.Connection[Any]) -> str:
-    row = conn.execute("SELECT current_database()").fetchone()
+def _orient(conn: psycopg.Connection[Any], server: Server, uid: str) -> tuple[str, bool]:
+    """The operator's database, and whether the tenant is new (one round trip)."""
+    query = sql.SQL("SELECT current_database(), NOT EXISTS ({})").format(
+        registry.fetch(server.control_schema)
+    )
+    row = conn.execute(query, (uid,)).fetchone()
     assert row is not None
-    return str(row[0])
+    return str(row[0]), bool(row[1])
 
 
 def _lock_tenant(conn: psycopg.Connection[Any], uid: str) -> None:
@@ -271,22 +317,6 @@ def _register(
 
 def _role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
     return conn.execute(provisioning.role_exists(), (role,)).fetchone() is not None
-
-
-def _ensure_roles(
-    conn: psycopg.Connection[Any],
-    names: naming.TenantNames,
-    mode: Isolation,
-    password: str,
-    reset_password: bool,
-) -> None:
-    if mode is not Isolation.SHARED and not _role_exists(conn, names.owner_role):
-        conn.execute(provisioning.create_owner_role(names))
-    verifier = passwords.scram_verifier(password)
-    if not _role_exists(conn, names.login_role):
-        conn.execute(provisioning.create_login_role(names, verifier))
-    elif reset_password:
-        conn.execute(provisioning.set_password(names, verifier))
 
 
 def _domain_conflict(
