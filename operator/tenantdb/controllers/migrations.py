@@ -40,7 +40,7 @@ RETRY_ANNOTATION = f"{GROUP}/retry"
 """Set to a new value to retry the tenants where this migration failed."""
 ACCEPT_ANNOTATION = f"{GROUP}/accept-checksum"
 """Set to the current checksum to accept an edited ``up`` as applied (drift override)."""
-ACTIVE_DELAY = 2.0
+ACTIVE_DELAY = 1.0
 """Seconds between passes while tenants are busy, retrying or waiting for lower versions."""
 IDLE_DELAY = 3.0
 """Seconds between in-memory checks of a settled migration's inputs."""
