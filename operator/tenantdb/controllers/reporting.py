@@ -34,10 +34,10 @@ def write_condition(
     reason: str,
     message: str,
 ) -> None:
-    """Set one condition in the status patch, keeping the others."""
-    updated = conditions.set_condition(
-        current_conditions(status), type_, value, reason, message, generation
-    )
+    """Set one condition in the status patch, keeping the others (and earlier writes)."""
+    pending = patch.status.get("conditions")
+    base = current_conditions({"conditions": pending}) if pending else current_conditions(status)
+    updated = conditions.set_condition(base, type_, value, reason, message, generation)
     patch.status["conditions"] = [c.to_api() for c in updated]
     patch.status["observedGeneration"] = generation
 

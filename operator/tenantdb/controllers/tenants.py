@@ -9,8 +9,8 @@ import pydantic
 
 from tenantdb.api import GROUP, VERSION, conditions
 from tenantdb.api import tenants as api
-from tenantdb.controllers import credentials, kube, reporting, runtime
-from tenantdb.core import commands, connecting, errors, passwords
+from tenantdb.controllers import credentials, kube, migrations, reporting, runtime
+from tenantdb.core import commands, connecting, errors, passwords, seeding
 
 KIND = "Tenant"
 PLURAL = "tenants"
@@ -53,6 +53,10 @@ def reconcile(
     try:
         tenant = _parse(spec)
         outcome = _converge(rt, tenant, meta, status, body)
+        version = migrations.catch_up(
+            rt, meta["namespace"], meta["uid"], dict(meta.get("labels") or {}), logger
+        )
+        seeded = _seed(rt, tenant, meta["uid"], patch, status, generation, body)
     except (errors.TenantDBError, credentials.SecretConflict, kube.ApiError) as exc:
         problem = _retryable(exc)
         phase = api.Phase.FAILED if getattr(problem, "permanent", True) else api.Phase.PENDING
@@ -68,6 +72,9 @@ def reconcile(
             logger,
         )
     _write_ready_status(patch, status, generation, outcome, meta, tenant)
+    patch.status["version"] = version
+    if seeded is not None:
+        patch.status["seeded"] = seeded
     if outcome.rotated is not None:
         kopf.info(
             body, reason=conditions.Reason.CREDENTIALS_ROTATED, message="new password in Secret"
@@ -176,6 +183,60 @@ def _converge(
     return Outcome(
         provisioned, secret_written=password != stored, rotated=rotation if rotate else None
     )
+
+
+def _seed(
+    rt: runtime.Runtime,
+    tenant: api.TenantSpec,
+    uid: str,
+    patch: kopf.Patch,
+    status: kopf.Status,
+    generation: int,
+    body: kopf.Body,
+) -> bool | None:
+    """Run the requested seeders (after migrations, before Ready); None if none asked."""
+    if tenant.seed is None:
+        return None
+    settings = rt.settings
+    try:
+        report = seeding.seed_tenant(
+            rt.pool,
+            rt.server.control_schema,
+            rt.server.shared_schema,
+            settings.database.url,
+            uid,
+            tenant.seed.profile.value,
+            tenant.seed.seeders,
+            settings.environment.value,
+            settings.seeders_dir,
+            applied_by=settings.instance,
+        )
+    except errors.TenantDBError as exc:
+        reporting.write_condition(
+            patch,
+            status,
+            generation,
+            conditions.ConditionType.SEEDED,
+            "False",
+            exc.reason,
+            str(exc),
+        )
+        raise
+    if report.applied:
+        message = f"applied {', '.join(report.applied)}"
+        kopf.info(body, reason=conditions.Reason.SEEDED, message=message)
+    else:
+        message = "every requested seeder is at its version"
+    reporting.write_condition(
+        patch,
+        status,
+        generation,
+        conditions.ConditionType.SEEDED,
+        "True",
+        conditions.Reason.SEEDED,
+        message,
+    )
+    return True
 
 
 def _request(
