@@ -8,6 +8,7 @@ PostgreSQL to check what ran where.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Sequence
 
 import psycopg
@@ -242,3 +243,29 @@ def test_approval_gate_holds_the_rollout_until_approved(
     kubectl.run("patch", "migration", "gated", "--type=merge", "-p", '{"spec":{"approved":true}}')
     wait_phase(kubectl, "gated", "Succeeded")
     assert ledger(admin, kubectl.namespace, 1) == {"gate-a": "applied", "gate-b": "applied"}
+
+
+def test_shared_migration_runs_once_and_shared_tables_get_row_level_security(
+    kubectl: Kubectl, admin: psycopg.Connection
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    version = 10**12 + int(suffix, 16)  # shared versions are global to the server
+    up = (
+        f"CREATE TABLE notes_{suffix} (tenant_id uuid NOT NULL, id bigint, body text);\n"
+        f"CREATE TABLE loose_{suffix} (id bigint)"
+    )
+    kubectl.apply(migration("shared", version, up, scope="shared"))
+    status = wait_phase(kubectl, "shared", "Succeeded")
+    assert status["tenants"] == {"total": 1, "applied": 1, "pending": 0, "failed": 0}
+    owner, rls, forced = admin.execute(
+        "SELECT pg_get_userbyid(relowner), relrowsecurity, relforcerowsecurity FROM pg_class"
+        " WHERE oid = to_regclass(%s)",
+        (f"tenantdb_shared.notes_{suffix}",),
+    ).fetchone()  # type: ignore[misc]
+    assert (owner, rls, forced) == ("tenantdb_shared_owner", True, True)
+    eventually(
+        lambda: any(
+            e["reason"] == "SharedTablesSecured" and f"loose_{suffix}" in e["message"]
+            for e in kubectl.events("shared")
+        )
+    )

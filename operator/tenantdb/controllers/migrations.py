@@ -26,12 +26,13 @@ from typing import Any
 
 import kopf
 import pydantic
+from prometheus_client import Counter, Histogram
 
 from tenantdb.api import GROUP, VERSION, conditions
 from tenantdb.api import migrations as api
 from tenantdb.controllers import kube, reporting, runtime
 from tenantdb.core import errors
-from tenantdb.core.migrations import commands, planning, reconciling, scripts
+from tenantdb.core.migrations import commands, outcomes, planning, reconciling, scripts
 from tenantdb.core.migrations import errors as migration_errors
 
 KIND = "Migration"
@@ -49,6 +50,14 @@ RECHECK = 30.0
 STATUS_INTERVAL = 1.0
 """Seconds between two status writes while a rollout runs."""
 FAILURES_LISTED = 20
+TENANT_RESULTS = Counter(
+    "tenantdb_migration_tenant_results_total",
+    "Migration results per tenant, by outcome",
+    ["outcome"],
+)
+TENANT_SECONDS = Histogram(
+    "tenantdb_migration_apply_seconds", "Seconds one migration took on one tenant"
+)
 Mode = planning.Mode
 Reason = conditions.Reason
 
@@ -201,6 +210,7 @@ class _Pass:
         self.checksum: str | None = None
         self.handled_retry: str | None = self._status().get("lastHandledRetry")
         self.write_lock = threading.Lock()
+        self.findings: list[str] = []
 
     def run(self) -> float:
         """Do what may be done now; return seconds until the next pass."""
@@ -216,6 +226,7 @@ class _Pass:
                 self._write,
                 self.stop,
                 STATUS_INTERVAL,
+                self._observe,
             )
         except errors.TenantDBError as exc:
             self._problem(exc)
@@ -227,6 +238,9 @@ class _Pass:
             return self.rt.settings.watch.retry_delay
         if verdict is not None:
             self._announce(verdict)
+        if self.findings:
+            message = "; ".join(self.findings)
+            kopf.warn(self.live_body, reason=Reason.SHARED_TABLES_SECURED, message=message)
         running = verdict is not None and verdict.phase is api.Phase.RUNNING
         self.state.fingerprint, self.state.checked_at = fingerprint, time.monotonic()
         self.state.settled = not running
@@ -241,6 +255,14 @@ class _Pass:
         objects = kube.list_custom_objects(GROUP, VERSION, self.namespace, PLURAL)
         found = (_declare_object(obj) for obj in objects)
         return [d for d in found if d is not None]
+
+    def _observe(self, result: outcomes.Result) -> None:
+        """Metrics for every tenant; what securing shared tables found (a worker thread:
+        kopf's event posting needs the pass's context, so ``run`` posts them)."""
+        TENANT_RESULTS.labels(outcome=result.outcome.value).inc()
+        if result.outcome is outcomes.Outcome.APPLIED:
+            TENANT_SECONDS.observe(result.seconds)
+        self.findings.extend(result.findings)
 
     def _request(self) -> reconciling.Request:
         try:

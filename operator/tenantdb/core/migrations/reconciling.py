@@ -19,6 +19,7 @@ from tenantdb.core.migrations import (
     commands,
     errors,
     ledger,
+    outcomes,
     planning,
     progress,
     rollout,
@@ -83,10 +84,14 @@ def reconcile(
     report: Report,
     stop: threading.Event | None = None,
     interval: float = 1.0,
+    observe: Callable[[outcomes.Result], None] | None = None,
 ) -> planning.Verdict | None:
-    """Bring the rollout forward; return its verdict (None: a finished dry run, nothing to say)."""
+    """Bring the rollout forward; return its verdict (None: a finished dry run, nothing to say).
+
+    ``observe`` sees every tenant's result as it arrives (metrics, findings).
+    """
     script = validate(request)
-    run = _Reconciliation(server, request, script, applied_by, report, stop, interval)
+    run = _Reconciliation(server, request, script, applied_by, report, stop, interval, observe)
     mode = request.mode
     targets = run.targets()
     if request.retry:
@@ -110,10 +115,12 @@ class _Reconciliation:
         report: Report,
         stop: threading.Event | None,
         interval: float,
+        observe: Callable[[outcomes.Result], None] | None,
     ) -> None:
         self.server, self.request, self.script = server, request, script
         self.spec = request.spec
         self.applied_by, self.report, self.stop, self.interval = applied_by, report, stop, interval
+        self.observe = observe
 
     def targets(self) -> list[scoping.TenantLocation]:
         namespace, scope = self.request.namespace, self.spec.scope
@@ -164,7 +171,7 @@ class _Reconciliation:
                     failure_budget=planning.failure_budget(self.spec.strategy, failed),
                 ),
                 requires=required,
-                on_result=self._tally(Mode.APPLY, found).add,
+                on_result=self._listener(self._tally(Mode.APPLY, found)),
                 stop=self.stop,
             )
             found = commands.progress(self.server, self.script, targets)
@@ -183,7 +190,7 @@ class _Reconciliation:
             applied_by=self.applied_by,
             policy=rollout.Policy(max_parallel=self.spec.strategy.max_parallel),
             dry_run=True,
-            on_result=tally.add,
+            on_result=self._listener(tally),
             stop=self.stop,
         )
         snapshot = tally.snapshot()
@@ -236,7 +243,7 @@ class _Reconciliation:
                     max_parallel=self.spec.strategy.max_parallel,
                     failure_budget=planning.failure_budget(self.spec.strategy, failed),
                 ),
-                on_result=self._tally(Mode.ROLLBACK, found).add,
+                on_result=self._listener(self._tally(Mode.ROLLBACK, found)),
                 stop=self.stop,
             )
             found = commands.progress(self.server, self.script, targets)
@@ -259,6 +266,14 @@ class _Reconciliation:
         )
         counts = found.counts(Mode.APPLY)
         return planning.decide(Mode.APPLY, counts, self.spec.strategy, failed_canaries, waiting)
+
+    def _listener(self, tally: progress.Tally) -> rollout.Listener:
+        def listen(result: outcomes.Result) -> None:
+            tally.add(result)
+            if self.observe is not None:
+                self.observe(result)
+
+        return listen
 
     def _tally(self, mode: Mode, found: commands.Progress) -> progress.Tally:
         return progress.Tally(
