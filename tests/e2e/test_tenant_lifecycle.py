@@ -10,42 +10,10 @@ import psycopg
 import pytest
 
 from tests.e2e.kubectl import Kubectl
+from tests.e2e.support import connect, create_as_owner, eventually, tenant
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.operator]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def tenant(name: str, **spec: object) -> str:
-    lines = [f"  {key}: {value}" for key, value in spec.items()]
-    return "\n".join(
-        [
-            "apiVersion: tenantdb.io/v1alpha1",
-            "kind: Tenant",
-            "metadata:",
-            f"  name: {name}",
-            "spec:",
-            *lines,
-        ]
-    )
-
-
-def connect(creds: dict[str, str]) -> psycopg.Connection:
-    return psycopg.connect(creds["uri"], autocommit=True, connect_timeout=10)
-
-
-def create_as_owner(admin: psycopg.Connection, status: dict[str, str], statement: str) -> None:
-    """DDL the way migrations run it: as the tenant's owner role, in its schema."""
-    with admin.transaction():
-        admin.execute(f'SET LOCAL ROLE "{status["ownerRole"]}"')
-        admin.execute(f'SET LOCAL search_path = "{status["schema"]}"')
-        admin.execute(statement)
-
-
-def eventually(check, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.5)
 
 
 def test_example_tenant_becomes_ready_with_working_credentials(

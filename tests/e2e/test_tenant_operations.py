@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from tests.e2e.kubectl import Kubectl
-from tests.e2e.test_tenant_lifecycle import connect, create_as_owner, eventually, tenant
+from tests.e2e.support import connect, create_as_owner, eventually, tenant
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.operator]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.kubectl import Kubectl
-from tests.e2e.test_tenant_lifecycle import connect
+from tests.e2e.support import connect
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.operator]
 ROOT = Path(__file__).resolve().parents[2]
