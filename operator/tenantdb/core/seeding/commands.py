@@ -16,7 +16,7 @@ import psycopg
 import psycopg_pool
 from psycopg import sql
 
-from tenantdb.core import connecting, scoping
+from tenantdb.core import connecting, scoping, tenancy
 from tenantdb.core.seeding import (
     declarations,
     discovering,
@@ -28,10 +28,6 @@ from tenantdb.core.seeding import (
     running,
     unseeding,
 )
-
-TENANT_LOCK_NAMESPACE = 0x7E4A
-"""The per-tenant advisory lock provisioning takes (second key: ``hashtext(uid)``):
-seeding never overlaps provisioning or another seeding of the same tenant."""
 
 
 def list_seeders(seeders_dir: Path) -> list[declarations.Seeder]:
@@ -187,8 +183,9 @@ def _location(
 
 @contextlib.contextmanager
 def _tenant_locked(control: psycopg.Connection[Any], tenant_uid: str) -> Iterator[None]:
-    """Hold the tenant's advisory lock on the control connection for a whole run."""
-    key = (TENANT_LOCK_NAMESPACE, tenant_uid)
+    """Hold the tenant's advisory lock (the one provisioning and migrations take) on the
+    control connection for a whole run: seeding never overlaps them on one tenant."""
+    key = (tenancy.TENANT_LOCK_NAMESPACE, tenant_uid)
     control.execute(sql.SQL("SELECT pg_advisory_lock(%s, hashtext(%s))"), key)
     try:
         yield
