@@ -34,7 +34,7 @@ _LOCK = threading.Lock()
 def discover(directory: Path) -> list[declarations.Seeder]:
     """Every seeder in ``directory``, in file-name order (not yet dependency order)."""
     if not directory.is_dir():
-        raise errors.InvalidSeeder(f"the seeders directory {directory.name!r} does not exist")
+        raise errors.InvalidSeeder(f"the seeders directory {str(directory)!r} does not exist")
     files = sorted(
         p for p in directory.iterdir() if p.is_file() and not p.name.startswith(("_", "."))
     )
