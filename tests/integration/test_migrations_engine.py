@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from collections.abc import Iterator
@@ -382,3 +383,13 @@ def _no_leaked_session_state(server: commands.Server) -> Iterator[None]:
             conn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
         )
         assert locks == 0
+
+
+def test_a_tenant_whose_role_vanished_is_retried_not_an_error(
+    ctx: engine.Context, tenant: scoping.TenantLocation, admin: psycopg.Connection
+) -> None:
+    ghost = dataclasses.replace(tenant, uid=str(uuid.uuid4()), owner_role="t_gone_owner")
+    result = engine.apply(ctx, ghost, script(1, "CREATE TABLE never (id int)"))
+    assert result.outcome is Outcome.RETRY
+    assert 'role "t_gone_owner" does not exist' in (result.error or "")
+    assert row(admin, ghost.uid, 1) is None

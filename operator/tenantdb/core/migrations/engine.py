@@ -23,6 +23,12 @@ from tenantdb.api import migrations as api
 from tenantdb.core import commands, connecting, scoping, tenancy
 from tenantdb.core.migrations import errors, ledger, outcomes, running, scripts
 
+LOCK_WITH_TIMEOUTS = (
+    "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s)),"
+    " set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)"
+)
+"""The tenant's transaction-level lock, and the script's timeouts for that transaction."""
+
 Outcome = outcomes.Outcome
 Result = outcomes.Result
 Context = outcomes.Context
@@ -46,6 +52,19 @@ def apply(
         raise errors.InvalidScript(
             "a dry run needs transactional: true (it runs up in a transaction and rolls it back)"
         )
+    if script.transactional and target.isolation != "database":
+        return _apply_in_place(ctx, target, script, requires, dry_run)
+    return _apply_in_session(ctx, target, script, requires, dry_run)
+
+
+def _apply_in_session(
+    ctx: Context,
+    target: scoping.TenantLocation,
+    script: scripts.Script,
+    requires: Sequence[int],
+    dry_run: bool,
+) -> Result:
+    """``transactional: false`` scripts and ``database`` tenants, under the session-level lock."""
     schema = ctx.server.control_schema
     with connecting.connection(ctx.server.pool) as conn, tenant_lock(conn, target.uid) as mine:
         if not mine:
@@ -66,6 +85,62 @@ def apply(
             if marker is not None:
                 return Result(target, Outcome.DRIFT, f"applied with checksum {marker}")
             return run.in_transaction() if script.transactional else run.stepwise()
+
+
+def _apply_in_place(
+    ctx: Context,
+    target: scoping.TenantLocation,
+    script: scripts.Script,
+    requires: Sequence[int],
+    dry_run: bool,
+) -> Result:
+    """The common case, in one transaction on the operator's connection: the tenant's
+    transaction-level lock, the ledger read, the change and the ledger write.
+
+    Three round trips: BEGIN, the lock and the timeouts, the ledger read and
+    the tenant's scope go in one pipeline (the scope is entered optimistically,
+    before the read says whether there is work; it vanishes with the
+    transaction if not); then the user's SQL; then RESET ROLE, the ledger
+    write and COMMIT in another. The read is a statement of its own after
+    the lock, so its snapshot sees whatever the previous holder committed.
+    """
+    schema = ctx.server.control_schema
+    key = (tenancy.TENANT_LOCK_NAMESPACE, target.uid)
+    run: running.Run | None = None
+    with connecting.connection(ctx.server.pool) as conn:
+        tx = running.Transaction(conn)
+        try:
+            with conn.pipeline():
+                tx.begin()
+                lock = conn.execute(LOCK_WITH_TIMEOUTS, (*key, *running.timeouts(script)))
+                read = conn.execute(
+                    ledger.select_row_and_missing(schema),
+                    (target.uid, list(requires), target.uid, target.uid, script.version),
+                )
+                scoping.enter(conn, target, "owner", ctx.server.shared_schema)
+            locked = lock.fetchone()
+            if not (locked and locked[0]):
+                return Result(target, Outcome.BUSY)
+            found = read.fetchone()
+            assert found is not None
+            row = ledger.parse_row(found[:6])
+            missing = [int(v) for v in found[6]]
+            settled = _settled(target, script, row, missing)
+            if settled is not None:
+                return settled
+            run = running.Run(ctx, conn, conn, target, script, row)
+            return run.in_place(tx, dry_run)
+        except psycopg.Error as exc:
+            tx.end(commit=False)
+            if run is not None:
+                return run.failed_in_place(exc, dry_run, key)
+            if running.unavailable(exc):
+                raise
+            # The tenant changed under us (its role or schema just went away):
+            # nothing ran; the next pass looks at the registry again.
+            return Result(target, Outcome.RETRY, connecting.describe(exc))
+        finally:
+            tx.end(commit=not dry_run)
 
 
 def revert(ctx: Context, target: scoping.TenantLocation, script: scripts.Script) -> Result:

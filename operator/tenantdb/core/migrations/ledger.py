@@ -15,6 +15,7 @@ an ``error`` is one whose rollback failed.
 Builders return ``sql.Composed``; the small functions at the end run them.
 """
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -61,15 +62,17 @@ class Row:
         return partly and self.checksum != checksum
 
 
+@functools.cache
 def _table(schema: naming.Identifier) -> sql.Identifier:
     return sql.Identifier(schema, TABLE)
 
 
+@functools.cache
 def select_row(schema: naming.Identifier) -> sql.Composed:
-    """One row (parameters: tenant uid, version), locked for the caller's transaction."""
+    """One row (parameters: tenant uid, version)."""
     return sql.SQL(
         "SELECT tenant_uid, state, checksum, statements_done, attempts, error FROM {}"
-        " WHERE tenant_uid = %s AND version = %s FOR UPDATE"
+        " WHERE tenant_uid = %s AND version = %s"
     ).format(_table(schema))
 
 
@@ -111,14 +114,29 @@ _UPSERT = """
         attempts = l.attempts + EXCLUDED.attempts,
         applied_at = EXCLUDED.applied_at, duration_ms = EXCLUDED.duration_ms,
         applied_by = EXCLUDED.applied_by, error = EXCLUDED.error, updated_at = now()
+    {condition}
     RETURNING statements_done
 """
 
 
+@functools.cache
 def upsert(schema: naming.Identifier) -> sql.Composed:
     """Record an outcome (parameters: a ``record`` mapping)."""
     return sql.SQL(_UPSERT).format(
-        table=_table(schema), statements_done=sql.SQL("EXCLUDED.statements_done")
+        table=_table(schema),
+        statements_done=sql.SQL("EXCLUDED.statements_done"),
+        condition=sql.SQL(""),
+    )
+
+
+@functools.cache
+def upsert_failure(schema: naming.Identifier) -> sql.Composed:
+    """Record a failure unless another worker applied the version meanwhile
+    (parameters: a ``record`` mapping)."""
+    return sql.SQL(_UPSERT).format(
+        table=_table(schema),
+        statements_done=sql.SQL("EXCLUDED.statements_done"),
+        condition=sql.SQL("WHERE l.state <> 'applied'"),
     )
 
 
@@ -130,9 +148,11 @@ def begin_stepwise(schema: naming.Identifier) -> sql.Composed:
         statements_done=sql.SQL(
             "CASE WHEN l.checksum = EXCLUDED.checksum THEN l.statements_done ELSE 0 END"
         ),
+        condition=sql.SQL(""),
     )
 
 
+@functools.cache
 def record_step(schema: naming.Identifier) -> sql.Composed:
     """One more statement done (parameters: count, tenant uid, version)."""
     return sql.SQL(
@@ -255,7 +275,8 @@ def record(
     }
 
 
-def _row(raw: Sequence[Any]) -> Row:
+def parse_row(raw: Sequence[Any]) -> Row:
+    """A ``Row`` from ``select_row``'s columns."""
     uid, state, checksum, done, attempts, error = raw
     return Row(uid, State(state) if state else None, checksum, int(done), int(attempts), error)
 
@@ -265,7 +286,7 @@ def fetch_row(
 ) -> Row:
     """The row of one tenant and version, locked until the end of the transaction."""
     raw = conn.execute(select_row(schema), (uid, version)).fetchone()
-    return _row(raw) if raw else Row(uid, None)
+    return parse_row(raw) if raw else Row(uid, None)
 
 
 def fetch_rows(
@@ -273,7 +294,7 @@ def fetch_rows(
 ) -> dict[str, Row]:
     """The rows of many tenants for one version, in one query."""
     rows = conn.execute(select_rows(schema), (list(uids), version)).fetchall()
-    return {row[0]: _row(row) for row in rows}
+    return {row[0]: parse_row(row) for row in rows}
 
 
 def applied_versions(
@@ -318,6 +339,21 @@ def tenant_history(
         return cur.execute(history(schema), (namespace, namespace, name)).fetchall()
 
 
+@functools.cache
+def select_row_and_missing(schema: naming.Identifier) -> sql.Composed:
+    """One row, ``NULL`` state if none, and which required versions the tenant lacks
+    (parameters: tenant uid, version, required versions, tenant uid)."""
+    return sql.SQL(
+        "SELECT %s::text, l.state, l.checksum, coalesce(l.statements_done, 0),"
+        " coalesce(l.attempts, 0), l.error,"
+        " ARRAY(SELECT r.v FROM unnest(%s::bigint[]) AS r(v) WHERE NOT EXISTS"
+        " (SELECT 1 FROM {table} a WHERE a.tenant_uid = %s AND a.version = r.v"
+        " AND a.state = 'applied') ORDER BY r.v)"
+        " FROM (SELECT 1) AS one LEFT JOIN {table} l ON l.tenant_uid = %s AND l.version = %s"
+    ).format(table=_table(schema))
+
+
+@functools.cache
 def select_missing(schema: naming.Identifier) -> sql.Composed:
     """Which required versions a tenant lacks (parameters: versions, tenant uid)."""
     return sql.SQL(

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 
 from tenantdb.api import migrations as api
 from tenantdb.core import connecting, errors, scoping, shared
@@ -64,12 +64,53 @@ def work_connection(
         yield work
 
 
-def _unavailable(exc: psycopg.Error) -> bool:
+def unavailable(exc: psycopg.Error) -> bool:
     """A lost or refused connection, not an error of the statement."""
     if isinstance(exc, (psycopg.errors.QueryCanceled, *TRANSIENT)):
         return False
     sqlstate = exc.sqlstate or ""
     return not sqlstate or sqlstate.startswith(connecting.UNAVAILABLE_SQLSTATE_CLASSES)
+
+
+def enter(
+    conn: Connection,
+    ctx: outcomes.Context,
+    target: scoping.TenantLocation,
+    script: scripts.Script,
+) -> None:
+    """The script's timeouts and the tenant's scope, for the current transaction."""
+    conn.execute(
+        "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+        timeouts(script),
+    )
+    scoping.enter(conn, target, "owner", ctx.server.shared_schema)
+
+
+def timeouts(script: scripts.Script) -> tuple[str, str]:
+    """The script's lock_timeout and statement_timeout, as ``set_config`` takes them."""
+    return script.lock_timeout, script.statement_timeout
+
+
+class Transaction:
+    """BEGIN and COMMIT sent by hand, so that they can share a pipeline with other
+    statements (``conn.transaction()`` sends each on its own round trip)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def begin(self) -> None:
+        """Queue BEGIN (in a pipeline) or send it."""
+        self.conn.execute("BEGIN")
+
+    def end(self, commit: bool) -> None:
+        """COMMIT (ROLLBACK after an error, or if asked) unless no transaction is open."""
+        if self.conn.broken:
+            return
+        status = self.conn.info.transaction_status
+        if status == pq.TransactionStatus.IDLE:
+            return
+        ok = commit and status != pq.TransactionStatus.INERROR
+        self.conn.execute("COMMIT" if ok else "ROLLBACK")
 
 
 class Run:
@@ -104,6 +145,50 @@ class Run:
         found = self.work.execute(ledger.select_marker(self.schema), (self.script.version,))
         row = found.fetchone()
         return str(row[0]) if row else None
+
+    def in_place(self, tx: "Transaction", dry_run: bool) -> outcomes.Result:
+        """The change inside the caller's transaction, which holds the tenant's lock
+        and has already entered the tenant's scope (``enter``)."""
+        started = time.monotonic()
+        execute(self.work, self.script.up)
+        seconds = time.monotonic() - started
+        if dry_run:
+            return outcomes.Result(self.target, outcomes.Outcome.PASSED, seconds=seconds)
+        findings: tuple[str, ...] = ()
+        if self.script.scope is api.Scope.SHARED:
+            self.work.execute("RESET ROLE")
+            self._upsert(ledger.State.APPLIED, seconds, 0, attempt=True)
+            findings = tuple(shared.secure_tables(self.work, self.ctx.server.shared_schema))
+            tx.end(commit=True)
+        else:
+            with self.work.pipeline():
+                self.work.execute("RESET ROLE")
+                self._upsert(ledger.State.APPLIED, seconds, 0, attempt=True)
+                tx.end(commit=True)
+        return outcomes.Result(
+            self.target, outcomes.Outcome.APPLIED, seconds=seconds, findings=findings
+        )
+
+    def failed_in_place(
+        self, exc: psycopg.Error, dry_run: bool, key: tuple[int, str]
+    ) -> outcomes.Result:
+        """Record what ``in_place`` raised, if the tenant's lock is still ours to take."""
+        if unavailable(exc):
+            raise errors.DatabaseUnavailable(connecting.describe(exc)) from exc
+        message = describe(exc, self.script.up)
+        if dry_run:
+            return outcomes.Result(self.target, outcomes.Outcome.FAILED, message)
+        transient = isinstance(exc, TRANSIENT) and self.row.attempts + 1 < MAX_TRANSIENT_ATTEMPTS
+        state = ledger.State.RETRY if transient else ledger.State.FAILED
+        with self.conn.transaction():
+            locked = self.conn.execute(
+                "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))", key
+            ).fetchone()
+            if locked and locked[0]:
+                record = self._record(state, None, 0, attempt=True, error=message)
+                self.conn.execute(ledger.upsert_failure(self.schema), record)
+        outcome = outcomes.Outcome.RETRY if transient else outcomes.Outcome.FAILED
+        return outcomes.Result(self.target, outcome, message)
 
     def in_transaction(self) -> outcomes.Result:
         started = time.monotonic()
@@ -162,7 +247,7 @@ class Run:
                 self._enter()
                 execute(self.work, self.script.up)
         except psycopg.Error as exc:
-            if _unavailable(exc):
+            if unavailable(exc):
                 raise errors.DatabaseUnavailable(connecting.describe(exc)) from exc
             return outcomes.Result(
                 self.target, outcomes.Outcome.FAILED, describe(exc, self.script.up)
@@ -195,7 +280,7 @@ class Run:
                 with self.work.transaction():
                     self._after_change(up=False)
         except psycopg.Error as exc:
-            if _unavailable(exc):
+            if unavailable(exc):
                 raise errors.DatabaseUnavailable(connecting.describe(exc)) from exc
             message = describe(exc, down)
             with self.conn.transaction():
@@ -218,12 +303,7 @@ class Run:
         return outcomes.Result(self.target, outcomes.Outcome.APPLIED, seconds=seconds)
 
     def _enter(self) -> None:
-        """Timeouts and the tenant's scope for the current transaction."""
-        self.work.execute(
-            "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
-            (self.script.lock_timeout, self.script.statement_timeout),
-        )
-        scoping.enter(self.work, self.target, "owner", self.ctx.server.shared_schema)
+        enter(self.work, self.ctx, self.target, self.script)
 
     def _after_change(self, up: bool) -> tuple[str, ...]:
         """Back to the operator's role; markers, and RLS on new shared tables."""
@@ -323,7 +403,7 @@ class Run:
         part: tuple[int, statements.Statement] | None = None,
     ) -> outcomes.Result:
         """Record a failure of the user's SQL with the database's message and position."""
-        if _unavailable(exc):
+        if unavailable(exc):
             raise errors.DatabaseUnavailable(connecting.describe(exc)) from exc
         if part is None:
             message = describe(exc, text)

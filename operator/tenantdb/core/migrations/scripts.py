@@ -18,6 +18,7 @@ Options on the ``migrate:up`` line: ``transaction:false``, ``scope:shared``,
 ``lock-timeout:<duration>``, ``statement-timeout:<duration>``.
 """
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ class Script:
     lock_timeout: str = "5s"
     statement_timeout: str = "15min"
 
-    @property
+    @functools.cached_property
     def checksum(self) -> str:
         """sha256 of the normalised ``up``."""
         return checksum(self.up)
