@@ -21,7 +21,7 @@ from psycopg import conninfo
 
 from tenantdb.api import migrations as api
 from tenantdb.core import commands, connecting, scoping, tenancy
-from tenantdb.core.migrations import errors, ledger, outcomes, running, scripts
+from tenantdb.core.migrations import errors, ledger, outcomes, running, scripts, sessions
 
 LOCK_WITH_TIMEOUTS = (
     "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s)),"
@@ -75,7 +75,7 @@ def _apply_in_session(
         settled = _settled(target, script, row, missing)
         if settled is not None:
             return settled
-        with running.work_connection(ctx, conn, target) as work:
+        with sessions.work_connection(ctx, conn, target) as work:
             run = running.Run(ctx, conn, work, target, script, row)
             if dry_run:
                 return run.dry_run()
@@ -108,11 +108,11 @@ def _apply_in_place(
     key = (tenancy.TENANT_LOCK_NAMESPACE, target.uid)
     run: running.Run | None = None
     with connecting.connection(ctx.server.pool) as conn:
-        tx = running.Transaction(conn)
+        tx = sessions.Transaction(conn)
         try:
             with conn.pipeline():
                 tx.begin()
-                lock = conn.execute(LOCK_WITH_TIMEOUTS, (*key, *running.timeouts(script)))
+                lock = conn.execute(LOCK_WITH_TIMEOUTS, (*key, *sessions.timeouts(script)))
                 read = conn.execute(
                     ledger.select_row_and_missing(schema),
                     (target.uid, list(requires), target.uid, target.uid, script.version),
@@ -134,7 +134,7 @@ def _apply_in_place(
             tx.end(commit=False)
             if run is not None:
                 return run.failed_in_place(exc, dry_run, key)
-            if running.unavailable(exc):
+            if sessions.unavailable(exc):
                 raise
             # The tenant changed under us (its role or schema just went away):
             # nothing ran; the next pass looks at the registry again.
@@ -161,7 +161,7 @@ def revert(ctx: Context, target: scoping.TenantLocation, script: scripts.Script)
             return Result(target, Outcome.BLOCKED, waiting_for=tuple(sorted(later)))
         if not script.down:
             return Result(target, Outcome.FAILED, "the migration has no down section")
-        with running.work_connection(ctx, conn, target) as work:
+        with sessions.work_connection(ctx, conn, target) as work:
             return running.Run(ctx, conn, work, target, script, row).down()
 
 

@@ -7,35 +7,28 @@ statement with session-level settings and no open transaction, the
 ledger's ``statements_done`` advanced after each one, so a retry resumes
 after the last statement that completed. ``database`` tenants: the change
 commits in the tenant's own database together with a marker row there
-(``ledger.MARKER_TABLE``), and the ledger follows; a marker without a
+(``markers``), and the ledger follows; a marker without a
 ledger row is a crash between the two commits, recorded on the next run.
 
-``execute`` is the one place the user's SQL is sent, as given.
+The user's SQL goes through ``sessions.execute``, as given, always after
+the tenant's scope was entered.
 """
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg import pq, sql
+from psycopg import sql
 
 from tenantdb.api import migrations as api
 from tenantdb.core import connecting, errors, scoping, shared
-from tenantdb.core.migrations import ledger, outcomes, scripts, statements
-
-TRANSIENT = (
-    psycopg.errors.LockNotAvailable,
-    psycopg.errors.DeadlockDetected,
-    psycopg.errors.SerializationFailure,
-)
-"""Errors worth retrying by themselves: the next attempt may well succeed."""
+from tenantdb.core.migrations import ledger, markers, outcomes, scripts, sessions, statements
 
 MAX_TRANSIENT_ATTEMPTS = 5
 """After this many attempts a transient error counts as a failure."""
 
-Connection = psycopg.Connection[Any]
+Connection = sessions.Connection
+TRANSIENT = sessions.TRANSIENT
 
 INVALID_INDEX = sql.SQL(
     "SELECT n.nspname, c.relname FROM pg_index i"
@@ -43,74 +36,6 @@ INVALID_INDEX = sql.SQL(
     " WHERE i.indexrelid = to_regclass(%s) AND NOT i.indisvalid"
 )
 """An invalid index by name, resolved through the current search_path (parameter: name)."""
-
-
-@contextmanager
-def work_connection(
-    ctx: outcomes.Context, conn: Connection, target: scoping.TenantLocation
-) -> Iterator[Connection]:
-    """The operator's connection, or one to a ``database`` tenant's own database."""
-    if target.isolation != "database":
-        yield conn
-        return
-    url = scoping.database_url(ctx.server.url, target)
-    try:
-        work = psycopg.connect(url, autocommit=True, connect_timeout=10)
-    except psycopg.Error as exc:
-        raise errors.DatabaseUnavailable(
-            f"cannot connect to database {target.database_name}: {connecting.describe(exc)}"
-        ) from exc
-    with work:
-        yield work
-
-
-def unavailable(exc: psycopg.Error) -> bool:
-    """A lost or refused connection, not an error of the statement."""
-    if isinstance(exc, (psycopg.errors.QueryCanceled, *TRANSIENT)):
-        return False
-    sqlstate = exc.sqlstate or ""
-    return not sqlstate or sqlstate.startswith(connecting.UNAVAILABLE_SQLSTATE_CLASSES)
-
-
-def enter(
-    conn: Connection,
-    ctx: outcomes.Context,
-    target: scoping.TenantLocation,
-    script: scripts.Script,
-) -> None:
-    """The script's timeouts and the tenant's scope, for the current transaction."""
-    conn.execute(
-        "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
-        timeouts(script),
-    )
-    scoping.enter(conn, target, "owner", ctx.server.shared_schema)
-
-
-def timeouts(script: scripts.Script) -> tuple[str, str]:
-    """The script's lock_timeout and statement_timeout, as ``set_config`` takes them."""
-    return script.lock_timeout, script.statement_timeout
-
-
-class Transaction:
-    """BEGIN and COMMIT sent by hand, so that they can share a pipeline with other
-    statements (``conn.transaction()`` sends each on its own round trip)."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-
-    def begin(self) -> None:
-        """Queue BEGIN (in a pipeline) or send it."""
-        self.conn.execute("BEGIN")
-
-    def end(self, commit: bool) -> None:
-        """COMMIT (ROLLBACK after an error, or if asked) unless no transaction is open."""
-        if self.conn.broken:
-            return
-        status = self.conn.info.transaction_status
-        if status == pq.TransactionStatus.IDLE:
-            return
-        ok = commit and status != pq.TransactionStatus.INERROR
-        self.conn.execute("COMMIT" if ok else "ROLLBACK")
 
 
 class Run:
@@ -139,18 +64,18 @@ class Run:
         """
         if not self.separate:
             return None
-        exists = self.work.execute(ledger.markers_exist(), (self.schema,)).fetchone()
+        exists = self.work.execute(markers.markers_exist(), (self.schema,)).fetchone()
         if not (exists and exists[0]):
             return None
-        found = self.work.execute(ledger.select_marker(self.schema), (self.script.version,))
+        found = self.work.execute(markers.select_marker(self.schema), (self.script.version,))
         row = found.fetchone()
         return str(row[0]) if row else None
 
-    def in_place(self, tx: "Transaction", dry_run: bool) -> outcomes.Result:
+    def in_place(self, tx: sessions.Transaction, dry_run: bool) -> outcomes.Result:
         """The change inside the caller's transaction, which holds the tenant's lock
         and has already entered the tenant's scope (``enter``)."""
         started = time.monotonic()
-        execute(self.work, self.script.up)
+        sessions.execute(self.work, self.script.up)
         seconds = time.monotonic() - started
         if dry_run:
             return outcomes.Result(self.target, outcomes.Outcome.PASSED, seconds=seconds)
@@ -173,9 +98,9 @@ class Run:
         self, exc: psycopg.Error, dry_run: bool, key: tuple[int, str]
     ) -> outcomes.Result:
         """Record what ``in_place`` raised, if the tenant's lock is still ours to take."""
-        if unavailable(exc):
+        if sessions.unavailable(exc):
             raise errors.DatabaseUnavailable(connecting.describe(exc)) from exc
-        message = describe(exc, self.script.up)
+        message = sessions.describe(exc, self.script.up)
         if dry_run:
             return outcomes.Result(self.target, outcomes.Outcome.FAILED, message)
         transient = isinstance(exc, TRANSIENT) and self.row.attempts + 1 < MAX_TRANSIENT_ATTEMPTS
@@ -191,22 +116,18 @@ class Run:
         return outcomes.Result(self.target, outcome, message)
 
     def in_transaction(self) -> outcomes.Result:
+        """A ``database`` tenant: the change and its marker commit in the tenant's
+        database, then the ledger row in the operator's."""
         started = time.monotonic()
         try:
             with self.work.transaction():
                 self._enter()
-                execute(self.work, self.script.up)
+                sessions.execute(self.work, self.script.up)
                 seconds = time.monotonic() - started
-                findings = self._after_change(up=True)
-                if not self.separate:
-                    self._upsert(ledger.State.APPLIED, seconds, 0, attempt=True)
+                self._after_change(up=True)
         except psycopg.Error as exc:
             return self._failed(exc, self.script.up, attempt=True, statements_done=0)
-        if self.separate:
-            return self.record_applied(seconds, 0, attempt=True)
-        return outcomes.Result(
-            self.target, outcomes.Outcome.APPLIED, seconds=seconds, findings=findings
-        )
+        return self.record_applied(seconds, 0, attempt=True)
 
     def stepwise(self) -> outcomes.Result:
         parts = statements.split(self.script.up)
@@ -221,7 +142,7 @@ class Run:
             try:
                 self._enter_session(role, path)
                 self._clear_invalid_index(parts[index])
-                execute(self.work, parts[index].text)
+                sessions.execute(self.work, parts[index].text)
             except psycopg.Error as exc:
                 failure = exc
             finally:
@@ -245,12 +166,12 @@ class Run:
         try:
             with self.work.transaction(force_rollback=True):
                 self._enter()
-                execute(self.work, self.script.up)
+                sessions.execute(self.work, self.script.up)
         except psycopg.Error as exc:
-            if unavailable(exc):
+            if sessions.unavailable(exc):
                 raise errors.DatabaseUnavailable(connecting.describe(exc)) from exc
             return outcomes.Result(
-                self.target, outcomes.Outcome.FAILED, describe(exc, self.script.up)
+                self.target, outcomes.Outcome.FAILED, sessions.describe(exc, self.script.up)
             )
         return outcomes.Result(
             self.target, outcomes.Outcome.PASSED, seconds=time.monotonic() - started
@@ -265,7 +186,7 @@ class Run:
             elif self.script.transactional:
                 with self.work.transaction():
                     self._enter()
-                    execute(self.work, down)
+                    sessions.execute(self.work, down)
                     self._after_change(up=False)
                     if not self.separate:
                         self._record_rolled_back(time.monotonic() - started)
@@ -274,15 +195,15 @@ class Run:
                 for part in statements.split(down):
                     try:
                         self._enter_session(role, path)
-                        execute(self.work, part.text)
+                        sessions.execute(self.work, part.text)
                     finally:
                         self._leave_session()
                 with self.work.transaction():
                     self._after_change(up=False)
         except psycopg.Error as exc:
-            if unavailable(exc):
+            if sessions.unavailable(exc):
                 raise errors.DatabaseUnavailable(connecting.describe(exc)) from exc
-            message = describe(exc, down)
+            message = sessions.describe(exc, down)
             with self.conn.transaction():
                 self.conn.execute(
                     ledger.record_down_failure(self.schema),
@@ -303,19 +224,19 @@ class Run:
         return outcomes.Result(self.target, outcomes.Outcome.APPLIED, seconds=seconds)
 
     def _enter(self) -> None:
-        enter(self.work, self.ctx, self.target, self.script)
+        sessions.enter(self.work, self.ctx, self.target, self.script)
 
     def _after_change(self, up: bool) -> tuple[str, ...]:
         """Back to the operator's role; markers, and RLS on new shared tables."""
         self.work.execute("RESET ROLE")
         if self.separate:
             if up:
-                self.work.execute(ledger.create_markers(self.schema))
+                self.work.execute(markers.create_markers(self.schema))
                 self.work.execute(
-                    ledger.insert_marker(self.schema), (self.script.version, self.script.checksum)
+                    markers.insert_marker(self.schema), (self.script.version, self.script.checksum)
                 )
             else:
-                self.work.execute(ledger.delete_marker(self.schema), (self.script.version,))
+                self.work.execute(markers.delete_marker(self.schema), (self.script.version,))
         if up and self.script.scope is api.Scope.SHARED:
             return tuple(shared.secure_tables(self.work, self.ctx.server.shared_schema))
         return ()
@@ -403,13 +324,13 @@ class Run:
         part: tuple[int, statements.Statement] | None = None,
     ) -> outcomes.Result:
         """Record a failure of the user's SQL with the database's message and position."""
-        if unavailable(exc):
+        if sessions.unavailable(exc):
             raise errors.DatabaseUnavailable(connecting.describe(exc)) from exc
         if part is None:
-            message = describe(exc, text)
+            message = sessions.describe(exc, text)
         else:
             index, statement = part
-            message = f"statement {index + 1} at line {statement.line}: " + describe(
+            message = f"statement {index + 1} at line {statement.line}: " + sessions.describe(
                 exc, text, statement.line
             )
         attempts = self.row.attempts + 1
@@ -421,20 +342,3 @@ class Run:
         return outcomes.Result(
             self.target, outcomes.Outcome.RETRY if transient else outcomes.Outcome.FAILED, message
         )
-
-
-def describe(exc: psycopg.Error, text: str, first_line: int = 1) -> str:
-    """The database's message, with the error's line and column in the script."""
-    message = connecting.describe(exc)
-    position = exc.diag.statement_position
-    if not position or not position.isdigit() or int(position) > len(text) + 1:
-        return message
-    before = text[: int(position) - 1]
-    line = first_line + before.count("\n")
-    column = len(before) - (before.rfind("\n") + 1) + 1
-    return f"{message} (line {line}, column {column})"
-
-
-def execute(conn: Connection, text: str) -> None:
-    """The one place user-written SQL is sent: as given, in the scope already entered."""
-    conn.execute(text.encode())

@@ -1,0 +1,60 @@
+"""The ledger's and markers' SQL builders, as text: identifiers quoted, values as parameters."""
+
+from psycopg import sql
+
+from tenantdb.core import naming
+from tenantdb.core.migrations import ledger, markers
+
+SCHEMA = naming.identifier("tenantdb_control")
+
+
+def text(composed: sql.Composable) -> str:
+    return composed.as_string(None)
+
+
+def test_builders_qualify_and_quote_the_control_schema() -> None:
+    for builder in (
+        ledger.select_row,
+        ledger.select_rows,
+        ledger.upsert,
+        ledger.upsert_failure,
+        ledger.begin_stepwise,
+        ledger.record_step,
+        ledger.reset_failures,
+        ledger.accept_checksum,
+        ledger.select_row_and_missing,
+    ):
+        rendered = text(builder(SCHEMA))
+        assert '"tenantdb_control"."migration_ledger"' in rendered, builder.__name__
+        assert "%s" in rendered or "%(" in rendered, builder.__name__
+
+
+def test_a_failure_never_overwrites_an_applied_row() -> None:
+    assert "WHERE l.state <> 'applied'" in text(ledger.upsert_failure(SCHEMA))
+    assert "WHERE l.state <> 'applied'" not in text(ledger.upsert(SCHEMA))
+
+
+def test_a_stepwise_retry_keeps_its_progress_only_for_the_same_text() -> None:
+    rendered = text(ledger.begin_stepwise(SCHEMA))
+    assert "CASE WHEN l.checksum = EXCLUDED.checksum THEN l.statements_done ELSE 0 END" in rendered
+
+
+def test_applied_versions_look_both_ways() -> None:
+    assert "version < %s" in text(ledger.select_applied_versions(SCHEMA, above=False))
+    assert "version > %s" in text(ledger.select_applied_versions(SCHEMA, above=True))
+
+
+def test_markers_live_in_a_schema_of_their_own_revoked_from_public() -> None:
+    rendered = text(markers.create_markers(SCHEMA))
+    assert 'REVOKE ALL ON SCHEMA "tenantdb_control" FROM PUBLIC' in rendered
+    assert '"tenantdb_control"."applied_migrations"' in rendered
+
+
+def test_drift_is_an_applied_or_partly_applied_row_with_another_checksum() -> None:
+    applied = ledger.Row("u", ledger.State.APPLIED, "old")
+    partly = ledger.Row("u", ledger.State.FAILED, "old", statements_done=1)
+    failed_early = ledger.Row("u", ledger.State.FAILED, "old")
+    rolled_back = ledger.Row("u", ledger.State.ROLLED_BACK, "old", statements_done=2)
+    assert applied.drifted("new") and partly.drifted("new")
+    assert not applied.drifted("old")
+    assert not failed_early.drifted("new") and not rolled_back.drifted("new")
