@@ -29,11 +29,11 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
 
-from tenantdb.api.tenants import Isolation  # noqa: E402
-from tenantdb.core import commands, connecting, naming, passwords  # noqa: E402
-from tenantdb.settings import DEFAULT_PLANS  # noqa: E402
+from tenantdb.api.tenants import Isolation
+from tenantdb.core import commands, connecting, naming, passwords
+from tenantdb.settings import DEFAULT_PLANS
 
 HEADING = "## Provisioning"
 LIMITS = DEFAULT_PLANS["standard"]
@@ -42,8 +42,12 @@ SAFE = "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tenants", type=int, default=1000, help="tenants per run (schema, shared)")
-    parser.add_argument("--database-tenants", type=int, default=20, help="tenants per run (database)")
+    parser.add_argument(
+        "--tenants", type=int, default=1000, help="tenants per run (schema, shared)"
+    )
+    parser.add_argument(
+        "--database-tenants", type=int, default=20, help="tenants per run (database)"
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
@@ -54,8 +58,11 @@ def main() -> int:
             count = args.database_tenants if mode is Isolation.DATABASE else args.tenants
             results[mode] = measure(server, mode, count, args.runs)
             core, raw = results[mode]
-            print(f"{mode.value:9} n={count:5} core {common.median(core):7.2f}s"
-                  f"  raw {common.median(raw):7.2f}s  ratio {ratio(core, raw):.2f}", flush=True)
+            print(
+                f"{mode.value:9} n={count:5} core {common.median(core):7.2f}s"
+                f"  raw {common.median(raw):7.2f}s  ratio {ratio(core, raw):.2f}",
+                flush=True,
+            )
         server.pool.close()
     section = render(args, results)
     print(section)
@@ -66,12 +73,16 @@ def main() -> int:
 
 def prepare(url: str) -> commands.Server:
     pool = connecting.open_pool(url, 1, 2, name="tenantdb-bench")
-    server = commands.Server(pool, url, naming.identifier("tenantdb"), naming.identifier("tenantdb_shared"))
+    server = commands.Server(
+        pool, url, naming.identifier("tenantdb"), naming.identifier("tenantdb_shared")
+    )
     commands.prepare(server)
     return server
 
 
-def measure(server: commands.Server, mode: Isolation, count: int, runs: int) -> tuple[list[float], list[float]]:
+def measure(
+    server: commands.Server, mode: Isolation, count: int, runs: int
+) -> tuple[list[float], list[float]]:
     core: list[float] = []
     raw: list[float] = []
     for run in range(runs):
@@ -91,8 +102,12 @@ def measure(server: commands.Server, mode: Isolation, count: int, runs: int) -> 
 def provision_core(server: commands.Server, mode: Isolation, prefix: str, count: int) -> None:
     for index in range(count):
         request = commands.TenantRequest(
-            uid=str(uuid.uuid4()), name=f"{prefix}-{index}", namespace="bench",
-            isolation=mode, plan="standard", limits=LIMITS,
+            uid=str(uuid.uuid4()),
+            name=f"{prefix}-{index}",
+            namespace="bench",
+            isolation=mode,
+            plan="standard",
+            limits=LIMITS,
         )
         commands.provision(server, request, passwords.generate(), reset_password=True)
 
@@ -111,9 +126,15 @@ def provision_raw(server: commands.Server, mode: Isolation, prefix: str, count: 
                 create_database_raw(server.url, conn, names)
 
 
-def raw_statements(mode: Isolation, n: naming.TenantNames, uid: str, verifier: str, home: str) -> list[str]:
+def raw_statements(
+    mode: Isolation, n: naming.TenantNames, uid: str, verifier: str, home: str
+) -> list[str]:
     """The DDL a hand-written provisioning script would send (trusted names, no checks)."""
-    schema = "tenantdb_shared" if mode is Isolation.SHARED else ("public" if mode is Isolation.DATABASE else n.schema)
+    schema = (
+        "tenantdb_shared"
+        if mode is Isolation.SHARED
+        else ("public" if mode is Isolation.DATABASE else n.schema)
+    )
     database = n.database if mode is Isolation.DATABASE else home
     owner = "tenantdb_shared_owner" if mode is Isolation.SHARED else n.owner_role
     inherit = "INHERIT" if mode is Isolation.SHARED else "NOINHERIT"
@@ -121,14 +142,15 @@ def raw_statements(mode: Isolation, n: naming.TenantNames, uid: str, verifier: s
         "INSERT INTO tenantdb.tenants (uid, name, namespace, isolation, schema_name, database_name,"
         f" owner_role, login_role, plan) VALUES ('{uid}', '{n.schema}', 'bench', '{mode.value}',"
         f" '{schema}', '{database}', '{owner}', '{n.login_role}', 'standard')",
-        f'CREATE ROLE "{n.login_role}" NOLOGIN NOINHERIT {SAFE} PASSWORD \'{verifier}\'',
+        f"CREATE ROLE \"{n.login_role}\" NOLOGIN NOINHERIT {SAFE} PASSWORD '{verifier}'",
         f'ALTER ROLE "{n.login_role}" LOGIN {inherit} {SAFE} CONNECTION LIMIT {LIMITS.connection_limit}',
         f"ALTER ROLE \"{n.login_role}\" SET statement_timeout = '{LIMITS.statement_timeout}'",
         f'ALTER ROLE "{n.login_role}" RESET work_mem',
         f'ALTER ROLE "{n.login_role}" SET search_path = "{schema}"',
     ]
     if mode is Isolation.SHARED:
-        return statements + [
+        return [
+            *statements,
             f'GRANT tenantdb_shared_tenants TO "{n.login_role}" WITH INHERIT TRUE, SET FALSE',
             f"INSERT INTO tenantdb_shared.tenant_roles VALUES ('{n.login_role}', '{uid}')",
         ]
@@ -167,11 +189,18 @@ def clean(server: commands.Server, prefix: str) -> None:
     """Drop everything a run made (not timed)."""
     like = f"t_{prefix}%"
     with psycopg.connect(server.url, autocommit=True) as conn:
-        for (database,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (like,)).fetchall():
+        for (database,) in conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (like,)
+        ).fetchall():
             conn.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
-        for (schema,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (like,)).fetchall():
+        for (schema,) in conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (like,)
+        ).fetchall():
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        roles = [r for (r,) in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (like,))]
+        roles = [
+            r
+            for (r,) in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (like,))
+        ]
         for start in range(0, len(roles), 200):
             batch = ", ".join(f'"{r}"' for r in roles[start : start + 200])
             conn.execute(f"DROP OWNED BY {batch} CASCADE")
@@ -184,13 +213,15 @@ def ratio(core: list[float], raw: list[float]) -> float:
     return common.median(core) / common.median(raw)
 
 
-def render(args: argparse.Namespace, results: dict[Isolation, tuple[list[float], list[float]]]) -> str:
+def render(
+    args: argparse.Namespace, results: dict[Isolation, tuple[list[float], list[float]]]
+) -> str:
     lines = [
         HEADING,
         "",
         "`bench/provision.py`: N tenants provisioned through `tenantdb.core` against the same DDL",
         "sent by hand with psycopg (one transaction per tenant each), alternating, in the same run.",
-        f"Runs: {args.runs}; machine: {common.machine()}. Target: core ≤ 1.5× raw.",
+        f"Runs: {args.runs}; machine: {common.machine()}. Target: core ≤ 1.5x raw.",
         "",
         "| mode | tenants per run | core median (s) | raw median (s) | core tenants/s | ratio core/raw |",
         "|---|---|---|---|---|---|",

@@ -99,11 +99,12 @@ def bootstrap(schema: naming.Identifier) -> sql.Composed:
     ).format(pooled_name=sql.Literal(POOLED), **ids)
 
 
-def map_role(schema: naming.Identifier) -> sql.Composed:
-    """Bind a LOGIN role to its tenant (parameters: role name, tenant uuid)."""
+def map_role(schema: naming.Identifier, login_role: naming.Identifier, uid: str) -> sql.Composed:
+    """Bind a LOGIN role to its tenant (values as literals, so it batches with the DDL)."""
     return sql.SQL(
-        "INSERT INTO {} (role_name, tenant_id) VALUES (%s, %s) ON CONFLICT (role_name) DO NOTHING"
-    ).format(sql.Identifier(schema, MAPPING_TABLE))
+        "INSERT INTO {} (role_name, tenant_id) VALUES ({}, {}::uuid)"
+        " ON CONFLICT (role_name) DO NOTHING"
+    ).format(sql.Identifier(schema, MAPPING_TABLE), sql.Literal(login_role), sql.Literal(uid))
 
 
 def unmap_role(schema: naming.Identifier) -> sql.Composed:

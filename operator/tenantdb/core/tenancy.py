@@ -103,14 +103,10 @@ def provision(
                     provisioning.configure_login_role(
                         names, request.limits, request.suspended, inherit=mode is Isolation.SHARED
                     ),
-                    *_grant_statements(server, names, mode, home, state),
+                    *_grant_statements(server, names, mode, home, state, request.uid),
                     *_membership_repairs(names, mode, state),
                 ]
                 conn.execute(sql.SQL(";\n").join(statements))
-                if mode is Isolation.SHARED:
-                    conn.execute(
-                        shared.map_role(server.shared_schema), (names.login_role, request.uid)
-                    )
         except psycopg.errors.UniqueViolation as exc:
             raise _domain_conflict(conn, server.control_schema, request) from exc
         if request.suspended:
@@ -213,7 +209,7 @@ def _role_statements(
 
 
 def _grant_statements(
-    server: Server, names: naming.TenantNames, mode: Isolation, home: str, state: _State
+    server: Server, names: naming.TenantNames, mode: Isolation, home: str, state: _State, uid: str
 ) -> list[sql.Composable]:
     """Mode-specific objects and privileges."""
     statements: list[sql.Composable] = []
@@ -234,6 +230,7 @@ def _grant_statements(
     elif mode is Isolation.SHARED:
         statements += [
             shared.join_members(names.login_role, state.server_version),
+            shared.map_role(server.shared_schema, names.login_role, uid),
             provisioning.pin_search_path([names.login_role], server.shared_schema),
         ]
     else:
