@@ -56,6 +56,7 @@ def write_section(heading: str, section: str) -> None:
         text = text.rstrip("\n") + "\n\n" + section
     else:
         end = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+        rest = text[end + 1 :] if end != -1 else ""
+        text = text[:start] + section.rstrip("\n") + ("\n\n" + rest if rest else "\n")
     DOCS.parent.mkdir(parents=True, exist_ok=True)
     DOCS.write_text(text.rstrip("\n") + "\n")
