@@ -26,7 +26,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -39,15 +38,16 @@ from psycopg import sql
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import common  # noqa: E402
 
 from tenantdb.api.tenants import Isolation  # noqa: E402
 from tenantdb.core import commands, scoping, seeding  # noqa: E402
 from tenantdb.core.seeding import discovering  # noqa: E402
-from tenantdb.devenv import postgres  # noqa: E402
 from tests.integration import test_seeding_support as support  # noqa: E402
 
 SEEDERS = REPO / "seeders"
-DOCS = REPO / "docs" / "benchmarks.md"
 SECTION = "## Seeding"
 SEED = 2026
 
@@ -70,7 +70,7 @@ def main() -> int:
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
     args.load = os.getloadavg()[0]
-    with database() as url, prepared(url) as server:
+    with common.database() as url, prepared(url) as server:
         seeder_runs: list[Sample] = []
         raw_runs: list[Sample] = []
         for run in range(args.runs):
@@ -85,20 +85,8 @@ def main() -> int:
     report = render(args, seeder_runs, raw_runs)
     print(report)
     if args.write:
-        write_section(report)
+        common.write_section(SECTION, report)
     return 0
-
-
-@contextlib.contextmanager
-def database() -> Iterator[str]:
-    if os.environ.get("DATABASE_URL"):
-        yield os.environ["DATABASE_URL"]
-        return
-    with (
-        tempfile.TemporaryDirectory(prefix="tenantdb-bench-") as directory,
-        postgres.EmbeddedPostgres(Path(directory)) as server,
-    ):
-        yield server.url
 
 
 @contextlib.contextmanager
@@ -244,18 +232,6 @@ def render(args: argparse.Namespace, seeder_runs: list[Sample], raw_runs: list[S
         "",
     ]
     return "\n".join(lines)
-
-
-def write_section(section: str) -> None:
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    start = text.find(SECTION + "\n")
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(text)
 
 
 if __name__ == "__main__":
