@@ -170,10 +170,17 @@ def secure_table(schema: naming.Identifier, table: str) -> sql.Composed:
 
 
 def lock_out(schema: naming.Identifier, table: str) -> sql.Composed:
-    """A shared table without ``tenant_id`` cannot be isolated: nobody gets it."""
-    return sql.SQL("REVOKE ALL ON {} FROM {}, {}, PUBLIC").format(
-        sql.Identifier(schema, table), sql.Identifier(MEMBERS), sql.Identifier(POOLED)
-    )
+    """A shared table without ``tenant_id`` cannot be isolated: nobody gets it.
+
+    Privileges go, and forced row-level security with no policy hides every
+    row even from a role that is granted access later by mistake.
+    """
+    table_id = sql.Identifier(schema, table)
+    return sql.SQL(
+        "REVOKE ALL ON {table} FROM {members}, {pooled}, PUBLIC;\n"
+        "ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;\n"
+        "ALTER TABLE {table} FORCE ROW LEVEL SECURITY"
+    ).format(table=table_id, members=sql.Identifier(MEMBERS), pooled=sql.Identifier(POOLED))
 
 
 def give_to_owner(schema: naming.Identifier, table: str) -> sql.Composed:
@@ -193,8 +200,9 @@ def secure_tables(conn: psycopg.Connection[Any], schema: naming.Identifier) -> l
     rows = conn.execute(tables(), (list(POLICIES), schema, MAPPING_TABLE)).fetchall()
     for name, rls, forced, has_tenant_id, policies, owner in rows:
         if not has_tenant_id:
-            findings.append(f"shared table {name} has no tenant_id column; access revoked")
-            conn.execute(lock_out(schema, name))
+            if not (rls and forced):
+                findings.append(f"shared table {name} has no tenant_id column; access revoked")
+                conn.execute(lock_out(schema, name))
             continue
         if owner != OWNER:
             findings.append(f"shared table {name} was owned by {owner}")

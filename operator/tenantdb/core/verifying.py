@@ -124,7 +124,8 @@ def _shared_findings(
     rows = conn.execute(shared.tables(), (list(shared.POLICIES), schema, shared.MAPPING_TABLE))
     for table, rls, forced, has_tenant_id, policies, owner in rows.fetchall():
         if not has_tenant_id:
-            findings.append(f"shared table {table} has no tenant_id column")
+            if not (rls and forced):
+                findings.append(f"shared table {table} has no tenant_id column and is not locked")
         elif not (rls and forced):
             findings.append(f"shared table {table} does not force row-level security")
         elif policies != len(shared.POLICIES):
