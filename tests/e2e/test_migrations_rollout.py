@@ -255,6 +255,15 @@ def test_shared_migration_runs_once_and_shared_tables_get_row_level_security(
         f"CREATE TABLE loose_{suffix} (id bigint)"
     )
     kubectl.apply(migration("shared", version, up, scope="shared"))
+    try:
+        _check_shared(kubectl, admin, suffix)
+    finally:  # the shared schema is the whole server's: leave nothing behind
+        admin.execute(
+            f"DROP TABLE IF EXISTS tenantdb_shared.notes_{suffix}, tenantdb_shared.loose_{suffix}"
+        )
+
+
+def _check_shared(kubectl: Kubectl, admin: psycopg.Connection, suffix: str) -> None:
     status = wait_phase(kubectl, "shared", "Succeeded")
     assert status["tenants"] == {"total": 1, "applied": 1, "pending": 0, "failed": 0}
     owner, rls, forced = admin.execute(

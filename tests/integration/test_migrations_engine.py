@@ -338,6 +338,7 @@ def test_shared_migration_runs_once_as_the_shared_owner_under_rls(
     ).fetchone()  # type: ignore[misc]
     assert (owner, rls, forced) == ("tenantdb_shared_owner", True, True)
     assert engine.apply(ctx, target, change).outcome is Outcome.ALREADY_APPLIED
+    admin.execute(f"DROP TABLE tenantdb_shared.{table}")  # shared by the whole session
     with pytest.raises(errors.MigrationError):
         engine.apply(ctx, provision(server, Isolation.SHARED), script(1, "SELECT 1"))
 

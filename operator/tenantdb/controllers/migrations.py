@@ -182,7 +182,7 @@ class _State:
 
     @classmethod
     def resume(cls, body: Any) -> "_State":
-        status = dict(body.get("status") or {})
+        status = copy.deepcopy(dict(body.get("status") or {}))
         ready = [c for c in status.get("conditions") or [] if c.get("type") == "Ready"]
         return cls(written=status or None, announced=ready[0]["reason"] if ready else None)
 
@@ -229,7 +229,10 @@ class _Pass:
                 self._observe,
             )
         except errors.TenantDBError as exc:
-            self._problem(exc)
+            try:
+                self._problem(exc)
+            except kube.ApiError as api_error:
+                self.logger.warning("%s; status write failed: %s", exc, api_error)
             if not exc.permanent:
                 return self.rt.settings.watch.retry_delay
             verdict = None
