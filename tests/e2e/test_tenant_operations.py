@@ -93,3 +93,13 @@ def test_isolation_drift_is_found_repaired_and_reported(
     assert (
         drift and "BYPASSRLS" in drift[0]["message"] and "pg_read_all_data" in drift[0]["message"]
     )
+
+
+def test_version_follows_rollouts_after_ready(kubectl: Kubectl) -> None:
+    ready(kubectl, "follower")
+    kubectl.apply(
+        "apiVersion: tenantdb.io/v1alpha1\nkind: Migration\nmetadata:\n  name: add-notes\n"
+        "spec:\n  version: 7\n  up: CREATE TABLE notes (id int)\n"
+    )
+    kubectl.wait("migration/add-notes", "jsonpath={.status.phase}=Succeeded")
+    kubectl.wait("tenant/follower", "jsonpath={.status.version}=7", timeout=60)

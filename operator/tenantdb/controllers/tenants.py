@@ -109,6 +109,9 @@ def verify(
     rt.last_verified[uid] = time.monotonic()
     generation = int(meta.get("generation") or 0)
     try:
+        version = migrations.tenant_version(rt, uid)  # later rollouts move it
+        if version != dict(status).get("version"):
+            patch.status["version"] = version
         findings = commands.verify_isolation(rt.server, uid, name)
         if findings:
             tenant = _parse(spec)
