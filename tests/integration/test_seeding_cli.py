@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from tenantdb.api.tenants import Isolation
-from tenantdb.cli_seeding import ProgressBar
+from tenantdb.cli.seeding import ProgressBar
 from tenantdb.core import commands, scoping
 from tenantdb.core import seeding as api
 from tenantdb.core.seeding import reports

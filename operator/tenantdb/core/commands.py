@@ -16,5 +16,6 @@ prepare = tenancy.prepare
 provision = tenancy.provision
 deprovision = tenancy.deprovision
 rotate_password = tenancy.rotate_password
+list_tenants = tenancy.list_tenants
 verify_isolation = verifying.verify
 repair_isolation = verifying.repair

@@ -198,3 +198,13 @@ def fetch(schema: naming.Identifier) -> sql.Composed:
         "SELECT uid, name, namespace, display_name, domain, isolation, schema_name, database_name,"
         " owner_role, login_role, plan, suspended, metadata FROM {}.tenants WHERE uid = %s"
     ).format(sql.Identifier(schema))
+
+
+def listing(schema: naming.Identifier) -> sql.Composed:
+    """Every tenant, live first, by namespace and name (parameter: namespace or NULL)."""
+    return sql.SQL(
+        "SELECT uid, name, namespace, display_name, domain, isolation, schema_name, database_name,"
+        " owner_role, login_role, plan, suspended, metadata, retained_at IS NOT NULL FROM {}.tenants"
+        " WHERE %(namespace)s::text IS NULL OR namespace = %(namespace)s"
+        " ORDER BY retained_at IS NOT NULL, namespace, name"
+    ).format(sql.Identifier(schema))

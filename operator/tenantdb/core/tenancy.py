@@ -148,6 +148,15 @@ def deprovision(server: Server, uid: str, name: str, drop: bool) -> None:
             conn.execute(registry.forget(server.control_schema), (uid,))
 
 
+def list_tenants(
+    server: Server, namespace: str | None = None
+) -> list[tuple[registry.TenantRecord, bool]]:
+    """The tenant registry as the operator and the CLI read it: (record, retained)."""
+    with connecting.connection(server.pool) as conn:
+        rows = conn.execute(registry.listing(server.control_schema), {"namespace": namespace})
+        return [(registry.TenantRecord(*row[:-1]), bool(row[-1])) for row in rows.fetchall()]
+
+
 def rotate_password(server: Server, name: str, uid: str, password: str) -> None:
     """Give the login role a new password (sent as a SCRAM verifier)."""
     names = naming.tenant_names(name, uid)

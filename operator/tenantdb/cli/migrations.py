@@ -12,13 +12,13 @@ who applied each change.
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
+
+from tenantdb.cli import terminal
 
 if TYPE_CHECKING:
     from tenantdb.core import commands as core_commands
@@ -31,7 +31,7 @@ BAR_WIDTH = 24
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``migrations`` and ``migrate`` to the ``tenantdb`` command."""
     group = commands.add_parser("migrations", help="the versioned SQL scripts of a directory")
-    group.set_defaults(func=lambda _: _usage(group))
+    group.set_defaults(func=lambda _: terminal.usage(group))
     render = group.add_subparsers(title="migrations commands").add_parser(
         "render", help="Migration manifests, for `kubectl apply -f -` or a kustomization"
     )
@@ -45,7 +45,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     migrate = commands.add_parser(
         "migrate", help="apply, roll back and inspect migrations on the database directly"
     )
-    migrate.set_defaults(func=lambda _: _usage(migrate))
+    migrate.set_defaults(func=lambda _: terminal.usage(migrate))
     sub = migrate.add_subparsers(title="migrate commands")
     status = sub.add_parser("status", help="the migration ledger as a table")
     status.add_argument("--namespace", help="only this namespace's tenants")
@@ -85,17 +85,12 @@ def _rollout_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")
 
 
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
-
-
 def _render(args: argparse.Namespace) -> int:
     import yaml  # noqa: PLC0415
 
     from tenantdb.core.migrations import scripts  # noqa: PLC0415
 
-    with _failures_reported():
+    with terminal.failures_reported():
         loaded = scripts.load_directory(args.directory)
         manifests = [scripts.manifest(s, args.namespace) for s in loaded]
         if args.out is None:
@@ -123,7 +118,7 @@ def _render(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from tenantdb.core.migrations import commands  # noqa: PLC0415
 
-    with _failures_reported(), _server() as server:
+    with terminal.failures_reported(), terminal.server() as server:
         if args.tenant:
             rows = commands.history(server, args.namespace, args.tenant)
             header = ["NAMESPACE", "TENANT", "VERSION", "STATE", "ATTEMPTS", "MS", "BY", "AT"]
@@ -140,7 +135,9 @@ def _status(args: argparse.Namespace) -> int:
                 ]
                 for r in rows
             ]
-            _table(header, cells, [r["error"] or "" for r in rows], "ERROR")
+            terminal.table(
+                header, cells, [r["error"] or "" for r in rows], "ERROR", empty="no ledger rows"
+            )
             return 0
         summary = commands.status(server, args.namespace)
         header = ["VERSION", "SCOPE", "APPLIED", "FAILED", "RETRYING", "ROLLED BACK", "LAST"]
@@ -160,7 +157,7 @@ def _status(args: argparse.Namespace) -> int:
             r["description"] + (" (checksums differ: drift)" if r["checksums"] > 1 else "")
             for r in summary
         ]
-        _table(header, cells, notes, "DESCRIPTION")
+        terminal.table(header, cells, notes, "DESCRIPTION", empty="no ledger rows")
         return 0
     return 1
 
@@ -168,7 +165,7 @@ def _status(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from tenantdb.core.migrations import scripts  # noqa: PLC0415
 
-    with _failures_reported(), _server() as server:
+    with terminal.failures_reported(), terminal.server() as server:
         loaded = scripts.load_directory(args.directory)
         chosen = [s for s in loaded if args.to is None or s.version <= args.to]
         return _roll(server, args, chosen, loaded, backwards=False)
@@ -178,7 +175,7 @@ def _up(args: argparse.Namespace) -> int:
 def _down(args: argparse.Namespace) -> int:
     from tenantdb.core.migrations import scripts  # noqa: PLC0415
 
-    with _failures_reported(), _server() as server:
+    with terminal.failures_reported(), terminal.server() as server:
         loaded = scripts.load_directory(args.directory)
         chosen = [s for s in reversed(loaded) if s.version > args.to]
         return _roll(server, args, chosen, loaded, backwards=True)
@@ -200,11 +197,11 @@ def _roll(
         policy = rollout.Policy(
             max_parallel=args.max_parallel, failure_budget=None if args.continue_on_failure else 0
         )
-        bar = None if args.quiet else ProgressBar(f"{script.name}", len(targets))
+        bar = None if args.quiet else RolloutBar(f"{script.name}", len(targets))
         try:
             if backwards:
                 report = commands.downgrade(
-                    server, script, targets, applied_by=_who(), policy=policy, on_result=bar
+                    server, script, targets, applied_by=terminal.who(), policy=policy, on_result=bar
                 )
             else:
                 earlier = [s.version for s in loaded if s.version < script.version]
@@ -215,7 +212,7 @@ def _roll(
                     server,
                     script,
                     targets,
-                    applied_by=_who(),
+                    applied_by=terminal.who(),
                     policy=policy,
                     requires={t.uid: same_scope for t in targets},
                     dry_run=args.dry_run,
@@ -247,7 +244,7 @@ def _targets(
 def _repair(args: argparse.Namespace) -> int:
     from tenantdb.core.migrations import commands, scripts  # noqa: PLC0415
 
-    with _failures_reported(), _server() as server:
+    with terminal.failures_reported(), terminal.server() as server:
         for script in scripts.load_directory(args.directory):
             if args.version and script.version not in args.version:
                 continue
@@ -279,99 +276,8 @@ def _summary(script: scripts.Script, report: rollout.Report) -> bool:
     return all(r.outcome.done for r in report.results) and not report.canaries_unfinished
 
 
-@contextmanager
-def _server() -> Iterator[core_commands.Server]:
-    from tenantdb import settings  # noqa: PLC0415
-    from tenantdb.core import commands, connecting, naming  # noqa: PLC0415
-
-    db = settings.Settings.from_environment().database
-    pool = connecting.open_pool(db.url, 1, 8, name="tenantdb-cli")
-    try:
-        server = commands.Server(
-            pool=pool,
-            url=db.url,
-            control_schema=naming.identifier(db.control_schema),
-            shared_schema=naming.identifier(db.shared_schema),
-        )
-        commands.prepare(server)
-        yield server
-    finally:
-        pool.close()
-
-
-@contextmanager
-def _failures_reported() -> Iterator[None]:
-    """Print tenantdb's own errors as one line (reason and message) instead of a traceback."""
-    from tenantdb.core import errors  # noqa: PLC0415
-
-    try:
-        yield
-    except errors.TenantDBError as exc:
-        print(f"tenantdb: {exc.reason}: {exc}", file=sys.stderr)
-
-
-def _who() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"
-
-
 def _when(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
-
-
-def _table(header: list[str], rows: list[list[str]], notes: list[str], note_title: str) -> None:
-    if not rows:
-        print("no ledger rows")
-        return
-    every = [header, *rows]
-    widths = [max(len(row[i]) for row in every) for i in range(len(header))]
-    for row, note in zip(every, [note_title, *notes], strict=True):
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
-        print("  ".join([*cells, note]).rstrip())
-
-
-class ProgressBar:
-    """A one-line bar on a terminal; a line every tenth of the way elsewhere."""
-
-    def __init__(
-        self,
-        title: str,
-        total: int,
-        stream: TextIO | None = None,
-        is_tty: Callable[[], bool] | None = None,
-    ) -> None:
-        self.title, self.total = title, total
-        self.stream = stream or sys.stderr
-        self.live = (is_tty or self.stream.isatty)()
-        self.done = self.failed = 0
-        self._step = max(total // 10, 1)
-        self._lock = threading.Lock()
-
-    def __call__(self, result: outcomes.Result) -> None:
-        """Count one tenant's result (called from worker threads)."""
-        with self._lock:
-            self._draw(result)
-
-    def _draw(self, result: outcomes.Result) -> None:
-        self.done += 1
-        self.failed += int(result.outcome.value == "failed")
-        if self.live:
-            filled = round(self.done / max(self.total, 1) * BAR_WIDTH)
-            self.stream.write(
-                f"\r{self.title} [{'#' * filled}{'-' * (BAR_WIDTH - filled)}]"
-                f" {self.done}/{self.total} ({self.failed} failed) {result.tenant.name}".ljust(100)
-            )
-        elif self.done % self._step == 0 or self.done == self.total:
-            self.stream.write(f"{self.title}: {self.done}/{self.total} ({self.failed} failed)\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        """End the bar's line."""
-        if self.live and self.done:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def _dumper() -> type[Any]:
@@ -386,3 +292,28 @@ def _dumper() -> type[Any]:
 
     Dumper.add_representer(str, text)
     return Dumper
+
+
+class RolloutBar:
+    """Progress of one migration across tenants (called from worker threads)."""
+
+    def __init__(self, title: str, total: int, bar: terminal.Bar | None = None) -> None:
+        self.bar = bar or terminal.Bar(title)
+        self.total = total
+        self.done = self.failed = 0
+        self._step = max(total // 10, 1)
+        self._lock = threading.Lock()
+
+    def __call__(self, result: outcomes.Result) -> None:
+        """Count one tenant's result."""
+        with self._lock:
+            self.done += 1
+            self.failed += int(result.outcome.value == "failed")
+            counts = f"{self.done}/{self.total} ({self.failed} failed)"
+            self.bar.draw(self.done / max(self.total, 1), f"{counts} {result.tenant.name}")
+            if self.done % self._step == 0 or self.done == self.total:
+                self.bar.line(counts)
+
+    def close(self) -> None:
+        """End the bar's line."""
+        self.bar.close()

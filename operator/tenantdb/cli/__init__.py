@@ -6,8 +6,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tenantdb import cli_migrations, cli_seeding
 from tenantdb.api import crds, reference
+from tenantdb.cli import migrations, seeding, tenants
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,8 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     down = dev_commands.add_parser("down", help="stop what `dev up --detach` started")
     down.add_argument("--state", type=Path, default=Path(".dev"), help="state directory")
     down.set_defaults(func=_dev_down)
-    cli_seeding.register(commands)
-    cli_migrations.register(commands)
+    tenants.register(commands)
+    seeding.register(commands)
+    migrations.register(commands)
     return parser
 
 

@@ -11,12 +11,13 @@ development data is refused, and there is no prompt to get past it.
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
+
+from tenantdb.cli import terminal
 
 if TYPE_CHECKING:
     from tenantdb import settings as settings_
@@ -30,7 +31,7 @@ BAR_WIDTH = 24
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``seeders``, ``seed`` and ``unseed`` to the ``tenantdb`` command."""
     seeders = commands.add_parser("seeders", help="the seeders of the seeders directory")
-    seeders.set_defaults(func=lambda _: _usage(seeders))
+    seeders.set_defaults(func=lambda _: terminal.usage(seeders))
     seeder_commands = seeders.add_subparsers(title="seeders commands")
     listing = seeder_commands.add_parser(
         "list", help="name, version, profile and dependencies of every seeder, in run order"
@@ -85,16 +86,11 @@ def _tenant_arguments(parser: argparse.ArgumentParser, only_help: str) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress output, only the summary")
 
 
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
-
-
 def _list(args: argparse.Namespace) -> int:
     from tenantdb.core import seeding  # noqa: PLC0415 - database drivers only when needed
 
-    with _failures_reported():
-        config = _settings()
+    with terminal.failures_reported(_explain):
+        config = terminal.settings()
         seeders = seeding.list_seeders(args.dir or config.seeders_dir)
         applied: dict[str, str] = {}
         if args.tenant:
@@ -118,7 +114,9 @@ def _list(args: argparse.Namespace) -> int:
             ]
             for s in seeders
         ]
-        _table([*([header] if rows else []), *rows], [s.description for s in seeders])
+        terminal.table(
+            header, rows, [s.description for s in seeders], "DESCRIPTION", empty="no seeders"
+        )
         return 0
     return 1
 
@@ -126,8 +124,8 @@ def _list(args: argparse.Namespace) -> int:
 def _seed(args: argparse.Namespace) -> int:
     from tenantdb.core import seeding  # noqa: PLC0415 - database drivers only when needed
 
-    with _failures_reported():
-        config = _settings()
+    with terminal.failures_reported(_explain):
+        config = terminal.settings()
         options = dict(_option(text) for text in args.option)
         with _pool(config) as pool:
             db = config.database
@@ -145,7 +143,7 @@ def _seed(args: argparse.Namespace) -> int:
                     config.environment.value,
                     args.dir or config.seeders_dir,
                     bar,
-                    applied_by=_who(),
+                    applied_by=terminal.who(),
                     options=options,
                 )
             finally:
@@ -159,8 +157,8 @@ def _seed(args: argparse.Namespace) -> int:
 def _unseed(args: argparse.Namespace) -> int:
     from tenantdb.core import seeding  # noqa: PLC0415 - database drivers only when needed
 
-    with _failures_reported():
-        config = _settings()
+    with terminal.failures_reported(_explain):
+        config = terminal.settings()
         with _pool(config) as pool:
             db = config.database
             tenant = seeding.find_tenant(pool, db.control_schema, args.tenant)
@@ -184,12 +182,6 @@ def _unseed(args: argparse.Namespace) -> int:
     return 1
 
 
-def _settings() -> settings_.Settings:
-    from tenantdb import settings  # noqa: PLC0415
-
-    return settings.Settings.from_environment()
-
-
 @contextmanager
 def _pool(config: settings_.Settings) -> Iterator[connecting.Pool]:
     from tenantdb.core import connecting  # noqa: PLC0415 - database drivers only when needed
@@ -201,32 +193,11 @@ def _pool(config: settings_.Settings) -> Iterator[connecting.Pool]:
         pool.close()
 
 
-@contextmanager
-def _failures_reported() -> Iterator[None]:
-    """Print tenantdb's own errors as one line (reason and message) instead of a traceback."""
-    from tenantdb.core import errors  # noqa: PLC0415
-
-    try:
-        yield
-    except errors.TenantDBError as exc:
-        print(f"tenantdb: {exc.reason}: {exc}", file=sys.stderr)
-        report = getattr(exc, "report", None)
-        if report is not None and report.results:
-            _summary(report, stream=sys.stderr)
-
-
 def _option(text: str) -> tuple[str, str]:
     key, equals, value = text.partition("=")
     if not equals or "." not in key:
         raise SystemExit(f"tenantdb: --option {text!r} must look like seeder.name=value")
     return key, value
-
-
-def _who() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"
 
 
 def _summary(report: reports.SeedReport, stream: TextIO | None = None) -> None:
@@ -235,36 +206,19 @@ def _summary(report: reports.SeedReport, stream: TextIO | None = None) -> None:
         [r.name, f"v{r.version}", r.outcome.value, f"{r.rows} rows", f"{r.seconds:.2f}s"]
         for r in report.results
     ]
-    _table(rows, [r.detail for r in report.results], out)
+    terminal.table(None, rows, [r.detail for r in report.results], out=out, empty="no seeders")
     for warning in report.warnings:
         print(f"warning: {warning}", file=out)
     print(report.summary(), file=out)
 
 
-def _table(rows: list[list[str]], notes: list[str], out: TextIO | None = None) -> None:
-    """Columns padded to their widest cell; ``notes`` (one per data row) go last."""
-    out = out or sys.stdout
-    if not rows:
-        print("no seeders", file=out)
-        return
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    offset = len(rows) - len(notes)
-    for index, row in enumerate(rows):
-        note = notes[index - offset] if index >= offset else ("DESCRIPTION" if notes else "")
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
-        print("  ".join([*cells, note]).rstrip(), file=out)
-
-
 class ProgressBar:
-    """A one-line bar on a terminal; one line per finished seeder elsewhere."""
+    """Progress of one tenant's seeders: a bar on a terminal, a line per seeder elsewhere."""
 
     def __init__(
         self, title: str, stream: TextIO | None = None, is_tty: Callable[[], bool] | None = None
     ) -> None:
-        self.title = title
-        self.stream = stream or sys.stderr
-        self.live = (is_tty or self.stream.isatty)()
-        self._drawn = False
+        self.bar = terminal.Bar(title, stream, is_tty)
 
     def __call__(self, event: reports.ProgressEvent) -> None:
         from tenantdb.core.seeding import reports  # noqa: PLC0415
@@ -281,22 +235,18 @@ class ProgressBar:
         detail = (
             f"{event.done}/{event.expected}" if event.state is reports.State.ROWS else event.state
         )
-        if self.live:
-            filled = round(fraction * BAR_WIDTH)
-            line = (
-                f"\r{self.title} [{'#' * filled}{'-' * (BAR_WIDTH - filled)}]"
-                f" {event.position}/{event.total} {event.seeder} {detail}"
-            )
-            self.stream.write(line.ljust(100)[:120])
-            self._drawn = True
-        elif finished:
-            self.stream.write(
-                f"{self.title}: {event.position}/{event.total} {event.seeder} {detail}\n"
-            )
-        self.stream.flush()
+        text = f"{event.position}/{event.total} {event.seeder} {detail}"
+        self.bar.draw(fraction, text)
+        if finished:
+            self.bar.line(text)
 
     def close(self) -> None:
         """End the bar's line."""
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.bar.close()
+
+
+def _explain(exc: Exception) -> None:
+    """After a failed run, the seeders that did run before it."""
+    report = getattr(exc, "report", None)
+    if report is not None and report.results:
+        _summary(report, stream=sys.stderr)
