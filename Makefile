@@ -34,14 +34,14 @@ unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests bench seeders
+	$(BIN)/ruff format --check operator tests bench seeders
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: install
-	$(BIN)/ruff check --fix operator tests
-	$(BIN)/ruff format operator tests
+	$(BIN)/ruff check --fix operator tests bench seeders
+	$(BIN)/ruff format operator tests bench seeders
 
 crds: install
 	$(BIN)/tenantdb crds --out crds

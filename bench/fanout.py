@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -39,16 +37,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-import psycopg  # noqa: E402
-import yaml  # noqa: E402
+import common
+import psycopg
+import yaml
 
-from tenantdb.api import migrations as api  # noqa: E402
-from tenantdb.api.tenants import Isolation  # noqa: E402
-from tenantdb.core import commands, connecting, naming, passwords, scoping  # noqa: E402
-from tenantdb.core.migrations import commands as migrations  # noqa: E402
-from tenantdb.core.migrations import reconciling, rollout, scripts  # noqa: E402
-from tenantdb.settings import DEFAULT_PLANS  # noqa: E402
+from tenantdb.api import migrations as api
+from tenantdb.api.tenants import Isolation
+from tenantdb.core import commands, connecting, naming, passwords, scoping
+from tenantdb.core.migrations import commands as migrations
+from tenantdb.core.migrations import reconciling, rollout, scripts
+from tenantdb.settings import DEFAULT_PLANS
 
 HEADING = "## Migrations"
 NAMESPACE = "bench"
@@ -123,7 +121,10 @@ def ddl(column: str) -> str:
 
 
 def run_engine(
-    server: commands.Server, script: scripts.Script, targets: list[scoping.TenantLocation], parallel: int
+    server: commands.Server,
+    script: scripts.Script,
+    targets: list[scoping.TenantLocation],
+    parallel: int,
 ) -> None:
     report = migrations.upgrade(
         server, script, targets, applied_by="bench",
@@ -133,7 +134,9 @@ def run_engine(
     assert done == len(targets), f"{script.name}: {done}/{len(targets)}"
 
 
-def run_raw(url: str, statements: str, targets: list[scoping.TenantLocation], parallel: int) -> None:
+def run_raw(
+    url: str, statements: str, targets: list[scoping.TenantLocation], parallel: int
+) -> None:
     """The same statements by hand: one transaction per tenant, the tenant's scope set first."""
     pool = connecting.open_pool(url, parallel, parallel, name="tenantdb-bench-raw")
     pool.wait()
@@ -197,12 +200,15 @@ def through_operator(url: str, args: argparse.Namespace) -> dict[str, float]:
     from tenantdb.devenv import controlplane, operator_process, stack  # noqa: PLC0415
 
     count = args.operator_tenants
-    with tempfile.TemporaryDirectory(prefix="tenantdb-bench-k8s-") as directory, controlplane.ControlPlane(
-        Path(directory) / "k8s"
-    ) as plane:
+    with (
+        tempfile.TemporaryDirectory(prefix="tenantdb-bench-k8s-") as directory,
+        controlplane.ControlPlane(Path(directory) / "k8s") as plane,
+    ):
         kubeconfig = plane.kubeconfig
         stack.install_crds(kubeconfig)
-        process = operator_process.OperatorProcess(kubeconfig, url, Path(directory) / "operator.log")
+        process = operator_process.OperatorProcess(
+            kubeconfig, url, Path(directory) / "operator.log"
+        )
         process.start()
         try:
             namespace = f"fan-{uuid.uuid4().hex[:6]}"
@@ -212,18 +218,27 @@ def through_operator(url: str, args: argparse.Namespace) -> dict[str, float]:
                  "spec": {"isolation": "schema"}}
                 for i in range(count)
             ]  # fmt: skip
-            stack.kubectl(kubeconfig, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+            stack.kubectl(
+                kubeconfig, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs)
+            )
             started = time.perf_counter()
             wait_ready(kubeconfig, namespace, count)
-            print(f"{count} tenants Ready through the operator in {time.perf_counter() - started:.0f}s", flush=True)
+            print(
+                f"{count} tenants Ready through the operator in {time.perf_counter() - started:.0f}s",
+                flush=True,
+            )
             base = {"apiVersion": "tenantdb.io/v1alpha1", "kind": "Migration", "metadata": {"name": "base"},
                     "spec": {"version": 1, "up": BASE.up, "strategy": {"maxParallel": args.parallel}}}  # fmt: skip
-            stack.kubectl(kubeconfig, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(base))
+            stack.kubectl(
+                kubeconfig, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(base)
+            )
             wait_succeeded(kubeconfig, namespace, "base")
             body = {"apiVersion": "tenantdb.io/v1alpha1", "kind": "Migration", "metadata": {"name": "fan"},
                     "spec": {"version": 2, "up": ddl("op"), "strategy": {"maxParallel": args.parallel}}}  # fmt: skip
             started = time.perf_counter()
-            stack.kubectl(kubeconfig, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(body))
+            stack.kubectl(
+                kubeconfig, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(body)
+            )
             wait_succeeded(kubeconfig, namespace, "fan")
             operator_s = time.perf_counter() - started
         finally:
@@ -284,7 +299,8 @@ def render(
 ) -> str:
     engine, raw = common.median(engine_s), common.median(raw_s)
     rows = "\n".join(
-        f"| {i + 1} | {e:.2f} | {r:.2f} | {e / r:.2f} |" for i, (e, r) in enumerate(zip(engine_s, raw_s, strict=True))
+        f"| {i + 1} | {e:.2f} | {r:.2f} | {e / r:.2f} |"
+        for i, (e, r) in enumerate(zip(engine_s, raw_s, strict=True))
     )
     lines = [
         HEADING,
