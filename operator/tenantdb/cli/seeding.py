@@ -21,7 +21,7 @@ from tenantdb.cli import terminal
 
 if TYPE_CHECKING:
     from tenantdb import settings as settings_
-    from tenantdb.core import connecting
+    from tenantdb.core import connecting, scoping
     from tenantdb.core.seeding import reports
 
 PROFILES = ("production", "development")
@@ -125,30 +125,23 @@ def _seed(args: argparse.Namespace) -> int:
     from tenantdb.core import seeding  # noqa: PLC0415 - database drivers only when needed
 
     with terminal.failures_reported(_explain):
-        config = terminal.settings()
         options = dict(_option(text) for text in args.option)
-        with _pool(config) as pool:
+        with _on_tenant(args, "seeding") as (config, pool, tenant, bar):
             db = config.database
-            tenant = seeding.find_tenant(pool, db.control_schema, args.tenant)
-            bar = None if args.quiet else ProgressBar(f"seeding {tenant.namespace}/{tenant.name}")
-            try:
-                report = seeding.seed_tenant(
-                    pool,
-                    db.control_schema,
-                    db.shared_schema,
-                    db.url,
-                    tenant.uid,
-                    args.profile,
-                    args.only,
-                    config.environment.value,
-                    args.dir or config.seeders_dir,
-                    bar,
-                    applied_by=terminal.who(),
-                    options=options,
-                )
-            finally:
-                if bar is not None:
-                    bar.close()
+            report = seeding.seed_tenant(
+                pool,
+                db.control_schema,
+                db.shared_schema,
+                db.url,
+                tenant.uid,
+                args.profile,
+                args.only,
+                config.environment.value,
+                args.dir or config.seeders_dir,
+                bar,
+                applied_by=terminal.who(),
+                options=options,
+            )
         _summary(report)
         return 0
     return 1
@@ -158,28 +151,41 @@ def _unseed(args: argparse.Namespace) -> int:
     from tenantdb.core import seeding  # noqa: PLC0415 - database drivers only when needed
 
     with terminal.failures_reported(_explain):
-        config = terminal.settings()
-        with _pool(config) as pool:
+        with _on_tenant(args, "unseeding") as (config, pool, tenant, bar):
             db = config.database
-            tenant = seeding.find_tenant(pool, db.control_schema, args.tenant)
-            bar = None if args.quiet else ProgressBar(f"unseeding {tenant.namespace}/{tenant.name}")
-            try:
-                report = seeding.unseed_tenant(
-                    pool,
-                    db.control_schema,
-                    db.shared_schema,
-                    db.url,
-                    tenant.uid,
-                    args.dir or config.seeders_dir,
-                    args.only,
-                    bar,
-                )
-            finally:
-                if bar is not None:
-                    bar.close()
+            report = seeding.unseed_tenant(
+                pool,
+                db.control_schema,
+                db.shared_schema,
+                db.url,
+                tenant.uid,
+                args.dir or config.seeders_dir,
+                args.only,
+                bar,
+            )
         _summary(report)
         return 0
     return 1
+
+
+@contextmanager
+def _on_tenant(
+    args: argparse.Namespace, verb: str
+) -> Iterator[
+    tuple[settings_.Settings, connecting.Pool, scoping.TenantLocation, ProgressBar | None]
+]:
+    """Settings, a pool, the tenant named by ``--tenant`` and a progress bar (unless quiet)."""
+    from tenantdb.core import seeding  # noqa: PLC0415 - database drivers only when needed
+
+    config = terminal.settings()
+    with _pool(config) as pool:
+        tenant = seeding.find_tenant(pool, config.database.control_schema, args.tenant)
+        bar = None if args.quiet else ProgressBar(f"{verb} {tenant.namespace}/{tenant.name}")
+        try:
+            yield config, pool, tenant, bar
+        finally:
+            if bar is not None:
+                bar.close()
 
 
 @contextmanager
