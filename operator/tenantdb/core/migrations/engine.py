@@ -12,6 +12,7 @@ With the lock held the ledger decides first (applied already, drifted,
 lower versions missing); only then does ``running`` run the user's SQL.
 """
 
+import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -20,7 +21,7 @@ import psycopg
 from psycopg import conninfo
 
 from tenantdb.api import migrations as api
-from tenantdb.core import commands, connecting, scoping, tenancy
+from tenantdb.core import commands, connecting, naming, scoping, tenancy
 from tenantdb.core.migrations import errors, ledger, outcomes, running, scripts, sessions
 
 LOCK_WITH_TIMEOUTS = (
@@ -97,31 +98,35 @@ def _apply_in_place(
     """The common case, in one transaction on the operator's connection: the tenant's
     transaction-level lock, the ledger read, the change and the ledger write.
 
-    Three round trips: BEGIN, the lock and the timeouts, the ledger read and
-    the tenant's scope go in one pipeline (the scope is entered optimistically,
-    before the read says whether there is work; it vanishes with the
-    transaction if not); then the user's SQL; then RESET ROLE, the ledger
-    write and COMMIT in another. The read is a statement of its own after
-    the lock, so its snapshot sees whatever the previous holder committed.
+    Three round trips of one ``execute`` each: BEGIN, the lock and the
+    timeouts, the ledger read and the tenant's scope in one batch
+    (``_opening``; the scope is entered optimistically, before the read says
+    whether there is work; it vanishes with the transaction if not); then
+    the user's SQL; then RESET ROLE, the ledger write and COMMIT in another
+    batch (``running.Run.in_place``).
     """
-    schema = ctx.server.control_schema
     key = (tenancy.TENANT_LOCK_NAMESPACE, target.uid)
     run: running.Run | None = None
     with connecting.connection(ctx.server.pool) as conn:
         tx = sessions.Transaction(conn)
         try:
-            with conn.pipeline():
-                tx.begin()
-                lock = conn.execute(LOCK_WITH_TIMEOUTS, (*key, *sessions.timeouts(script)))
-                read = conn.execute(
-                    ledger.select_row_and_missing(schema),
-                    (target.uid, list(requires), target.uid, target.uid, script.version),
-                )
-                scoping.enter(conn, target, "owner", ctx.server.shared_schema)
-            locked = lock.fetchone()
+            params = (
+                *key,
+                *sessions.timeouts(script),
+                target.uid,
+                list(requires),
+                target.uid,
+                target.uid,
+                script.version,
+                *sessions.scope(target, ctx.server.shared_schema),
+            )
+            cursor = sessions.batch(conn, _opening(ctx.server.control_schema), params)
+            cursor.nextset()
+            locked = cursor.fetchone()
+            cursor.nextset()
+            found = cursor.fetchone()
             if not (locked and locked[0]):
                 return Result(target, Outcome.BUSY)
-            found = read.fetchone()
             assert found is not None
             row = ledger.parse_row(found[:6])
             missing = [int(v) for v in found[6]]
@@ -141,6 +146,20 @@ def _apply_in_place(
             return Result(target, Outcome.RETRY, connecting.describe(exc))
         finally:
             tx.end(commit=not dry_run)
+
+
+@functools.cache
+def _opening(schema: naming.Identifier) -> bytes:
+    """The first batch of ``_apply_in_place``, built once per control schema.
+
+    Results in order: BEGIN, the lock (first column), the ledger row and
+    missing versions, the scope. The read is a statement of its own after
+    the lock, and each statement of a simple-protocol batch takes its own
+    snapshot, so the read sees whatever the previous holder committed. An
+    error anywhere stops the batch with the transaction failed.
+    """
+    read = ledger.select_row_and_missing(schema).as_bytes(None)
+    return b";\n".join((b"BEGIN", LOCK_WITH_TIMEOUTS.encode(), read, sessions.ENTER_SCOPE.encode()))
 
 
 def revert(ctx: Context, target: scoping.TenantLocation, script: scripts.Script) -> Result:

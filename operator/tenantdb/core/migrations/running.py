@@ -14,6 +14,7 @@ The user's SQL goes through ``sessions.execute``, as given, always after
 the tenant's scope was entered.
 """
 
+import functools
 import time
 from typing import Any
 
@@ -21,7 +22,7 @@ import psycopg
 from psycopg import sql
 
 from tenantdb.api import migrations as api
-from tenantdb.core import connecting, errors, scoping, shared
+from tenantdb.core import connecting, errors, naming, scoping, shared
 from tenantdb.core.migrations import ledger, markers, outcomes, scripts, sessions, statements
 
 MAX_TRANSIENT_ATTEMPTS = 5
@@ -36,6 +37,16 @@ INVALID_INDEX = sql.SQL(
     " WHERE i.indexrelid = to_regclass(%s) AND NOT i.indisvalid"
 )
 """An invalid index by name, resolved through the current search_path (parameter: name)."""
+
+
+@functools.cache
+def _closing(schema: naming.Identifier) -> bytes:
+    """RESET ROLE, the ledger row and COMMIT: the last batch of an in-place run,
+    built once per control schema (parameters: a ``ledger.record`` mapping).
+    An error stops the batch before COMMIT, so the change never commits
+    without its row."""
+    upsert = ledger.upsert(schema).as_bytes(None)
+    return b"RESET ROLE;\n" + upsert + b";\nCOMMIT"
 
 
 class Run:
@@ -86,10 +97,8 @@ class Run:
             findings = tuple(shared.secure_tables(self.work, self.ctx.server.shared_schema))
             tx.end(commit=True)
         else:
-            with self.work.pipeline():
-                self.work.execute("RESET ROLE")
-                self._upsert(ledger.State.APPLIED, seconds, 0, attempt=True)
-                tx.end(commit=True)
+            record = self._record(ledger.State.APPLIED, seconds, 0, attempt=True)
+            sessions.batch(self.work, _closing(self.schema), record)
         return outcomes.Result(
             self.target, outcomes.Outcome.APPLIED, seconds=seconds, findings=findings
         )

@@ -1,8 +1,8 @@
 """Connection-level pieces of a migration run: where it runs, its transaction, its scope.
 
 ``work_connection`` picks the operator's connection or a ``database``
-tenant's own; ``Transaction`` sends BEGIN and COMMIT by hand so they can
-share a pipeline with other statements; ``enter`` sets the script's
+tenant's own; ``batch`` sends several statements in one round trip and
+``Transaction`` ends a transaction a batch began; ``enter`` sets the script's
 timeouts and enters the tenant's scope (``scoping.enter``); ``describe``
 turns a server error into the message users see, with its line and
 column; ``execute`` is the one place the user's SQL is sent, as given.
@@ -69,21 +69,45 @@ def enter(
     scoping.enter(conn, target, "owner", ctx.server.shared_schema)
 
 
+ENTER_SCOPE = (
+    "SELECT set_config('role', %s, true), set_config('search_path', quote_ident(%s), true)"
+)
+"""``scoping.enter`` as one statement that can share a batch (parameters: ``scope``)."""
+
+
+def scope(target: scoping.TenantLocation, shared_schema: str) -> tuple[str, str]:
+    """The role and search_path ``scoping.enter`` sets when acting as the owner.
+
+    ``set_config('role', ..., true)`` is ``SET LOCAL ROLE`` (the same
+    membership check), so ``ENTER_SCOPE`` with these narrows the
+    transaction exactly as ``scoping.enter`` does, in a statement that
+    takes parameters and so can join the engine's first batch.
+    """
+    if target.isolation == "shared":
+        return scoping.SHARED_OWNER_ROLE, target.search_path(shared_schema)
+    return target.owner_role, target.search_path(shared_schema)
+
+
+def batch(conn: Connection, query: bytes, params: Any) -> psycopg.ClientCursor[Any]:
+    """Send several statements in one simple-protocol message, parameters bound
+    client-side: one round trip and one ``execute``, where a pipeline costs one
+    ``execute`` per statement. Positioned on the first statement's result."""
+    cursor = psycopg.ClientCursor(conn)
+    cursor.execute(query, params)
+    return cursor
+
+
 def timeouts(script: scripts.Script) -> tuple[str, str]:
     """The script's lock_timeout and statement_timeout, as ``set_config`` takes them."""
     return script.lock_timeout, script.statement_timeout
 
 
 class Transaction:
-    """BEGIN and COMMIT sent by hand, so that they can share a pipeline with other
-    statements (``conn.transaction()`` sends each on its own round trip)."""
+    """The end of a transaction whose BEGIN (and usually COMMIT) went in a ``batch``
+    with other statements (``conn.transaction()`` sends each on its own round trip)."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-
-    def begin(self) -> None:
-        """Queue BEGIN (in a pipeline) or send it."""
-        self.conn.execute("BEGIN")
 
     def end(self, commit: bool) -> None:
         """COMMIT (ROLLBACK after an error, or if asked) unless no transaction is open."""
