@@ -76,16 +76,18 @@ def enter(
     they do to the application. Must run inside a transaction: both
     settings are ``LOCAL`` and vanish at its end.
     """
-    if location.isolation == "shared" and acting == "owner":
-        role = SHARED_OWNER_ROLE
-    else:
-        role = naming.Identifier(location.owner_role if acting == "owner" else location.login_role)
+    role, path = acting_as(location, acting, shared_schema)
     conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
-    conn.execute(
-        sql.SQL("SET LOCAL search_path = {}").format(
-            sql.Identifier(location.search_path(shared_schema))
-        )
-    )
+    conn.execute(sql.SQL("SET LOCAL search_path = {}").format(sql.Identifier(path)))
+
+
+def acting_as(location: TenantLocation, acting: Acting, shared_schema: str) -> tuple[str, str]:
+    """The role and the search_path that narrow a session to the tenant."""
+    if location.isolation == "shared" and acting == "owner":
+        role = str(SHARED_OWNER_ROLE)
+    else:
+        role = location.owner_role if acting == "owner" else location.login_role
+    return role, location.search_path(shared_schema)
 
 
 def database_url(operator_url: str, location: TenantLocation) -> str:

@@ -83,9 +83,7 @@ def scope(target: scoping.TenantLocation, shared_schema: str) -> tuple[str, str]
     transaction exactly as ``scoping.enter`` does, in a statement that
     takes parameters and so can join the engine's first batch.
     """
-    if target.isolation == "shared":
-        return scoping.SHARED_OWNER_ROLE, target.search_path(shared_schema)
-    return target.owner_role, target.search_path(shared_schema)
+    return scoping.acting_as(target, "owner", shared_schema)
 
 
 def batch(conn: Connection, query: bytes, params: Any) -> psycopg.ClientCursor[Any]:
