@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from tenantdb.core import commands, connecting, naming
-from tenantdb.devenv import controlplane, operator_process, postgres, stack
+from tenantdb.devenv import controlplane, operator_process, postgres, processes, stack
 
 
 @pytest.fixture(scope="session")
@@ -68,9 +68,11 @@ def operator(
 ) -> Iterator[operator_process.OperatorProcess]:
     """`tenantdb run` as a separate process for the whole session."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = operator_process.OperatorProcess(
-        kubeconfig, database_url, log, extra_env={"TENANTDB_VERIFY_INTERVAL": "5"}
-    )
+    settings = {
+        "TENANTDB_VERIFY_INTERVAL": "5",
+        "TENANTDB_METRICS_PORT": str(processes.free_port()),
+    }
+    process = operator_process.OperatorProcess(kubeconfig, database_url, log, extra_env=settings)
     process.start()
     yield process
     process.stop()
