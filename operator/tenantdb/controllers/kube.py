@@ -5,6 +5,7 @@ client library could be swapped without touching handlers.
 """
 
 import base64
+import functools
 from typing import Any, cast
 
 import kubernetes
@@ -17,11 +18,19 @@ def login() -> None:
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    _client.cache_clear()
+
+
+@functools.cache
+def _client() -> Any:
+    """One ApiClient per process: its connection pool keeps TLS connections open,
+    where a new client per call would handshake with the API server every time."""
+    return kubernetes.client.ApiClient()
 
 
 def core() -> Any:
     """A CoreV1Api on the logged-in configuration."""
-    return kubernetes.client.CoreV1Api()
+    return kubernetes.client.CoreV1Api(_client())
 
 
 def read_secret(namespace: str, name: str) -> dict[str, Any] | None:
@@ -32,8 +41,7 @@ def read_secret(namespace: str, name: str) -> dict[str, Any] | None:
         if exc.status == 404:
             return None
         raise
-    client = kubernetes.client.ApiClient()
-    raw = cast(dict[str, Any], client.sanitize_for_serialization(secret))  # type: ignore[no-untyped-call]
+    raw = cast(dict[str, Any], _client().sanitize_for_serialization(secret))
     raw["data"] = {k: base64.b64decode(v).decode() for k, v in (raw.get("data") or {}).items()}
     return raw
 
@@ -62,7 +70,7 @@ ApiError = ApiException
 
 def list_custom_objects(group: str, version: str, namespace: str, plural: str) -> list[Any]:
     """Every object of one custom kind in a namespace, as plain dicts."""
-    api = kubernetes.client.CustomObjectsApi()
+    api = kubernetes.client.CustomObjectsApi(_client())
     listed = api.list_namespaced_custom_object(group, version, namespace, plural)
     return list(cast(dict[str, Any], listed).get("items") or [])
 
@@ -71,7 +79,7 @@ def patch_custom_status(
     group: str, version: str, namespace: str, plural: str, name: str, status: dict[str, Any]
 ) -> None:
     """Merge-patch the status subresource of one custom object."""
-    api = kubernetes.client.CustomObjectsApi()
+    api = kubernetes.client.CustomObjectsApi(_client())
     api.patch_namespaced_custom_object_status(
         group, version, namespace, plural, name, {"status": status}
     )

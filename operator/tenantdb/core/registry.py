@@ -200,6 +200,12 @@ def fetch(schema: naming.Identifier) -> sql.Composed:
     ).format(sql.Identifier(schema))
 
 
+def load(conn: psycopg.Connection[Any], schema: naming.Identifier, uid: str) -> TenantRecord | None:
+    """One tenant's row, live or retained, or None."""
+    row = conn.execute(fetch(schema), (uid,)).fetchone()
+    return TenantRecord(*row) if row else None
+
+
 def listing(schema: naming.Identifier) -> sql.Composed:
     """Every tenant, live first, by namespace and name (parameter: namespace or NULL)."""
     return sql.SQL(

@@ -17,6 +17,7 @@ and two policies (one permissive, one ``AS RESTRICTIVE``) require
   stale means zero rows, never all.
 """
 
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -190,6 +191,34 @@ def give_to_owner(schema: naming.Identifier, table: str) -> sql.Composed:
     )
 
 
+@dataclass(frozen=True)
+class SharedTable:
+    """One shared table as the catalogs describe it (a row of ``tables()``)."""
+
+    name: str
+    rls: bool
+    forced: bool
+    has_tenant_id: bool
+    policies: int
+    owner: str
+
+    @property
+    def shut(self) -> bool:
+        """Row-level security on and forced (owners included)."""
+        return self.rls and self.forced
+
+    @property
+    def isolated(self) -> bool:
+        """Shut, and both isolation policies in place."""
+        return self.shut and self.policies == len(POLICIES)
+
+
+def read_tables(conn: psycopg.Connection[Any], schema: naming.Identifier) -> list[SharedTable]:
+    """Every shared table (the role mapping excepted), in name order."""
+    rows = conn.execute(tables(), (list(POLICIES), schema, MAPPING_TABLE)).fetchall()
+    return [SharedTable(*row) for row in rows]
+
+
 def secure_tables(conn: psycopg.Connection[Any], schema: naming.Identifier) -> list[str]:
     """Bring every shared table under the isolation policies; return what was wrong.
 
@@ -197,19 +226,22 @@ def secure_tables(conn: psycopg.Connection[Any], schema: naming.Identifier) -> l
     so a table added by hand is covered at the latest on the next check.
     """
     findings: list[str] = []
-    rows = conn.execute(tables(), (list(POLICIES), schema, MAPPING_TABLE)).fetchall()
-    for name, rls, forced, has_tenant_id, policies, owner in rows:
-        if not has_tenant_id:
-            if not (rls and forced):
-                findings.append(f"shared table {name} has no tenant_id column; access revoked")
-                conn.execute(lock_out(schema, name))
+    for table in read_tables(conn, schema):
+        if not table.has_tenant_id:
+            if not table.shut:
+                findings.append(
+                    f"shared table {table.name} has no tenant_id column; access revoked"
+                )
+                conn.execute(lock_out(schema, table.name))
             continue
-        if owner != OWNER:
-            findings.append(f"shared table {name} was owned by {owner}")
-            conn.execute(give_to_owner(schema, name))
-        if not (rls and forced and policies == len(POLICIES)):
-            findings.append(f"shared table {name} lacked forced row-level security or its policies")
-            conn.execute(secure_table(schema, name))
+        if table.owner != OWNER:
+            findings.append(f"shared table {table.name} was owned by {table.owner}")
+            conn.execute(give_to_owner(schema, table.name))
+        if not table.isolated:
+            findings.append(
+                f"shared table {table.name} lacked forced row-level security or its policies"
+            )
+            conn.execute(secure_table(schema, table.name))
     return findings
 
 

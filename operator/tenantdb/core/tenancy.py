@@ -125,13 +125,14 @@ def deprovision(server: Server, uid: str, name: str, drop: bool) -> None:
     """Retain (data kept, login disabled) or drop everything a tenant has."""
     names = naming.tenant_names(name, uid)
     with connecting.connection(server.pool) as conn:
-        row = conn.execute(registry.fetch(server.control_schema), (uid,)).fetchone()
-        mode = Isolation(row[5]) if row else Isolation.SCHEMA
+        record = registry.load(conn, server.control_schema, uid)
+        mode = Isolation(record.isolation) if record else Isolation.SCHEMA
         if drop and mode is Isolation.DATABASE:
             conn.execute(databases.drop(names))
         with conn.transaction():
             _lock_tenant(conn, uid)
-            existing = [r for r in (names.login_role, names.owner_role) if _role_exists(conn, r)]
+            present = _inspect(conn, names).roles
+            existing = [r for r in (names.login_role, names.owner_role) if r in present]
             if names.login_role in existing:
                 conn.execute(provisioning.terminate_sessions(), (names.login_role,))
             if not drop:
@@ -278,10 +279,9 @@ def _ensure_database(server: Server, names: naming.TenantNames) -> None:
 
 
 def _delete_shared_rows(conn: psycopg.Connection[Any], schema: naming.Identifier, uid: str) -> None:
-    rows = conn.execute(shared.tables(), (list(shared.POLICIES), schema, shared.MAPPING_TABLE))
-    for name, *_, has_tenant_id, _policies, _owner in rows.fetchall():
-        if has_tenant_id:
-            conn.execute(shared.delete_rows(schema, name), (uid,))
+    for table in shared.read_tables(conn, schema):
+        if table.has_tenant_id:
+            conn.execute(shared.delete_rows(schema, table.name), (uid,))
 
 
 def _orient(conn: psycopg.Connection[Any], server: Server, uid: str) -> tuple[str, bool]:

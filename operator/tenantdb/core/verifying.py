@@ -50,10 +50,10 @@ def verify(server: tenancy.Server, uid: str, name: str) -> list[str]:
     """Every way the tenant's isolation differs from what was provisioned."""
     names = naming.tenant_names(name, uid)
     with connecting.connection(server.pool) as conn:
-        row = conn.execute(registry.fetch(server.control_schema), (uid,)).fetchone()
-        if row is None:
+        record = registry.load(conn, server.control_schema, uid)
+        if record is None:
             return ["the tenant is not in the registry"]
-        mode = Isolation(row[5])
+        mode = Isolation(record.isolation)
         findings = _role_findings(conn, names, mode)
         if mode is Isolation.SCHEMA:
             findings += _schema_findings(conn, names)
@@ -121,17 +121,18 @@ def _shared_findings(
     conn: psycopg.Connection[Any], schema: naming.Identifier, names: naming.TenantNames, uid: str
 ) -> list[str]:
     findings = []
-    rows = conn.execute(shared.tables(), (list(shared.POLICIES), schema, shared.MAPPING_TABLE))
-    for table, rls, forced, has_tenant_id, policies, owner in rows.fetchall():
-        if not has_tenant_id:
-            if not (rls and forced):
-                findings.append(f"shared table {table} has no tenant_id column and is not locked")
-        elif not (rls and forced):
-            findings.append(f"shared table {table} does not force row-level security")
-        elif policies != len(shared.POLICIES):
-            findings.append(f"shared table {table} lacks its isolation policies")
-        if owner != shared.OWNER:
-            findings.append(f"shared table {table} is owned by {owner}")
+    for table in shared.read_tables(conn, schema):
+        if not table.has_tenant_id:
+            if not table.shut:
+                findings.append(
+                    f"shared table {table.name} has no tenant_id column and is not locked"
+                )
+        elif not table.shut:
+            findings.append(f"shared table {table.name} does not force row-level security")
+        elif not table.isolated:
+            findings.append(f"shared table {table.name} lacks its isolation policies")
+        if table.owner != shared.OWNER:
+            findings.append(f"shared table {table.name} is owned by {table.owner}")
     mapped = conn.execute(
         sql.SQL("SELECT tenant_id::text FROM {} WHERE role_name = %s").format(
             sql.Identifier(schema, shared.MAPPING_TABLE)
