@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,12 +43,13 @@ import common  # noqa: E402
 
 from tenantdb.api.tenants import Isolation  # noqa: E402
 from tenantdb.core import commands, scoping, seeding  # noqa: E402
-from tenantdb.core.seeding import discovering  # noqa: E402
+from tenantdb.core.seeding import context, discovering  # noqa: E402
 from tests.integration import test_seeding_support as support  # noqa: E402
 
 SEEDERS = REPO / "seeders"
 SECTION = "## Seeding"
 SEED = 2026
+USER_COLUMNS = ("id", "email", "full_name", "time_zone", "created_at")
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,10 @@ def main() -> int:
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
     args.load = os.getloadavg()[0]
-    with common.database() as url, prepared(url) as server:
+    with (
+        common.database() as url,
+        support.prepared_server(url, "bench_seeding", "bench_seeding_shared") as server,
+    ):
         seeder_runs: list[Sample] = []
         raw_runs: list[Sample] = []
         for run in range(args.runs):
@@ -87,12 +90,6 @@ def main() -> int:
     if args.write:
         common.write_section(SECTION, report)
     return 0
-
-
-@contextlib.contextmanager
-def prepared(url: str) -> Iterator[commands.Server]:
-    with support.prepared_server(url, "bench_seeding", "bench_seeding_shared") as server:
-        yield server
 
 
 @contextlib.contextmanager
@@ -168,21 +165,10 @@ def bench_raw(server: commands.Server, users: int, days: int) -> Sample:
         started = time.perf_counter()
         with conn.transaction():
             scoping.enter(conn, location, "login", server.shared_schema)
-            copy(conn, "users", ("id", "email", "full_name", "time_zone", "created_at"), user_rows)
-            copy(conn, "inbox_messages", demo.COLUMNS, messages)
+            context.copy_rows(conn, sql.Identifier("users"), USER_COLUMNS, user_rows)
+            context.copy_rows(conn, sql.Identifier("inbox_messages"), demo.COLUMNS, messages)
         seconds = time.perf_counter() - started
         return Sample(len(user_rows) + len(messages), seconds)
-
-
-def copy(
-    conn: psycopg.Connection[Any], table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
-) -> None:
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
-    )
-    with conn.cursor() as cursor, cursor.copy(statement) as stream:
-        for row in rows:
-            stream.write_row(row)
 
 
 def demo_module() -> Any:

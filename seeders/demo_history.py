@@ -203,11 +203,12 @@ def _reporting(
 
 def unseed(ctx: seeding.Context) -> None:
     users, messages = _tables.users, _tables.inbox_messages
-    demo = sa.select(users.c.id).where(users.c.email.like(f"demo-%@{DOMAIN}"))
+    is_demo = users.c.email.like(f"demo-%@{DOMAIN}")
+    demo = sa.select(users.c.id).where(is_demo)
     ctx.connection.execute(
         sa.delete(messages).where(
             messages.c.user_id.in_(demo.scalar_subquery()),
             messages.c.message_id.like(f"<%@{DOMAIN}>"),
         )
     )
-    ctx.connection.execute(sa.delete(users).where(users.c.email.like(f"demo-%@{DOMAIN}")))
+    ctx.connection.execute(sa.delete(users).where(is_demo))

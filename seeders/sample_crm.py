@@ -131,7 +131,7 @@ def seed(ctx: seeding.Context) -> None:
     sending = domain_ids[SENDING_DOMAINS[0][0]]
     accounts = [
         {
-            "address": email.replace("@example.com", "@" + SENDING_DOMAINS[0][0]),
+            "address": _address(email),
             "user_id": users[email],
             "domain_id": sending,
             "daily_limit": 200,
@@ -176,7 +176,12 @@ def unseed(ctx: seeding.Context) -> None:
     _writing.delete(ctx, _tables.leads, "email", (str(lead["email"]) for lead in leads()))
     _writing.delete(ctx, _tables.campaigns, "name", (c[0] for c in CAMPAIGNS))
     _writing.delete(ctx, _tables.templates, "name", (t[0] for t in TEMPLATES))
-    accounts = (u[0].replace("@example.com", "@" + SENDING_DOMAINS[0][0]) for u in USERS)
+    accounts = (_address(u[0]) for u in USERS)
     _writing.delete(ctx, _tables.email_accounts, "address", accounts)
     _writing.delete(ctx, _tables.domains, "name", (d for d, _ in SENDING_DOMAINS))
     _writing.delete(ctx, _tables.companies, "domain", (c[0] for c in COMPANIES))
+
+
+def _address(email: str) -> str:
+    """The mailbox a sample user sends from, on the first sending domain."""
+    return email.replace("@example.com", "@" + SENDING_DOMAINS[0][0])

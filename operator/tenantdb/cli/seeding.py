@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from tenantdb.core.seeding import reports
 
 PROFILES = ("production", "development")
-BAR_WIDTH = 24
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -68,23 +68,18 @@ def seed_tenant(
     guarding.check(environment, chosen, plan)
     by_seeder = _options(ordered, options or {})
     report = reports.SeedReport(tenant_uid, chosen.value)
-    with connecting.connection(pool) as control:
-        location = _location(control, control_schema, tenant_uid)
-        with _tenant_locked(control, tenant_uid), contextlib.ExitStack() as resources:
-            run = running.Run(
-                pool,
-                control_schema,
-                shared_schema,
-                operator_url,
-                location,
-                chosen.value,
-                applied_by,
-                progress,
-                resources,
-                by_seeder,
-            )
-            done = history.load(control, control_schema, tenant_uid)
-            return running.apply(run, plan, done, report)
+    with _started(
+        pool,
+        control_schema,
+        shared_schema,
+        operator_url,
+        tenant_uid,
+        chosen.value,
+        applied_by,
+        progress,
+        by_seeder,
+    ) as (run, done):
+        return running.apply(run, plan, done, report)
 
 
 def unseed_tenant(
@@ -101,22 +96,18 @@ def unseed_tenant(
     recorded dependents); production seeders' data is never touched."""
     ordered = list_seeders(seeders_dir)
     report = reports.SeedReport(tenant_uid, declarations.Profile.DEVELOPMENT.value)
-    with connecting.connection(pool) as control:
-        location = _location(control, control_schema, tenant_uid)
-        with _tenant_locked(control, tenant_uid), contextlib.ExitStack() as resources:
-            run = running.Run(
-                pool,
-                control_schema,
-                shared_schema,
-                operator_url,
-                location,
-                report.profile,
-                "tenantdb",
-                progress,
-                resources,
-            )
-            done = history.load(control, control_schema, tenant_uid)
-            return unseeding.remove(run, unseeding.plan(ordered, done, only), report)
+    with _started(
+        pool,
+        control_schema,
+        shared_schema,
+        operator_url,
+        tenant_uid,
+        report.profile,
+        "tenantdb",
+        progress,
+        {},
+    ) as (run, done):
+        return unseeding.remove(run, unseeding.plan(ordered, done, only), report)
 
 
 def tenant_history(
@@ -147,6 +138,38 @@ def find_tenant(
         raise errors.TenantNotFound(f"no live tenant is called {reference!r}")
     places = ", ".join(f"{t.namespace}/{t.name}" for t in candidates)
     raise errors.TenantNotFound(f"{reference!r} is ambiguous ({places}): say namespace/name")
+
+
+@contextlib.contextmanager
+def _started(
+    pool: psycopg_pool.ConnectionPool,
+    control_schema: str,
+    shared_schema: str,
+    operator_url: str,
+    tenant_uid: str,
+    profile: str,
+    applied_by: str,
+    progress: reports.Progress | None,
+    options: Mapping[str, Mapping[str, str]],
+) -> Iterator[tuple[running.Run, dict[str, history.Entry]]]:
+    """A run on a live tenant under its advisory lock, and the tenant's seed history;
+    the tenant connection (opened on first use) and the lock end with the block."""
+    with connecting.connection(pool) as control:
+        location = _location(control, control_schema, tenant_uid)
+        with _tenant_locked(control, tenant_uid), contextlib.ExitStack() as resources:
+            run = running.Run(
+                pool,
+                control_schema,
+                shared_schema,
+                operator_url,
+                location,
+                profile,
+                applied_by,
+                progress,
+                resources,
+                options,
+            )
+            yield run, history.load(control, control_schema, tenant_uid)
 
 
 def _options(

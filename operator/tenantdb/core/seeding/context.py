@@ -82,18 +82,17 @@ class Context:
         security.
         """
         target = _qualified(table)
-        names = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
         if not skip_existing and self.tenant.isolation != "shared":
-            _copy(self._raw, sql.SQL("COPY {} ({}) FROM STDIN").format(target, names), rows)
+            copy_rows(self._raw, target, columns, rows)
             return
+        names = _names(columns)
         staging = sql.Identifier(STAGING_TABLE)
-        self._raw.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(staging))
         self._raw.execute(
             sql.SQL(
                 "CREATE TEMPORARY TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA"
             ).format(staging, names, target)
         )
-        _copy(self._raw, sql.SQL("COPY {} ({}) FROM STDIN").format(staging, names), rows)
+        copy_rows(self._raw, staging, columns, rows)
         self._raw.execute(
             sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
                 target, names, names, staging
@@ -127,9 +126,18 @@ def _qualified(table: sqlalchemy.Table) -> sql.Identifier:
     return sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
 
 
-def _copy(
-    raw: psycopg.Connection[Any], statement: sql.Composed, rows: Iterable[Sequence[Any]]
+def _names(columns: Sequence[str]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+
+
+def copy_rows(
+    raw: psycopg.Connection[Any],
+    target: sql.Identifier,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
 ) -> None:
+    """Send ``rows`` (values in ``columns`` order) into the table ``target`` with one COPY."""
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(target, _names(columns))
     with raw.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row(row)

@@ -11,8 +11,9 @@ seeder failed and what the database answered.
 
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 import psycopg_pool
@@ -20,9 +21,6 @@ import sqlalchemy
 
 from tenantdb.core import connecting, scoping
 from tenantdb.core.seeding import context, declarations, errors, history, reports, sessions
-
-TRANSIENT_SQLSTATE_PREFIXES = ("08", "57", "40", "55P03")
-"""Connection loss, shutdown, serialization failure or deadlock, lock timeout: retry later."""
 
 
 @dataclass
@@ -101,37 +99,43 @@ def apply(
 def _apply_one(
     run: Run, seeder: declarations.Seeder, position: int, total: int
 ) -> tuple[int, float]:
+    def record(control: psycopg.Connection[Any], rows: int, seconds: float) -> None:
+        history.write(
+            control, run.control_schema, run.location.uid, seeder, rows, seconds, run.applied_by
+        )
+
+    return in_tenant(run, seeder, position, total, seeder.seed, record)
+
+
+def in_tenant(
+    run: Run,
+    seeder: declarations.Seeder,
+    position: int,
+    total: int,
+    work: Callable[[context.Context], None],
+    record: Callable[[psycopg.Connection[Any], int, float], None],
+) -> tuple[int, float]:
+    """Run ``work`` in one tenant transaction, then ``record`` it in the seed history.
+
+    ``record`` gets the connection to write the history on (the tenant's own,
+    inside the same transaction, when the control schema lives in the same
+    database; a control connection right after the commit otherwise), the
+    rows touched and the seconds taken up to then. Returns those two.
+    """
     session = run.session
     started = time.monotonic()
     with sessions.tenant_transaction(session) as connection:
         before = sessions.rows_touched(session)
-        ctx = make_context(run, connection, seeder, position, total)
-        seeder.seed(ctx)
+        work(make_context(run, connection, seeder, position, total))
         sessions.leave_tenant(session)
         rows = sessions.rows_touched(session) - before
         seconds = time.monotonic() - started
         if session.same_database:
-            history.write(
-                session.raw,
-                run.control_schema,
-                session.location.uid,
-                seeder,
-                rows,
-                seconds,
-                run.applied_by,
-            )
+            record(session.raw, rows, seconds)
         connection.commit()
     if not session.same_database:
         with connecting.connection(run.pool) as control:
-            history.write(
-                control,
-                run.control_schema,
-                session.location.uid,
-                seeder,
-                rows,
-                seconds,
-                run.applied_by,
-            )
+            record(control, rows, seconds)
     return rows, seconds
 
 
@@ -166,7 +170,7 @@ def failure(
         sqlstate = cause.sqlstate
         said = connecting.describe(cause)
         transient = isinstance(cause, psycopg.OperationalError) or (sqlstate or "").startswith(
-            TRANSIENT_SQLSTATE_PREFIXES
+            connecting.UNAVAILABLE_SQLSTATE_CLASSES + connecting.TRANSIENT_SQLSTATES
         )
     else:
         sqlstate, said, transient = None, f"{type(cause).__name__}: {cause}", False

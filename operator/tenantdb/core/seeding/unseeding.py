@@ -9,17 +9,11 @@ deleted in that same transaction (right after, for ``database`` tenants).
 
 import time
 from collections.abc import Collection, Sequence
+from typing import Any
 
-from tenantdb.core import connecting
-from tenantdb.core.seeding import (
-    declarations,
-    errors,
-    history,
-    ordering,
-    reports,
-    running,
-    sessions,
-)
+import psycopg
+
+from tenantdb.core.seeding import declarations, errors, history, ordering, reports, running
 
 
 def plan(
@@ -69,19 +63,14 @@ def remove(
 def _remove_one(
     run: running.Run, seeder: declarations.Seeder, position: int, total: int
 ) -> tuple[int, float]:
-    assert seeder.unseed is not None  # declarations refuse development seeders without one
-    session = run.session
-    uid = session.location.uid
+    """Unseed one seeder; its seconds include forgetting it (unlike seeding's)."""
+    unseed = seeder.unseed
+    assert unseed is not None  # declarations refuse development seeders without one
+
+    def record(control: psycopg.Connection[Any], rows: int, seconds: float) -> None:
+        history.erase(control, run.control_schema, run.location.uid, seeder.name)
+
+    _ = run.session  # connect before the clock starts, as seeding does
     started = time.monotonic()
-    with sessions.tenant_transaction(session) as connection:
-        before = sessions.rows_touched(session)
-        seeder.unseed(running.make_context(run, connection, seeder, position, total))
-        sessions.leave_tenant(session)
-        rows = sessions.rows_touched(session) - before
-        if session.same_database:
-            history.erase(session.raw, run.control_schema, uid, seeder.name)
-        connection.commit()
-    if not session.same_database:
-        with connecting.connection(run.pool) as control:
-            history.erase(control, run.control_schema, uid, seeder.name)
+    rows, _seconds = running.in_tenant(run, seeder, position, total, unseed, record)
     return rows, time.monotonic() - started
