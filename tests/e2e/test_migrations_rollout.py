@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import psycopg
 import pytest
 import yaml
 
 from tests.e2e.kubectl import Kubectl
+from tests.e2e.support import eventually
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.operator]
+TIMEOUT = 90.0
+"""Seconds to wait for the operator's rollouts, longer than support.eventually's default."""
 
 
 def tenants(kubectl: Kubectl, names: Sequence[str], labels: dict[str, str] | None = None) -> None:
@@ -50,13 +53,6 @@ def wait_phase(kubectl: Kubectl, name: str, phase: str, timeout: int = 120) -> d
     kubectl.wait(f"migration/{name}", f"jsonpath={{.status.phase}}={phase}", timeout=timeout)
     status: dict[str, object] = kubectl.get("migration", name)["status"]
     return status
-
-
-def eventually(check: Callable[[], bool], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.3)
 
 
 def ready_of(kubectl: Kubectl, name: str) -> dict[str, str]:
@@ -96,7 +92,9 @@ def test_versions_apply_in_order_and_kubectl_get_is_the_progress_bar(
         + migration("m2", 2, "ALTER TABLE leads ADD COLUMN score int NOT NULL DEFAULT 0")
     )
     waiting = wait_phase(kubectl, "m2", "Running")
-    eventually(lambda: "wait for version(s) 1" in ready_of(kubectl, "m2")["message"])
+    eventually(
+        lambda: "wait for version(s) 1" in ready_of(kubectl, "m2")["message"], timeout=TIMEOUT
+    )
     assert waiting["tenants"]["pending"] == 3  # type: ignore[index]
     assert ledger(admin, kubectl.namespace, 2) == {}
     kubectl.run("patch", "migration", "m1", "--type=merge", "-p", '{"spec":{"approved":true}}')
@@ -131,7 +129,9 @@ def test_selector_targets_only_matching_tenants(
     assert ledger(admin, kubectl.namespace, 1) == {"gold-a": "applied", "gold-b": "applied"}
     # A tenant relabelled into the selection receives it too.
     kubectl.run("label", "tenant", "free-a", "tier=gold", "--overwrite")
-    eventually(lambda: ledger(admin, kubectl.namespace, 1).get("free-a") == "applied")
+    eventually(
+        lambda: ledger(admin, kubectl.namespace, 1).get("free-a") == "applied", timeout=TIMEOUT
+    )
 
 
 def test_canaries_go_first_and_a_failed_canary_stops_the_rest(
@@ -276,5 +276,6 @@ def _check_shared(kubectl: Kubectl, admin: psycopg.Connection, suffix: str) -> N
         lambda: any(
             e["reason"] == "SharedTablesSecured" and f"loose_{suffix}" in e["message"]
             for e in kubectl.events("shared")
-        )
+        ),
+        timeout=TIMEOUT,
     )

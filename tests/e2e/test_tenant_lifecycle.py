@@ -3,7 +3,6 @@ PostgreSQL and the operator process."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import psycopg
@@ -78,7 +77,12 @@ def test_reapplying_is_idempotent(kubectl: Kubectl) -> None:
     transition = kubectl.get("tenant", "steady")["status"]["conditions"][0]["lastTransitionTime"]
     assert "unchanged" in kubectl.apply(manifest).stdout
     kubectl.run("annotate", "tenant", "steady", "touch=1")  # a metadata change re-runs the handler
-    time.sleep(3)
+
+    def touch_handled() -> bool:
+        annotations = kubectl.get("tenant", "steady")["metadata"].get("annotations", {})
+        return '"touch"' in annotations.get("operator.tenantdb.io/last-handled-configuration", "")
+
+    eventually(touch_handled)
     kubectl.wait("tenant/steady", "condition=Ready")
     assert kubectl.secret_data("steady-credentials") == before
     after = kubectl.get("tenant", "steady")["status"]["conditions"][0]["lastTransitionTime"]

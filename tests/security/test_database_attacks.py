@@ -49,6 +49,10 @@ def test_no_tenant_role_holds_a_dangerous_attribute_or_membership(
     roles = {pair.a.status["role"], pair.b.status["role"]}
     if mode != "shared":
         roles |= {pair.a.status["ownerRole"], pair.b.status["ownerRole"]}
+    existing = admin.execute(
+        "SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", (list(roles),)
+    )
+    assert existing.fetchone() == (len(roles),)
     dangerous = admin.execute(
         f"SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) AND ({DANGEROUS})", (list(roles),)
     )

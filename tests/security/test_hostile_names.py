@@ -8,6 +8,7 @@ truncation collisions and reserved prefixes are impossible by construction.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,8 +38,8 @@ HOSTILE = {
 
 @pytest.fixture(scope="module")
 def namespace(kubeconfig: Path) -> Iterator[Kubectl]:
-    kubectl = Kubectl(kubeconfig, "hostile-names")
-    kubectl.run("create", "namespace", kubectl.namespace, check=False)
+    kubectl = Kubectl(kubeconfig, f"hostile-names-{uuid.uuid4().hex[:8]}")
+    kubectl.run("create", "namespace", kubectl.namespace)
     yield kubectl
     kubectl.run("delete", "namespace", kubectl.namespace, "--wait=false", check=False)
 

@@ -47,6 +47,10 @@ def test_login_role_creates_nothing_in_its_own_schema(pair: Pair) -> None:
 
 
 def test_search_path_to_b_schema_still_denied(pair: Pair) -> None:
+    # Positive control: the table is there and B can read it with the same search_path.
+    with pair.b.connect(autocommit=True) as conn:
+        conn.execute(f'SET search_path = "{pair.b.status["schema"]}"')
+        assert conn.execute("SELECT body FROM notes").fetchall() == [(f"secret of {pair.b.name}",)]
     with pair.a.connect(autocommit=True) as conn:
         conn.execute(f'SET search_path = "{pair.b.status["schema"]}"')
         with pytest.raises(errors.UndefinedTable):

@@ -137,12 +137,32 @@ def test_foreign_key_cannot_point_at_b_rows(pair: Pair, admin: psycopg.Connectio
             )
 
 
-def test_unique_keys_do_not_leak_other_tenants_values(pair: Pair) -> None:
+def test_unique_keys_do_not_leak_other_tenants_values(
+    pair: Pair, admin: psycopg.Connection
+) -> None:
+    def b_companies() -> list[tuple[object, ...]]:
+        return admin.execute(
+            "SELECT id, name FROM tenantdb_shared.sec_companies WHERE tenant_id = %s ORDER BY id",
+            (pair.b.uid,),
+        ).fetchall()
+
+    before = b_companies()
+    assert len(before) == 2
     with pair.a.connect() as conn:
-        conn.execute(
-            "INSERT INTO sec_companies (name) VALUES (%s)", (pair.b.name,)
-        )  # B has that name too
+        # B has that name too; the key is per tenant, so A's insert succeeds.
+        assert (
+            conn.execute("INSERT INTO sec_companies (name) VALUES (%s)", (pair.b.name,)).rowcount
+            == 1
+        )
         conn.rollback()
+        with pytest.raises(errors.UniqueViolation) as caught:
+            conn.execute("INSERT INTO sec_companies (name) VALUES (%s)", (pair.a.name,))
+        conn.rollback()
+    # Under row-level security PostgreSQL leaves the key out of the detail altogether.
+    detail = caught.value.diag.message_detail or ""
+    assert pair.b.uid not in detail
+    assert pair.b.name not in detail
+    assert b_companies() == before
 
 
 def test_every_shared_table_forces_rls_and_no_tenant_owns_one(admin: psycopg.Connection) -> None:

@@ -24,6 +24,16 @@ def test_longest_tenant_name_stays_within_63_bytes() -> None:
     assert max(len(n.encode()) for n in (names.schema, names.owner_role)) <= 63
 
 
+def test_longest_tenant_name_with_two_uids_gives_distinct_bounded_identifiers() -> None:
+    first = naming.tenant_names("a" * 40, UID_A)
+    second = naming.tenant_names("a" * 40, UID_B)
+    fields = ("schema", "owner_role", "login_role", "database")
+    for field in fields:
+        mine, theirs = getattr(first, field), getattr(second, field)
+        assert mine != theirs, field
+        assert len(mine.encode()) <= 63 and len(theirs.encode()) <= 63, field
+
+
 def test_names_that_would_collide_after_truncation_stay_distinct() -> None:
     first = naming.tenant_names("a" * 39 + "b", UID_A)
     second = naming.tenant_names("a" * 39 + "c", UID_A)

@@ -1,6 +1,5 @@
 """The SQL builders quote every identifier and never inline raw input."""
 
-import psycopg
 import pytest
 from psycopg import sql
 
@@ -80,7 +79,3 @@ def test_generated_passwords_are_long_and_distinct() -> None:
     generated = {passwords.generate() for _ in range(100)}
     assert len(generated) == 100
     assert all(len(p) >= 32 for p in generated)
-
-
-def test_psycopg_is_the_one_doing_quoting() -> None:
-    assert psycopg.sql.Identifier('a"b').as_string(None) == '"a""b"'
