@@ -7,9 +7,10 @@ Three measurements, all in the same run:
    (``core.migrations.commands.upgrade``: advisory lock, ledger read,
    ``SET LOCAL`` timeouts, ``scoping.enter``, the DDL, ledger write, one
    transaction per tenant), against a raw baseline sending the same
-   statements (``SET LOCAL search_path``, ``SET LOCAL ROLE`` owner, the DDL,
-   one transaction per tenant) with the same P workers over a pool of the
-   same size. Each run adds a fresh column, so both do the same work; the
+   statements (``scoping.enter``: ``SET LOCAL ROLE`` owner and ``SET LOCAL
+   search_path``; the DDL; one transaction per tenant) with the same P
+   workers. Each side has its own pool of P connections, opened and filled
+   before anything is timed. Each run adds a fresh column, so both do the same work; the
    two alternate which goes first.
 2. **Nothing pending.** A second reconcile of the applied migration
    (``reconciling.reconcile``: targets, one progress query, verdict), as
@@ -26,6 +27,7 @@ Three measurements, all in the same run:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -93,7 +95,8 @@ def durable(url: str) -> None:
 
 
 def prepare(url: str, parallel: int) -> commands.Server:
-    pool = connecting.open_pool(url, 1, parallel, name="tenantdb-bench")
+    pool = connecting.open_pool(url, parallel, parallel, name="tenantdb-bench")
+    pool.wait()
     server = commands.Server(
         pool, url, naming.identifier("tenantdb"), naming.identifier("tenantdb_shared")
     )
@@ -135,23 +138,22 @@ def run_engine(
 
 
 def run_raw(
-    url: str, statements: str, targets: list[scoping.TenantLocation], parallel: int
+    pool: connecting.Pool,
+    shared_schema: str,
+    statements: str,
+    targets: list[scoping.TenantLocation],
+    parallel: int,
 ) -> None:
-    """The same statements by hand: one transaction per tenant, the tenant's scope set first."""
-    pool = connecting.open_pool(url, parallel, parallel, name="tenantdb-bench-raw")
-    pool.wait()
-    try:
+    """The same statements by hand over a warm pool: one transaction per tenant,
+    the tenant's scope entered first (``scoping.enter``, as the engine does)."""
 
-        def one(target: scoping.TenantLocation) -> None:
-            with pool.connection() as conn, conn.transaction():
-                conn.execute(f'SET LOCAL search_path = "{target.schema_name}"'.encode())
-                conn.execute(f'SET LOCAL ROLE "{target.owner_role}"'.encode())
-                conn.execute(statements.encode())
+    def one(target: scoping.TenantLocation) -> None:
+        with pool.connection() as conn, conn.transaction():
+            scoping.enter(conn, target, "owner", shared_schema)
+            conn.execute(statements.encode())
 
-        with ThreadPoolExecutor(parallel) as workers:
-            list(workers.map(one, targets))
-    finally:
-        pool.close()
+    with ThreadPoolExecutor(parallel) as workers:
+        list(workers.map(one, targets))
 
 
 def fanout(
@@ -162,18 +164,30 @@ def fanout(
     engine_s: list[float] = []
     raw_s: list[float] = []
     cpu: dict[str, list[float]] = {"engine": [], "raw": []}
-    for run in range(runs):
-        script = scripts.Script(version=100 + run, name=f"add_e{run}", up=ddl(f"e{run}"))
-        order: list[tuple[str, list[float], Callable[[], None]]] = [
-            ("engine", engine_s, lambda s=script: run_engine(server, s, targets, parallel)),  # type: ignore[misc]
-            ("raw", raw_s, lambda r=run: run_raw(server.url, ddl(f"r{r}"), targets, parallel)),  # type: ignore[misc]
-        ]
-        for side, samples, work in order if run % 2 == 0 else list(reversed(order)):
-            started, cpu_started = time.perf_counter(), time.process_time()
-            work()
-            samples.append(time.perf_counter() - started)
-            cpu[side].append(time.process_time() - cpu_started)
-        print(f"run {run + 1}: engine {engine_s[-1]:.2f}s raw {raw_s[-1]:.2f}s", flush=True)
+    # The raw side gets what the engine has: a pool of the same size, opened and
+    # filled before anything is timed.
+    raw_pool = connecting.open_pool(server.url, parallel, parallel, name="tenantdb-bench-raw")
+    raw_pool.wait()
+    shared = server.shared_schema
+    try:
+        for run in range(runs):
+            script = scripts.Script(version=100 + run, name=f"add_e{run}", up=ddl(f"e{run}"))
+            order: list[tuple[str, list[float], Callable[[], None]]] = [
+                ("engine", engine_s, lambda s=script: run_engine(server, s, targets, parallel)),  # type: ignore[misc]
+                (
+                    "raw",
+                    raw_s,
+                    functools.partial(run_raw, raw_pool, shared, ddl(f"r{run}"), targets, parallel),
+                ),
+            ]
+            for side, samples, work in order if run % 2 == 0 else list(reversed(order)):
+                started, cpu_started = time.perf_counter(), time.process_time()
+                work()
+                samples.append(time.perf_counter() - started)
+                cpu[side].append(time.process_time() - cpu_started)
+            print(f"run {run + 1}: engine {engine_s[-1]:.2f}s raw {raw_s[-1]:.2f}s", flush=True)
+    finally:
+        raw_pool.close()
     return engine_s, raw_s, cpu
 
 
@@ -318,9 +332,10 @@ def render(
         "(`core.migrations.commands.upgrade`: advisory lock, ledger read, `SET LOCAL` timeouts,",
         "the tenant's role and search_path as `scoping.enter` sets them, the DDL, ledger write,",
         "one transaction per tenant) against raw psycopg",
-        "sending the same statements (`SET LOCAL search_path`, `SET LOCAL ROLE` owner, the DDL,",
-        "one transaction per tenant) with the same workers and pool size, alternating which goes",
-        f"first, in the same run. Runs: {args.runs}; machine: {common.machine()}, embedded",
+        "sending the same statements (`scoping.enter`: `SET LOCAL ROLE` owner and",
+        "`SET LOCAL search_path`; the DDL; one transaction per tenant) with the same workers,",
+        "each side over its own pool of that many connections, opened and filled before",
+        f"timing, alternating which goes first, in the same run. Runs: {args.runs}; machine: {common.machine()}, embedded",
         "PostgreSQL. Targets: engine ≤ 2× raw; a reconcile with nothing pending ≤ 1 s.",
         "",
         "| run | engine (s) | raw (s) | ratio |",

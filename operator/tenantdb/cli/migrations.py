@@ -21,11 +21,10 @@ from typing import TYPE_CHECKING, Any
 from tenantdb.cli import terminal
 
 if TYPE_CHECKING:
+    from tenantdb.api import migrations as api
     from tenantdb.core import commands as core_commands
     from tenantdb.core import scoping
     from tenantdb.core.migrations import outcomes, rollout, scripts
-
-BAR_WIDTH = 24
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -192,27 +191,30 @@ def _roll(
     """Each script on every targeted tenant, one script at a time; stop at the first failure."""
     from tenantdb.core.migrations import commands, rollout  # noqa: PLC0415
 
+    who = terminal.who()
+    targets_of = _Targets(server, args.namespace, args.tenant)
+    policy = rollout.Policy(
+        max_parallel=args.max_parallel, failure_budget=None if args.continue_on_failure else 0
+    )
     for script in chosen:
-        targets = _targets(server, args, script)
-        policy = rollout.Policy(
-            max_parallel=args.max_parallel, failure_budget=None if args.continue_on_failure else 0
-        )
+        targets = targets_of(script)
         bar = None if args.quiet else RolloutBar(f"{script.name}", len(targets))
         try:
             if backwards:
                 report = commands.downgrade(
-                    server, script, targets, applied_by=terminal.who(), policy=policy, on_result=bar
+                    server, script, targets, applied_by=who, policy=policy, on_result=bar
                 )
             else:
-                earlier = [s.version for s in loaded if s.version < script.version]
                 same_scope = [
-                    s.version for s in loaded if s.version in earlier and s.scope is script.scope
+                    s.version
+                    for s in loaded
+                    if s.version < script.version and s.scope is script.scope
                 ]
                 report = commands.upgrade(
                     server,
                     script,
                     targets,
-                    applied_by=terminal.who(),
+                    applied_by=who,
                     policy=policy,
                     requires={t.uid: same_scope for t in targets},
                     dry_run=args.dry_run,
@@ -227,28 +229,43 @@ def _roll(
     return 0
 
 
-def _targets(
-    server: core_commands.Server, args: argparse.Namespace, script: scripts.Script
-) -> list[scoping.TenantLocation]:
-    from tenantdb.core.migrations import commands  # noqa: PLC0415
+class _Targets:
+    """The targets of each scope, looked up once per command (the live tenants are
+    one query), limited to ``--tenant`` where given."""
 
-    found = commands.targets(server, args.namespace, script.scope)
-    if args.tenant and script.scope.value == "tenant":
-        found = [t for t in found if t.name in set(args.tenant)]
-        missing = set(args.tenant) - {t.name for t in found}
-        if missing:
-            raise SystemExit(f"tenantdb: no live tenant {', '.join(sorted(missing))} here")
-    return found
+    def __init__(
+        self, server: core_commands.Server, namespace: str, names: Sequence[str] = ()
+    ) -> None:
+        self.server, self.namespace, self.names = server, namespace, frozenset(names)
+        self._found: dict[api.Scope, list[scoping.TenantLocation]] = {}
+
+    def __call__(self, script: scripts.Script) -> list[scoping.TenantLocation]:
+        if script.scope not in self._found:
+            self._found[script.scope] = self._lookup(script.scope)
+        return self._found[script.scope]
+
+    def _lookup(self, scope: api.Scope) -> list[scoping.TenantLocation]:
+        from tenantdb.api import migrations as api_migrations  # noqa: PLC0415
+        from tenantdb.core.migrations import commands  # noqa: PLC0415
+
+        found = commands.targets(self.server, self.namespace, scope)
+        if self.names and scope is api_migrations.Scope.TENANT:
+            found = [t for t in found if t.name in self.names]
+            missing = self.names - {t.name for t in found}
+            if missing:
+                raise SystemExit(f"tenantdb: no live tenant {', '.join(sorted(missing))} here")
+        return found
 
 
 def _repair(args: argparse.Namespace) -> int:
     from tenantdb.core.migrations import commands, scripts  # noqa: PLC0415
 
     with terminal.failures_reported(), terminal.server() as server:
+        targets_of = _Targets(server, args.namespace)
         for script in scripts.load_directory(args.directory):
             if args.version and script.version not in args.version:
                 continue
-            targets = commands.targets(server, args.namespace, script.scope)
+            targets = targets_of(script)
             changed = commands.accept_checksum(server, script, targets)
             if changed:
                 print(
@@ -299,7 +316,10 @@ class RolloutBar:
 
     def __init__(self, title: str, total: int, bar: terminal.Bar | None = None) -> None:
         self.bar = bar or terminal.Bar(title)
+        from tenantdb.core.migrations import outcomes  # noqa: PLC0415
+
         self.total = total
+        self.failure = outcomes.Outcome.FAILED
         self.done = self.failed = 0
         self._step = max(total // 10, 1)
         self._lock = threading.Lock()
@@ -308,7 +328,7 @@ class RolloutBar:
         """Count one tenant's result."""
         with self._lock:
             self.done += 1
-            self.failed += int(result.outcome.value == "failed")
+            self.failed += int(result.outcome is self.failure)
             counts = f"{self.done}/{self.total} ({self.failed} failed)"
             self.bar.draw(self.done / max(self.total, 1), f"{counts} {result.tenant.name}")
             if self.done % self._step == 0 or self.done == self.total:

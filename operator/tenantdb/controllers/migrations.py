@@ -92,10 +92,18 @@ def migration_versions(
 
 def declare(name: str, spec: Any, status: Any) -> planning.Declared | None:
     """What ordering and catch-up need to know of a Migration (None if its spec is invalid)."""
+    parsed = _parse_spec(spec)
+    return None if parsed is None else _declared(name, parsed, status)
+
+
+def _parse_spec(spec: Any) -> api.MigrationSpec | None:
     try:
-        parsed = api.MigrationSpec.model_validate(dict(spec or {}))
+        return api.MigrationSpec.model_validate(dict(spec or {}))
     except pydantic.ValidationError:
         return None
+
+
+def _declared(name: str, parsed: api.MigrationSpec, status: Any) -> planning.Declared:
     return planning.Declared(
         name=name,
         version=parsed.version,
@@ -108,11 +116,22 @@ def declare(name: str, spec: Any, status: Any) -> planning.Declared | None:
     )
 
 
-def _declare_object(obj: Mapping[str, Any]) -> planning.Declared | None:
+def _parse_object(
+    obj: Mapping[str, Any],
+) -> tuple[planning.Declared, api.MigrationSpec] | None:
+    """A listed Migration's declaration and spec, validated once (None: deleted or invalid)."""
     meta = obj.get("metadata") or {}
     if meta.get("deletionTimestamp"):
         return None
-    return declare(str(meta.get("name", "")), obj.get("spec"), obj.get("status"))
+    parsed = _parse_spec(obj.get("spec"))
+    if parsed is None:
+        return None
+    return _declared(str(meta.get("name", "")), parsed, obj.get("status")), parsed
+
+
+def _declare_object(obj: Mapping[str, Any]) -> planning.Declared | None:
+    found = _parse_object(obj)
+    return None if found is None else found[0]
 
 
 def _trigger(body: Any) -> tuple[Any, ...]:
@@ -391,10 +410,11 @@ def catch_up(
     specs: dict[str, api.MigrationSpec] = {}
     declared: list[planning.Declared] = []
     for obj in objects:
-        item = _declare_object(obj)
-        if item is not None:
+        found = _parse_object(obj)
+        if found is not None:
+            item, spec = found
             declared.append(item)
-            specs[item.name] = api.MigrationSpec.model_validate(obj["spec"])
+            specs[item.name] = spec
     plan = planning.catch_up_plan(declared, labels)
     versions = [d.version for d in plan]
     if len(set(versions)) != len(versions):

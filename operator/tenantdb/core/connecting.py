@@ -56,8 +56,13 @@ def translated_errors() -> Iterator[None]:
         if sqlstate.startswith(UNAVAILABLE_SQLSTATE_CLASSES):
             raise errors.DatabaseUnavailable(f"database unavailable: {exc}") from exc
         failure = errors.DatabaseError(describe(exc), sqlstate=exc.sqlstate)
-        failure.permanent = not sqlstate.startswith(TRANSIENT_SQLSTATES)
+        failure.permanent = not is_transient(sqlstate)
         raise failure from exc
+
+
+def is_transient(sqlstate: str | None) -> bool:
+    """An error that retrying may well get past (``TRANSIENT_SQLSTATES``)."""
+    return bool(sqlstate) and str(sqlstate).startswith(TRANSIENT_SQLSTATES)
 
 
 def describe(exc: psycopg.Error) -> str:

@@ -64,7 +64,7 @@ class Progress:
         if mode is planning.Mode.ROLLBACK:
             had = [r for r in rows if r.state in (ledger.State.APPLIED, ledger.State.ROLLED_BACK)]
             still = [r for r in had if r.state is ledger.State.APPLIED]
-            failed = sum(1 for r in still if r.error)
+            failed = sum(1 for r in still if r.rollback_failed)
             return planning.Counts(len(had), len(still), failed, len(still) - failed)
         applied = sum(1 for r in rows if r.state is ledger.State.APPLIED)
         failed = sum(1 for r in rows if r.state is ledger.State.FAILED)
@@ -77,7 +77,7 @@ class Progress:
         for target in self.targets:
             row = self.row(target.uid)
             failed = (
-                row.state is ledger.State.APPLIED and bool(row.error)
+                row.rollback_failed
                 if mode is planning.Mode.ROLLBACK
                 else row.state is ledger.State.FAILED
             )
@@ -88,7 +88,7 @@ class Progress:
 
 def _pending(row: ledger.Row, mode: planning.Mode, checksum: str) -> bool:
     if mode is planning.Mode.ROLLBACK:
-        return row.state is ledger.State.APPLIED and not row.error
+        return row.state is ledger.State.APPLIED and not row.rollback_failed
     if row.drifted(checksum):
         return False
     return row.state in (None, ledger.State.RETRY, ledger.State.RUNNING, ledger.State.ROLLED_BACK)

@@ -71,8 +71,9 @@ def _apply_in_session(
         if not mine:
             return Result(target, Outcome.BUSY)
         with conn.transaction():
-            row = ledger.fetch_row(conn, schema, target.uid, script.version)
-            missing = ledger.missing_versions(conn, schema, target.uid, requires)
+            row, missing = ledger.fetch_row_and_missing(
+                conn, schema, target.uid, script.version, requires
+            )
         settled = _settled(target, script, row, missing)
         if settled is not None:
             return settled
@@ -113,11 +114,7 @@ def _apply_in_place(
             params = (
                 *key,
                 *sessions.timeouts(script),
-                target.uid,
-                list(requires),
-                target.uid,
-                target.uid,
-                script.version,
+                *ledger.row_and_missing_params(target.uid, script.version, requires),
                 *sessions.scope(target, ctx.server.shared_schema),
             )
             cursor = sessions.batch(conn, _opening(ctx.server.control_schema), params)
@@ -128,8 +125,7 @@ def _apply_in_place(
             if not (locked and locked[0]):
                 return Result(target, Outcome.BUSY)
             assert found is not None
-            row = ledger.parse_row(found[:6])
-            missing = [int(v) for v in found[6]]
+            row, missing = ledger.parse_row_and_missing(found)
             settled = _settled(target, script, row, missing)
             if settled is not None:
                 return settled

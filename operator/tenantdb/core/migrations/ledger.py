@@ -55,6 +55,11 @@ class Row:
     attempts: int = 0
     error: str | None = None
 
+    @property
+    def rollback_failed(self) -> bool:
+        """The version's ``down`` failed: still applied, with the error kept."""
+        return self.state is State.APPLIED and bool(self.error)
+
     def drifted(self, checksum: str) -> bool:
         """Applied (or partly applied) with a different text than ``checksum``."""
         partly = self.state is not None and self.state is not State.ROLLED_BACK
@@ -284,7 +289,8 @@ def parse_row(raw: Sequence[Any]) -> Row:
 def fetch_row(
     conn: psycopg.Connection[Any], schema: naming.Identifier, uid: str, version: int
 ) -> Row:
-    """The row of one tenant and version, locked until the end of the transaction."""
+    """The row of one tenant and version (a plain read: nothing is locked; callers
+    hold the tenant's advisory lock)."""
     raw = conn.execute(select_row(schema), (uid, version)).fetchone()
     return parse_row(raw) if raw else Row(uid, None)
 
@@ -353,20 +359,27 @@ def select_row_and_missing(schema: naming.Identifier) -> sql.Composed:
     ).format(table=_table(schema))
 
 
-@functools.cache
-def select_missing(schema: naming.Identifier) -> sql.Composed:
-    """Which required versions a tenant lacks (parameters: versions, tenant uid)."""
-    return sql.SQL(
-        "SELECT r.v FROM unnest(%s::bigint[]) AS r(v) WHERE NOT EXISTS"
-        " (SELECT 1 FROM {} l WHERE l.tenant_uid = %s AND l.version = r.v"
-        " AND l.state = 'applied') ORDER BY r.v"
-    ).format(_table(schema))
+def parse_row_and_missing(raw: Sequence[Any]) -> tuple[Row, list[int]]:
+    """The row and the missing versions from ``select_row_and_missing``'s columns."""
+    return parse_row(raw[:6]), [int(v) for v in raw[6]]
 
 
-def missing_versions(
-    conn: psycopg.Connection[Any], schema: naming.Identifier, uid: str, required: Sequence[int]
-) -> list[int]:
-    """Required versions not applied on the tenant (no query when nothing is required)."""
-    if not required:
-        return []
-    return [row[0] for row in conn.execute(select_missing(schema), (list(required), uid))]
+def row_and_missing_params(
+    uid: str, version: int, required: Sequence[int]
+) -> tuple[str, list[int], str, str, int]:
+    """The parameters of ``select_row_and_missing``."""
+    return uid, list(required), uid, uid, version
+
+
+def fetch_row_and_missing(
+    conn: psycopg.Connection[Any],
+    schema: naming.Identifier,
+    uid: str,
+    version: int,
+    required: Sequence[int],
+) -> tuple[Row, list[int]]:
+    """The row of one tenant and version, and the required versions it lacks, in one query."""
+    params = row_and_missing_params(uid, version, required)
+    raw = conn.execute(select_row_and_missing(schema), params).fetchone()
+    assert raw is not None  # the LEFT JOIN from one row always yields a row
+    return parse_row_and_missing(raw)

@@ -165,11 +165,7 @@ class _Reconciliation:
                 self.script,
                 runnable,
                 applied_by=self.applied_by,
-                policy=rollout.Policy(
-                    max_parallel=self.spec.strategy.max_parallel,
-                    canaries=frozenset(unfinished),
-                    failure_budget=planning.failure_budget(self.spec.strategy, failed),
-                ),
+                policy=self._policy(failed, canaries=frozenset(unfinished)),
                 requires=required,
                 on_result=self._listener(self._tally(Mode.APPLY, found)),
                 stop=self.stop,
@@ -239,10 +235,7 @@ class _Reconciliation:
                 self.script,
                 runnable,
                 applied_by=self.applied_by,
-                policy=rollout.Policy(
-                    max_parallel=self.spec.strategy.max_parallel,
-                    failure_budget=planning.failure_budget(self.spec.strategy, failed),
-                ),
+                policy=self._policy(failed),
                 on_result=self._listener(self._tally(Mode.ROLLBACK, found)),
                 stop=self.stop,
             )
@@ -251,6 +244,14 @@ class _Reconciliation:
         counts = found.counts(Mode.ROLLBACK)
         verdict = planning.decide(Mode.ROLLBACK, counts, self.spec.strategy, waiting=note)
         return self._done(verdict, found, Mode.ROLLBACK)
+
+    def _policy(self, failed: int, canaries: frozenset[str] = frozenset()) -> rollout.Policy:
+        """The strategy's parallelism, and what is left of its failure budget."""
+        return rollout.Policy(
+            max_parallel=self.spec.strategy.max_parallel,
+            canaries=canaries,
+            failure_budget=planning.failure_budget(self.spec.strategy, failed),
+        )
 
     def _canaries(self, targets: list[scoping.TenantLocation]) -> set[str]:
         names = planning.canaries(self.spec.strategy.canary, [t.name for t in targets])

@@ -29,7 +29,6 @@ MAX_TRANSIENT_ATTEMPTS = 5
 """After this many attempts a transient error counts as a failure."""
 
 Connection = sessions.Connection
-TRANSIENT = sessions.TRANSIENT
 
 INVALID_INDEX = sql.SQL(
     "SELECT n.nspname, c.relname FROM pg_index i"
@@ -66,6 +65,8 @@ class Run:
         self.schema = ctx.server.control_schema
         self.separate = work is not conn
         """A ``database`` tenant: the change and the ledger commit separately."""
+        self._markers: bool | None = None
+        """Whether the tenant's database has the marker table; None: not asked yet."""
 
     def marker(self) -> str | None:
         """A ``database`` tenant's own record of this version (its checksum), if any.
@@ -73,14 +74,18 @@ class Run:
         Present while the ledger says otherwise: the change committed in the
         tenant's database and the operator stopped before the ledger write.
         """
-        if not self.separate:
-            return None
-        exists = self.work.execute(markers.markers_exist(), (self.schema,)).fetchone()
-        if not (exists and exists[0]):
+        if not self.separate or not self._markers_exist():
             return None
         found = self.work.execute(markers.select_marker(self.schema), (self.script.version,))
         row = found.fetchone()
         return str(row[0]) if row else None
+
+    def _markers_exist(self) -> bool:
+        """Whether the tenant's database has the marker table (asked once per run)."""
+        if self._markers is None:
+            exists = self.work.execute(markers.markers_exist(), (self.schema,)).fetchone()
+            self._markers = bool(exists and exists[0])
+        return self._markers
 
     def in_place(self, tx: sessions.Transaction, dry_run: bool) -> outcomes.Result:
         """The change inside the caller's transaction, which holds the tenant's lock
@@ -112,8 +117,7 @@ class Run:
         message = sessions.describe(exc, self.script.up)
         if dry_run:
             return outcomes.Result(self.target, outcomes.Outcome.FAILED, message)
-        transient = isinstance(exc, TRANSIENT) and self.row.attempts + 1 < MAX_TRANSIENT_ATTEMPTS
-        state = ledger.State.RETRY if transient else ledger.State.FAILED
+        state, outcome = self._failure_kind(exc)
         with self.conn.transaction():
             locked = self.conn.execute(
                 "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))", key
@@ -121,7 +125,6 @@ class Run:
             if locked and locked[0]:
                 record = self._record(state, None, 0, attempt=True, error=message)
                 self.conn.execute(ledger.upsert_failure(self.schema), record)
-        outcome = outcomes.Outcome.RETRY if transient else outcomes.Outcome.FAILED
         return outcomes.Result(self.target, outcome, message)
 
     def in_transaction(self) -> outcomes.Result:
@@ -240,7 +243,9 @@ class Run:
         self.work.execute("RESET ROLE")
         if self.separate:
             if up:
-                self.work.execute(markers.create_markers(self.schema))
+                if not self._markers_exist():
+                    self.work.execute(markers.create_markers(self.schema))
+                    self._markers = True
                 self.work.execute(
                     markers.insert_marker(self.schema), (self.script.version, self.script.checksum)
                 )
@@ -252,18 +257,13 @@ class Run:
 
     def _scope_settings(self) -> tuple[str, str]:
         """The role and search_path ``scoping.enter`` picks, to set them per session."""
-        with self.work.transaction(force_rollback=True):
-            scoping.enter(self.work, self.target, "owner", self.ctx.server.shared_schema)
-            row = self.work.execute(
-                "SELECT current_setting('role'), current_setting('search_path')"
-            ).fetchone()
-        assert row is not None
-        return str(row[0]), str(row[1])
+        return sessions.scope(self.target, self.ctx.server.shared_schema)
 
     def _enter_session(self, role: str, path: str) -> None:
         """Session-level scope and timeouts: no transaction stays open."""
         self.work.execute(
-            "SELECT set_config('role', %s, false), set_config('search_path', %s, false),"
+            "SELECT set_config('role', %s, false),"
+            " set_config('search_path', quote_ident(%s), false),"
             " set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
             (role, path, self.script.lock_timeout, self.script.statement_timeout),
         )
@@ -342,12 +342,15 @@ class Run:
             message = f"statement {index + 1} at line {statement.line}: " + sessions.describe(
                 exc, text, statement.line
             )
-        attempts = self.row.attempts + 1
-        transient = isinstance(exc, TRANSIENT) and attempts < MAX_TRANSIENT_ATTEMPTS
-        state = ledger.State.RETRY if transient else ledger.State.FAILED
+        state, outcome = self._failure_kind(exc)
         with self.conn.transaction():
             record = self._record(state, None, statements_done, attempt, error=message)
             self.conn.execute(ledger.upsert(self.schema), record)
-        return outcomes.Result(
-            self.target, outcomes.Outcome.RETRY if transient else outcomes.Outcome.FAILED, message
-        )
+        return outcomes.Result(self.target, outcome, message)
+
+    def _failure_kind(self, exc: psycopg.Error) -> tuple[ledger.State, outcomes.Outcome]:
+        """Retry a transient error until ``MAX_TRANSIENT_ATTEMPTS``; otherwise a failure."""
+        transient = connecting.is_transient(exc.sqlstate)
+        if transient and self.row.attempts + 1 < MAX_TRANSIENT_ATTEMPTS:
+            return ledger.State.RETRY, outcomes.Outcome.RETRY
+        return ledger.State.FAILED, outcomes.Outcome.FAILED

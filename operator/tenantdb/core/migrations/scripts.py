@@ -77,19 +77,22 @@ def checksum(text: str) -> str:
     return hashlib.sha256(normalise(text).encode()).hexdigest()
 
 
+SPEC_FIELDS = (
+    "version",
+    "up",
+    "down",
+    "description",
+    "scope",
+    "transactional",
+    "lock_timeout",
+    "statement_timeout",
+)
+"""The fields a ``Script`` and a ``MigrationSpec`` share, under the same names."""
+
+
 def from_spec(name: str, spec: api.MigrationSpec) -> Script:
     """The script a ``Migration`` object describes."""
-    return Script(
-        version=spec.version,
-        name=name,
-        up=spec.up,
-        down=spec.down,
-        description=spec.description,
-        scope=spec.scope,
-        transactional=spec.transactional,
-        lock_timeout=spec.lock_timeout,
-        statement_timeout=spec.statement_timeout,
-    )
+    return Script(name=name, **{field: getattr(spec, field) for field in SPEC_FIELDS})
 
 
 def parse_file(path: Path) -> Script:
@@ -173,16 +176,7 @@ def object_name(script: Script) -> str:
 def manifest(script: Script, namespace: str | None = None) -> dict[str, Any]:
     """A ``Migration`` manifest for ``kubectl apply`` or a kustomization."""
     try:
-        spec = api.MigrationSpec(
-            version=script.version,
-            description=script.description,
-            scope=script.scope,
-            up=script.up,
-            down=script.down,
-            transactional=script.transactional,
-            lock_timeout=script.lock_timeout,
-            statement_timeout=script.statement_timeout,
-        )
+        spec = api.MigrationSpec(**{field: getattr(script, field) for field in SPEC_FIELDS})
     except pydantic.ValidationError as exc:
         raise errors.InvalidScript(f"{script.name}: {exc.errors(include_url=False)}") from exc
     metadata: dict[str, Any] = {

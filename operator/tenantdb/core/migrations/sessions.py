@@ -18,13 +18,6 @@ from psycopg import pq
 from tenantdb.core import connecting, errors, scoping
 from tenantdb.core.migrations import outcomes, scripts
 
-TRANSIENT = (
-    psycopg.errors.LockNotAvailable,
-    psycopg.errors.DeadlockDetected,
-    psycopg.errors.SerializationFailure,
-)
-"""Errors worth retrying by themselves: the next attempt may well succeed."""
-
 Connection = psycopg.Connection[Any]
 
 
@@ -49,9 +42,9 @@ def work_connection(
 
 def unavailable(exc: psycopg.Error) -> bool:
     """A lost or refused connection, not an error of the statement."""
-    if isinstance(exc, (psycopg.errors.QueryCanceled, *TRANSIENT)):
-        return False
     sqlstate = exc.sqlstate or ""
+    if isinstance(exc, psycopg.errors.QueryCanceled) or connecting.is_transient(sqlstate):
+        return False  # a statement timeout (57014) is the statement's own error
     return not sqlstate or sqlstate.startswith(connecting.UNAVAILABLE_SQLSTATE_CLASSES)
 
 
