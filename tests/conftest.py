@@ -2,29 +2,58 @@
 
 ``DATABASE_URL`` and ``KUBECONFIG`` point the suites at existing servers;
 otherwise the embedded ones start once per session (per xdist worker).
+The operator (in process and as a process) runs as the embedded server's
+non-superuser ``tenantdb_operator``; ``database_url`` is the superuser, for
+set-up and catalog checks only. ``TENANTDB_OPERATOR_URL`` names the
+operator's role on an existing server (default: ``DATABASE_URL``).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tenantdb.core import commands, connecting, naming
+from tenantdb.core import commands
 from tenantdb.devenv import controlplane, operator_process, postgres, processes, stack
+from tests.servers import database_settings
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One credentials key for the operator, the CLI and in-process servers of this run."""
+    os.environ.setdefault("TENANTDB_CREDENTIALS_KEY", secrets.token_urlsafe(32))
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A superuser URL of a real PostgreSQL server."""
+def embedded_postgres(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[postgres.EmbeddedPostgres | None]:
+    """The embedded server, or None when ``DATABASE_URL`` names one."""
     if os.environ.get("DATABASE_URL"):
-        yield os.environ["DATABASE_URL"]
+        yield None
         return
     with postgres.EmbeddedPostgres(tmp_path_factory.mktemp("postgres")) as server:
-        yield server.url
+        yield server
+
+
+@pytest.fixture(scope="session")
+def database_url(embedded_postgres: postgres.EmbeddedPostgres | None) -> str:
+    """A superuser URL of the operator's database on a real PostgreSQL server."""
+    if embedded_postgres is None:
+        return os.environ["DATABASE_URL"]
+    return embedded_postgres.superuser_url()
+
+
+@pytest.fixture(scope="session")
+def operator_url(embedded_postgres: postgres.EmbeddedPostgres | None) -> str:
+    """The URL the operator runs with: a role without superuser."""
+    if embedded_postgres is None:
+        return os.environ.get("TENANTDB_OPERATOR_URL") or os.environ["DATABASE_URL"]
+    return embedded_postgres.operator_url
 
 
 @pytest.fixture(scope="session")
@@ -48,23 +77,17 @@ def admin(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]
 
 
 @pytest.fixture(scope="session")
-def server(database_url: str) -> Iterator[commands.Server]:
+def server(operator_url: str) -> Iterator[commands.Server]:
     """The database server as core sees it, prepared (control and shared schema)."""
-    pool = connecting.open_pool(database_url, 1, 8, name="tenantdb-tests")
-    prepared = commands.Server(
-        pool=pool,
-        url=database_url,
-        control_schema=naming.identifier("tenantdb"),
-        shared_schema=naming.identifier("tenantdb_shared"),
-    )
+    prepared = commands.open_server(database_settings(operator_url), "tenantdb-tests", 8)
     commands.prepare(prepared)
     yield prepared
-    pool.close()
+    prepared.close()
 
 
 @pytest.fixture(scope="session")
 def operator(
-    kubeconfig: Path, database_url: str, tmp_path_factory: pytest.TempPathFactory
+    kubeconfig: Path, operator_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[operator_process.OperatorProcess]:
     """`tenantdb run` as a separate process for the whole session."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
@@ -72,7 +95,7 @@ def operator(
         "TENANTDB_VERIFY_INTERVAL": "5",
         "TENANTDB_METRICS_PORT": str(processes.free_port()),
     }
-    process = operator_process.OperatorProcess(kubeconfig, database_url, log, extra_env=settings)
+    process = operator_process.OperatorProcess(kubeconfig, operator_url, log, extra_env=settings)
     process.start()
     yield process
     process.stop()

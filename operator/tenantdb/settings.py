@@ -5,8 +5,10 @@ place that looks at environment variables; everything else receives a
 ``Settings`` (kopf's ``memo`` carries it to the handlers).
 """
 
+import hashlib
 import json
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -48,7 +50,7 @@ class DatabaseSettings:
     """libpq URL of an account allowed to create roles, schemas and databases."""
     pool_min_size: int = 1
     """Connections the pool keeps open, per server."""
-    pool_max_size: int = 8
+    pool_max_size: int = 16
     """Connections the pool may open at most, per server."""
     control_schema: str = "tenantdb"
     """Schema holding the tenant registry and the ledgers."""
@@ -56,6 +58,16 @@ class DatabaseSettings:
     """Schema holding the shared tables of ``shared`` tenants (row-level security)."""
     public_host: str | None = None
     """Host written into tenants' Secrets (default: the host of ``url``)."""
+    credentials_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    """Key the passwords of tenant owner roles are derived from
+    (``TENANTDB_CREDENTIALS_KEY``, hashed to 32 bytes). Give every replica and
+    the CLI the same key; without one, each process makes its own and re-sets
+    an owner's password the first time it logs in as that owner."""
+    lock_wait: float = 10.0
+    """Seconds the operator waits at most for a lock (a tenant's, or one a
+    tenant's session holds) before it reports the tenant busy and retries."""
+    tenant_sessions: int = 16
+    """Idle connections kept open as tenant owner roles, all roles together."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +116,9 @@ class Settings:
             pool_min_size=int(env.get("TENANTDB_POOL_MIN_SIZE", defaults.pool_min_size)),
             pool_max_size=int(env.get("TENANTDB_POOL_MAX_SIZE", defaults.pool_max_size)),
             public_host=env.get("TENANTDB_PUBLIC_HOST") or None,
+            credentials_key=_credentials_key(env.get("TENANTDB_CREDENTIALS_KEY")),
+            lock_wait=float(env.get("TENANTDB_LOCK_WAIT", defaults.lock_wait)),
+            tenant_sessions=int(env.get("TENANTDB_TENANT_SESSIONS", defaults.tenant_sessions)),
         )
         watch = WatchSettings(
             namespace=env.get("TENANTDB_NAMESPACE") or None,
@@ -121,6 +136,13 @@ class Settings:
             metrics_port=int(env.get("TENANTDB_METRICS_PORT", "0")),
             seeders_dir=Path(env.get("TENANTDB_SEEDERS_DIR") or default_seeders_dir()).resolve(),
         )
+
+
+def _credentials_key(raw: str | None) -> bytes:
+    """32 key bytes from any text, or a random key for this process alone."""
+    if not raw:
+        return secrets.token_bytes(32)
+    return hashlib.sha256(raw.encode()).digest()
 
 
 def _plans(raw: str | None) -> Mapping[str, PlanLimits]:

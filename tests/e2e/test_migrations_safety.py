@@ -22,6 +22,7 @@ from tenantdb import settings
 from tenantdb.api.tenants import Isolation
 from tenantdb.controllers import migrations, runtime
 from tenantdb.core import commands
+from tenantdb.core.migrations import markers
 from tenantdb.devenv import operator_process
 from tests.e2e.kubectl import Kubectl
 from tests.e2e.test_migrations_rollout import (
@@ -98,7 +99,8 @@ def test_rollback_goes_in_reverse_order(kubectl: Kubectl, admin: psycopg.Connect
         assert status["tenants"] == {"total": 2, "applied": 0, "pending": 0, "failed": 0}
     assert set(ledger(admin, kubectl.namespace, 1).values()) == {"rolled_back"}
     schema = schema_of(kubectl, "back-a")
-    assert scalar(admin, "SELECT count(*) FROM pg_tables WHERE schemaname = %s", schema) == 0
+    tables = "SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename <> %s"
+    assert scalar(admin, tables, schema, markers.MARKER_TABLE) == 0  # only the marker table left
 
 
 def test_rendered_sample_migrations_roll_out_and_new_tenants_catch_up(
@@ -178,14 +180,14 @@ def test_catch_up_applies_earlier_migrations_in_order_and_stops_at_an_unapproved
 def test_two_operators_racing_never_apply_a_tenant_twice(
     kubectl: Kubectl,
     kubeconfig: Path,
-    database_url: str,
+    operator_url: str,
     admin: psycopg.Connection,
     tmp_path: Path,
 ) -> None:
     names = [f"race-{i:02d}" for i in range(12)]
     tenants(kubectl, names)
     second = operator_process.OperatorProcess(
-        kubeconfig, database_url, tmp_path / "second.log", extra_env={"POD_NAME": "second"}
+        kubeconfig, operator_url, tmp_path / "second.log", extra_env={"POD_NAME": "second"}
     )
     second.start()
     try:

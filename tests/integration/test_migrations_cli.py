@@ -15,7 +15,7 @@ from tenantdb import cli
 from tenantdb.api import migrations as api
 from tenantdb.api.tenants import Isolation
 from tenantdb.core import commands, scoping
-from tenantdb.core.migrations import scripts
+from tenantdb.core.migrations import markers, scripts
 from tests.integration.test_migrations_engine import in_tenant, provision, scalar
 
 pytestmark = pytest.mark.postgres
@@ -24,8 +24,8 @@ TABLES = {"users", "team_members", "companies", "domains", "email_accounts", "le
 
 
 @pytest.fixture
-def namespace(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("DATABASE_URL", database_url)
+def namespace(operator_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("DATABASE_URL", operator_url)
     return f"cli-{uuid.uuid4().hex[:8]}"
 
 
@@ -34,16 +34,17 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
-def tables(server: commands.Server, tenant: scoping.TenantLocation) -> set[str]:
-    with in_tenant(server, tenant) as conn:
+def tables(database_url: str, tenant: scoping.TenantLocation) -> set[str]:
+    with in_tenant(database_url, tenant) as conn:
         rows = conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = %s", (tenant.search_path(""),)
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename <> %s",
+            (tenant.search_path(""), markers.MARKER_TABLE),
         ).fetchall()
     return {r[0] for r in rows}
 
 
 def test_sample_migrations_up_status_and_down_on_every_isolation_mode(
-    server: commands.Server, namespace: str, capsys: pytest.CaptureFixture[str]
+    server: commands.Server, namespace: str, capsys: pytest.CaptureFixture[str], database_url: str
 ) -> None:
     schema_a = provision(server, Isolation.SCHEMA, namespace)
     schema_b = provision(server, Isolation.SCHEMA, namespace)
@@ -54,8 +55,8 @@ def test_sample_migrations_up_status_and_down_on_every_isolation_mode(
     latest = scripts.load_directory(SAMPLE)[-1]
     assert f"{latest.name}: 3 applied" in out
     for tenant in (schema_a, schema_b, database):
-        assert tables(server, tenant) >= TABLES
-        with in_tenant(server, tenant) as conn:
+        assert tables(database_url, tenant) >= TABLES
+        with in_tenant(database_url, tenant) as conn:
             valid = conn.execute(
                 "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)",
                 (f'"{tenant.search_path("")}".inbox_messages_user_recent',),
@@ -81,11 +82,15 @@ def test_sample_migrations_up_status_and_down_on_every_isolation_mode(
     )
     assert code == 0, out
     for tenant in (schema_a, schema_b, database):
-        assert tables(server, tenant) == set()
+        assert tables(database_url, tenant) == set()
 
 
 def test_up_stops_at_a_failing_script_and_down_refuses_to_skip_versions(
-    server: commands.Server, namespace: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    server: commands.Server,
+    namespace: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    database_url: str,
 ) -> None:
     tenant = provision(server, Isolation.SCHEMA, namespace)
     for name in ("0001_reference_data.sql", "0002_users.sql"):
@@ -96,14 +101,14 @@ def test_up_stops_at_a_failing_script_and_down_refuses_to_skip_versions(
     assert code == 1
     assert "0003_broken: 1 failed" in out and 'relation "nowhere" does not exist' in out
     assert "0004_later" not in out
-    assert tables(server, tenant) == {"roles", "plans", "settings", "users"}
+    assert tables(database_url, tenant) == {"roles", "plans", "settings", "users"}
 
     code, out = run(
         capsys, "migrate", "down", str(tmp_path), "--to", "1", "--namespace", namespace,
         "--tenant", tenant.name, "--quiet",
     )  # fmt: skip
     assert code == 0, out
-    assert tables(server, tenant) == {"roles", "plans", "settings"}
+    assert tables(database_url, tenant) == {"roles", "plans", "settings"}
 
 
 def test_edited_applied_script_is_drift_until_repaired(

@@ -9,11 +9,12 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from psycopg import conninfo
 
 from tenantdb.api import migrations as api
 from tenantdb.api.tenants import Isolation
-from tenantdb.core import commands, passwords, scoping, tenancy
-from tenantdb.core.migrations import engine, errors, ledger, scripts
+from tenantdb.core import commands, locking, passwords, scoping
+from tenantdb.core.migrations import engine, errors, ledger, markers, scripts
 from tenantdb.settings import DEFAULT_PLANS
 
 pytestmark = pytest.mark.postgres
@@ -64,9 +65,9 @@ def scalar(conn: psycopg.Connection, query: str, *params: object) -> object:
     return found[0]
 
 
-def in_tenant(server: commands.Server, tenant: scoping.TenantLocation) -> psycopg.Connection:
+def in_tenant(database_url: str, tenant: scoping.TenantLocation) -> psycopg.Connection:
     """A superuser connection to wherever the tenant's data lives."""
-    url = scoping.database_url(server.url, tenant) if tenant.isolation == "database" else server.url
+    url = conninfo.make_conninfo(database_url, dbname=tenant.database_name)
     return psycopg.connect(url, autocommit=True)
 
 
@@ -124,7 +125,12 @@ def test_a_changed_text_is_drift_and_is_never_run(
     result = engine.apply(ctx, tenant, edited)
     assert result.outcome is Outcome.DRIFT
     assert (
-        scalar(admin, "SELECT count(*) FROM pg_tables WHERE schemaname = %s", tenant.schema_name)
+        scalar(
+            admin,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename <> %s",
+            tenant.schema_name,
+            markers.MARKER_TABLE,
+        )
         == 1
     )
 
@@ -139,7 +145,12 @@ def test_a_failing_statement_leaves_nothing_half_applied_and_reports_the_databas
     assert 'relation "nowhere" does not exist' in result.error
     assert "42P01" in result.error and "at character 44 (line 2, column 15)" in result.error
     assert (
-        scalar(admin, "SELECT count(*) FROM pg_tables WHERE schemaname = %s", tenant.schema_name)
+        scalar(
+            admin,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename <> %s",
+            tenant.schema_name,
+            markers.MARKER_TABLE,
+        )
         == 0
     )
     recorded = row(admin, tenant.uid, 1)
@@ -171,11 +182,9 @@ def test_a_tenant_cannot_reach_outside_its_scope(
 def test_a_locked_tenant_is_skipped_at_once(
     ctx: engine.Context, tenant: scoping.TenantLocation, database_url: str
 ) -> None:
-    key = (tenancy.TENANT_LOCK_NAMESPACE, tenant.uid)
-    with psycopg.connect(database_url, autocommit=True) as other:
-        other.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", key)
+    with psycopg.connect(database_url, autocommit=True) as other, other.transaction():
+        locking.take(other, ctx.server.control_schema, tenant.uid)
         busy = engine.apply(ctx, tenant, script(1, "CREATE TABLE t (id int)"))
-        other.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", key)
     assert busy.outcome is Outcome.BUSY
     assert (
         engine.apply(ctx, tenant, script(1, "CREATE TABLE t (id int)")).outcome is Outcome.APPLIED
@@ -223,7 +232,12 @@ def test_dry_run_leaves_no_trace(
     assert bad.outcome is Outcome.FAILED and 'type "nosuchtype" does not exist' in (bad.error or "")
     assert row(admin, tenant.uid, 1) is None
     assert (
-        scalar(admin, "SELECT count(*) FROM pg_tables WHERE schemaname = %s", tenant.schema_name)
+        scalar(
+            admin,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename <> %s",
+            tenant.schema_name,
+            markers.MARKER_TABLE,
+        )
         == 0
     )
 
@@ -254,13 +268,19 @@ def test_non_transactional_runs_statement_by_statement_and_resumes(
     assert scalar(admin, f'SELECT count(*) FROM "{schema}".audit') == 1  # not run twice
     valid = admin.execute(
         "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s ORDER BY 1",
-        (schema,),
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s"
+        " AND i.indrelid <> to_regclass(%s) ORDER BY 1",
+        (schema, f'"{schema}".{markers.MARKER_TABLE}'),
     ).fetchall()
     assert valid == [("events_id", True), ("events_kind", True)]
     assert row(admin, tenant.uid, 2)["state"] == "applied"  # type: ignore[index]
-    with in_tenant(ctx.server, tenant) as conn:
-        assert scalar(conn, "SHOW search_path") != schema  # session settings were reset
+    with ctx.server.pool.connection() as conn:  # the operator's sessions never took them
+        assert scalar(conn, "SHOW search_path") == "pg_catalog,pg_temp"
+        assert scalar(conn, "SHOW statement_timeout") == "0"
+    login = scoping.session_login(tenant)
+    with ctx.server.sessions.session(*login) as conn:  # nor does the next tenant session
+        assert scalar(conn, "SHOW statement_timeout") == "0"
+        assert scalar(conn, "SHOW search_path") in (schema, f'"{schema}"')
 
 
 def test_revert_goes_in_reverse_order(
@@ -277,7 +297,12 @@ def test_revert_goes_in_reverse_order(
     assert engine.revert(ctx, tenant, one).outcome is Outcome.NOT_APPLIED
     assert row(admin, tenant.uid, 1)["state"] == "rolled_back"  # type: ignore[index]
     assert (
-        scalar(admin, "SELECT count(*) FROM pg_tables WHERE schemaname = %s", tenant.schema_name)
+        scalar(
+            admin,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename <> %s",
+            tenant.schema_name,
+            markers.MARKER_TABLE,
+        )
         == 0
     )
 
@@ -295,18 +320,18 @@ def test_a_failed_down_keeps_the_version_applied(
 
 
 def test_database_tenant_runs_in_its_own_database_and_recovers_a_lost_ledger_write(
-    ctx: engine.Context, server: commands.Server, admin: psycopg.Connection
+    ctx: engine.Context, server: commands.Server, admin: psycopg.Connection, database_url: str
 ) -> None:
     tenant = provision(server, Isolation.DATABASE)
     first = script(1, CREATE_LEADS, down="DROP TABLE leads")
     assert engine.apply(ctx, tenant, first).outcome is Outcome.APPLIED
-    with in_tenant(server, tenant) as conn:
+    with in_tenant(database_url, tenant) as conn:
         assert (
             scalar(conn, "SELECT tableowner FROM pg_tables WHERE tablename = 'leads'")
             == tenant.owner_role
         )
         assert (
-            scalar(conn, "SELECT checksum FROM tenantdb.applied_migrations WHERE version = 1")
+            scalar(conn, "SELECT checksum FROM public.tenantdb_migrations WHERE version = 1")
             == first.checksum
         )
     # The operator died after the tenant's commit and before the ledger's:
@@ -314,9 +339,9 @@ def test_database_tenant_runs_in_its_own_database_and_recovers_a_lost_ledger_wri
     assert engine.apply(ctx, tenant, first).outcome is Outcome.APPLIED  # recorded, not re-run
     assert row(admin, tenant.uid, 1)["state"] == "applied"  # type: ignore[index]
     assert engine.revert(ctx, tenant, first).outcome is Outcome.ROLLED_BACK
-    with in_tenant(server, tenant) as conn:
+    with in_tenant(database_url, tenant) as conn:
         assert scalar(conn, "SELECT count(*) FROM pg_tables WHERE tablename = 'leads'") == 0
-        assert scalar(conn, "SELECT count(*) FROM tenantdb.applied_migrations") == 0
+        assert scalar(conn, "SELECT count(*) FROM public.tenantdb_migrations") == 0
 
 
 def test_shared_migration_runs_once_as_the_shared_owner_under_rls(

@@ -9,8 +9,9 @@ import pytest
 from psycopg import conninfo
 
 from tenantdb.api.tenants import Isolation
-from tenantdb.core import commands, connecting, errors, naming, passwords
+from tenantdb.core import commands, errors, naming, passwords, shared
 from tenantdb.settings import DEFAULT_PLANS
+from tests import servers
 
 pytestmark = pytest.mark.postgres
 MODES = list(Isolation)
@@ -33,14 +34,17 @@ def request(
 
 def login_url(server: commands.Server, tenant: commands.Provisioned, password: str) -> str:
     return conninfo.make_conninfo(
-        server.url, user=tenant.names.login_role, password=password, dbname=tenant.database
+        server.url,
+        user=tenant.names.login_role,
+        password=password,
+        dbname=tenant.database,
+        options="",
     )
 
 
 def as_owner(server: commands.Server, tenant: commands.Provisioned, statement: str) -> None:
-    """DDL the way migrations run it: as the owner role, in the tenant's schema."""
-    with psycopg.connect(conninfo.make_conninfo(server.url, dbname=tenant.database)) as conn:
-        conn.execute(f'SET ROLE "{tenant.owner_role}"')
+    """DDL the way migrations run it: on a session as the owner role, in the tenant's schema."""
+    with server.sessions.session(tenant.owner_role, tenant.database) as conn:
         conn.execute(f'SET search_path = "{tenant.schema}"')
         conn.execute(statement)
 
@@ -122,9 +126,13 @@ def test_delete_policy_leaves_nothing_behind(
     req = request(f"gone-{mode}", mode)
     tenant = commands.provision(server, req, "pw", True)
     if mode is Isolation.SHARED:
-        admin.execute(
-            "CREATE TABLE IF NOT EXISTS tenantdb_shared.notes (tenant_id uuid NOT NULL, body text)"
-        )
+        with server.sessions.session("tenantdb_shared_owner", tenant.database) as owner:
+            owner.execute(
+                "CREATE TABLE IF NOT EXISTS tenantdb_shared.notes"
+                " (tenant_id uuid NOT NULL, body text)"
+            )
+            with owner.transaction():
+                shared.secure_tables(owner, server.shared_schema, as_owner=True)
         admin.execute("INSERT INTO tenantdb_shared.notes VALUES (%s, 'bye')", (req.uid,))
     commands.deprovision(server, req.uid, req.name, drop=True)
     names = tenant.names
@@ -203,12 +211,12 @@ def test_changing_plan_and_suspending_update_the_role(
 
 
 def test_unreachable_server_is_a_retryable_error() -> None:
-    pool = connecting.open_pool("postgresql://nobody@127.0.0.1:1/none", 0, 1, name="unreachable")
-    pool.timeout = 1
-    unreachable = commands.Server(pool, "", naming.identifier("tenantdb"), naming.identifier("x"))
+    settings = servers.database_settings("postgresql://nobody@127.0.0.1:1/none", pool_min_size=0)
+    unreachable = commands.open_server(settings, "unreachable", 1)
+    unreachable.pool.timeout = 1
     try:
         with pytest.raises(errors.DatabaseUnavailable) as caught:
             commands.prepare(unreachable)
         assert caught.value.permanent is False
     finally:
-        pool.close()
+        unreachable.close()

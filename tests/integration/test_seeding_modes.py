@@ -47,7 +47,7 @@ def seed(
         server.pool,
         server.control_schema,
         server.shared_schema,
-        server.url,
+        server.sessions,
         tenant.uid,
         profile,
         kwargs.pop("only", ()),
@@ -105,7 +105,7 @@ def test_development_seeders_are_idempotent_and_unseed_leaves_production_data(
         server.pool,
         server.control_schema,
         server.shared_schema,
-        server.url,
+        server.sessions,
         tenant.uid,
         support.SEEDERS,
     )
@@ -160,7 +160,12 @@ def test_shared_tenants_see_only_their_own_seed_data(server: commands.Server) ->
     seed(server, b, "development")
     assert support.count(server, a, "users") == support.count(server, b, "users") == 28
     api.unseed_tenant(
-        server.pool, server.control_schema, server.shared_schema, server.url, a.uid, support.SEEDERS
+        server.pool,
+        server.control_schema,
+        server.shared_schema,
+        server.sessions,
+        a.uid,
+        support.SEEDERS,
     )
     assert support.count(server, a, "users") == 0
     assert support.count(server, b, "users") == 28
@@ -191,7 +196,7 @@ def test_the_seeders_fit_the_tables_of_the_sample_migrations(
         server.pool,
         server.control_schema,
         server.shared_schema,
-        server.url,
+        server.sessions,
         migrated.uid,
         support.SEEDERS,
     )

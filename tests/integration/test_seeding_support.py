@@ -20,10 +20,11 @@ import psycopg
 from psycopg import sql
 
 from tenantdb.api.tenants import Isolation
-from tenantdb.core import commands, connecting, naming, scoping, shared
+from tenantdb.core import commands, connecting, scoping, shared
 from tenantdb.core.migrations import commands as migrations
 from tenantdb.core.migrations import scripts
 from tenantdb.settings import DEFAULT_PLANS
+from tests import servers
 
 REPO = Path(__file__).resolve().parents[2]
 SEEDERS = REPO / "seeders"
@@ -167,22 +168,19 @@ def sample_ddl(shared_mode: bool) -> str:
 
 @contextlib.contextmanager
 def prepared_server(
-    database_url: str, control: str, shared_schema: str
+    operator_url: str, control: str, shared_schema: str
 ) -> Iterator[commands.Server]:
     """A server with its own control and shared schema, so shared tables of these
     tests never meet other suites' tables."""
-    pool = connecting.open_pool(database_url, 1, 6, name=f"{control}-tests")
-    server = commands.Server(
-        pool=pool,
-        url=database_url,
-        control_schema=naming.identifier(control),
-        shared_schema=naming.identifier(shared_schema),
+    db = servers.database_settings(
+        operator_url, control_schema=control, shared_schema=shared_schema
     )
+    server = commands.open_server(db, f"{control}-tests", 6)
     try:
         commands.prepare(server)
         yield server
     finally:
-        pool.close()
+        server.close()
 
 
 def provision(server: commands.Server, name: str, mode: Isolation) -> scoping.TenantLocation:
@@ -206,9 +204,9 @@ def provision(server: commands.Server, name: str, mode: Isolation) -> scoping.Te
 def tenant_connection(
     server: commands.Server, location: scoping.TenantLocation
 ) -> Iterator[psycopg.Connection[Any]]:
-    """A superuser connection to the tenant's database (autocommit)."""
-    url = scoping.database_url(server.url, location)
-    with psycopg.connect(url, autocommit=True) as conn:
+    """A session as the tenant's owner in the tenant's database (autocommit), the
+    way the operator runs migrations and seeders."""
+    with server.sessions.session(*scoping.session_login(location)) as conn:
         yield conn
 
 
@@ -221,7 +219,7 @@ def create_as_owner(server: commands.Server, location: scoping.TenantLocation, d
             conn.execute(ddl.encode())
         if location.isolation == "shared":
             with conn.transaction():
-                shared.secure_tables(conn, server.shared_schema)
+                shared.secure_tables(conn, server.shared_schema, as_owner=True)
 
 
 def migrate(server: commands.Server, location: scoping.TenantLocation) -> None:

@@ -104,9 +104,8 @@ def _seed(server: commands.Server, pairs: dict[str, Pair]) -> None:
     """Tables as each owner role (the way migrations create them), rows as each tenant."""
     for mode in ("schema", "database"):
         for tenant in (pairs[mode].a, pairs[mode].b):
-            url = psycopg.conninfo.make_conninfo(server.url, dbname=tenant.status["database"])
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute(f'SET ROLE "{tenant.status["ownerRole"]}"')
+            owner = tenant.status["ownerRole"]
+            with server.sessions.session(owner, tenant.status["database"]) as conn:
                 conn.execute(f'SET search_path = "{tenant.status["schema"]}"')
                 conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
             with tenant.connect(autocommit=True) as conn:

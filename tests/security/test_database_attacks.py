@@ -36,7 +36,8 @@ def test_public_cannot_connect_to_tenant_databases(
 
 def test_registry_unreachable_from_the_operator_database(world: dict[str, Pair]) -> None:
     pair = world["database"]
-    url = conninfo.make_conninfo(pair.a.secret["uri"], dbname="postgres")
+    operator_database = world["schema"].a.status["database"]  # where the registry lives
+    url = conninfo.make_conninfo(pair.a.secret["uri"], dbname=operator_database)
     with psycopg.connect(url) as conn, pytest.raises(errors.InsufficientPrivilege):
         conn.execute("SELECT * FROM tenantdb.tenants")
 
@@ -62,6 +63,9 @@ def test_no_tenant_role_holds_a_dangerous_attribute_or_membership(
         " JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = ANY(%s)",
         (list(roles),),
     ).fetchall()
-    allowed = {"tenantdb_shared_tenants"} if mode == "shared" else set()
-    assert {g for _, g in groups} <= allowed
+    if mode == "shared":
+        allowed = {(r, "tenantdb_shared_tenants") for r in roles}
+    else:  # each owner may SET ROLE to its own login role, to seed as the application
+        allowed = {(t.status["ownerRole"], t.status["role"]) for t in (pair.a, pair.b)}
+    assert set(groups) <= allowed
     assert not {"pg_read_all_data", "pg_write_all_data"} & {g for _, g in groups}

@@ -9,7 +9,6 @@ import psycopg_pool
 import pytest
 from psycopg import errors
 
-from tenantdb.core import commands
 from tests.security.conftest import Pair
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.operator]
@@ -173,22 +172,34 @@ def test_every_shared_table_forces_rls_and_no_tenant_owns_one(admin: psycopg.Con
     ).fetchall()
     assert rows
     for name, rls, forced, owner in rows:
-        assert rls and forced, name
-        expected_owner = "postgres" if name == "tenant_roles" else "tenantdb_shared_owner"
-        assert owner == expected_owner, name
+        if name == "tenant_roles":  # the operator's own: RLS binds every other role
+            assert rls and not forced and owner == "tenantdb_operator", name
+        elif name == "tenantdb_migrations":  # the shared owner's markers: no tenant reads them
+            assert owner == "tenantdb_shared_owner", name
+            for group in ("tenantdb_shared_tenants", "tenantdb_pooled"):
+                granted = admin.execute(
+                    "SELECT has_table_privilege(%s, 'tenantdb_shared.tenantdb_migrations',"
+                    " 'SELECT, INSERT, UPDATE, DELETE')",
+                    (group,),
+                ).fetchone()
+                assert granted == (False,), group
+        else:
+            assert rls and forced, name
+            assert owner == "tenantdb_shared_owner", name
 
 
 @pytest.fixture(scope="module")
-def pooled(server: commands.Server) -> Iterator[psycopg_pool.ConnectionPool]:
-    """An application role shared by all tenants, with a real connection pool."""
-    admin = psycopg.connect(server.url, autocommit=True)
+def pooled(database_url: str) -> Iterator[psycopg_pool.ConnectionPool]:
+    """An application role shared by all tenants (made by the platform's admin), with a
+    real connection pool."""
+    admin = psycopg.connect(database_url, autocommit=True)
     admin.execute("DROP ROLE IF EXISTS sec_pooled_app")
     admin.execute(
         "CREATE ROLE sec_pooled_app LOGIN PASSWORD 'pooled-secret' IN ROLE tenantdb_pooled"
     )
     admin.execute("ALTER ROLE sec_pooled_app SET search_path = tenantdb_shared")
     url = psycopg.conninfo.make_conninfo(
-        server.url, user="sec_pooled_app", password="pooled-secret"
+        database_url, user="sec_pooled_app", password="pooled-secret"
     )
     pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=1, open=True)
     yield pool

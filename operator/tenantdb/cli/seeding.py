@@ -21,7 +21,7 @@ from tenantdb.cli import terminal
 
 if TYPE_CHECKING:
     from tenantdb import settings as settings_
-    from tenantdb.core import connecting, scoping
+    from tenantdb.core import commands, scoping
     from tenantdb.core.seeding import reports
 
 PROFILES = ("production", "development")
@@ -93,12 +93,12 @@ def _list(args: argparse.Namespace) -> int:
         seeders = seeding.list_seeders(args.dir or config.seeders_dir)
         applied: dict[str, str] = {}
         if args.tenant:
-            with _pool(config) as pool:
+            with _server(config) as server:
                 control = config.database.control_schema
-                uid = seeding.find_tenant(pool, control, args.tenant).uid
+                uid = seeding.find_tenant(server.pool, control, args.tenant).uid
                 applied = {
                     name: str(entry.version)
-                    for name, entry in seeding.tenant_history(pool, control, uid).items()
+                    for name, entry in seeding.tenant_history(server.pool, control, uid).items()
                 }
         header = ["NAME", "VERSION", "PROFILE", "KIND", "DEPENDS ON"]
         header += ["APPLIED"] if args.tenant else []
@@ -125,13 +125,13 @@ def _seed(args: argparse.Namespace) -> int:
 
     with terminal.failures_reported(_explain):
         options = dict(_option(text) for text in args.option)
-        with _on_tenant(args, "seeding") as (config, pool, tenant, bar):
+        with _on_tenant(args, "seeding") as (config, server, tenant, bar):
             db = config.database
             report = seeding.seed_tenant(
-                pool,
+                server.pool,
                 db.control_schema,
                 db.shared_schema,
-                db.url,
+                server.sessions,
                 tenant.uid,
                 args.profile,
                 args.only,
@@ -150,13 +150,13 @@ def _unseed(args: argparse.Namespace) -> int:
     from tenantdb.core import seeding  # noqa: PLC0415 - database drivers only when needed
 
     with terminal.failures_reported(_explain):
-        with _on_tenant(args, "unseeding") as (config, pool, tenant, bar):
+        with _on_tenant(args, "unseeding") as (config, server, tenant, bar):
             db = config.database
             report = seeding.unseed_tenant(
-                pool,
+                server.pool,
                 db.control_schema,
                 db.shared_schema,
-                db.url,
+                server.sessions,
                 tenant.uid,
                 args.dir or config.seeders_dir,
                 args.only,
@@ -171,31 +171,32 @@ def _unseed(args: argparse.Namespace) -> int:
 def _on_tenant(
     args: argparse.Namespace, verb: str
 ) -> Iterator[
-    tuple[settings_.Settings, connecting.Pool, scoping.TenantLocation, ProgressBar | None]
+    tuple[settings_.Settings, commands.Server, scoping.TenantLocation, ProgressBar | None]
 ]:
-    """Settings, a pool, the tenant named by ``--tenant`` and a progress bar (unless quiet)."""
+    """Settings, the server, the tenant named by ``--tenant`` and a progress bar (unless quiet)."""
     from tenantdb.core import seeding  # noqa: PLC0415 - database drivers only when needed
 
     config = terminal.settings()
-    with _pool(config) as pool:
-        tenant = seeding.find_tenant(pool, config.database.control_schema, args.tenant)
+    with _server(config) as server:
+        tenant = seeding.find_tenant(server.pool, config.database.control_schema, args.tenant)
         bar = None if args.quiet else ProgressBar(f"{verb} {tenant.namespace}/{tenant.name}")
         try:
-            yield config, pool, tenant, bar
+            yield config, server, tenant, bar
         finally:
             if bar is not None:
                 bar.close()
 
 
 @contextmanager
-def _pool(config: settings_.Settings) -> Iterator[connecting.Pool]:
-    from tenantdb.core import connecting  # noqa: PLC0415 - database drivers only when needed
+def _server(config: settings_.Settings) -> Iterator[commands.Server]:
+    """The server without the schema bootstrap ``terminal.server`` runs: two connections."""
+    from tenantdb.core import commands  # noqa: PLC0415 - database drivers only when needed
 
-    pool = connecting.open_pool(config.database.url, 1, 2, name="tenantdb-cli")
+    server = commands.open_server(config.database, "tenantdb-cli", max_size=2)
     try:
-        yield pool
+        yield server
     finally:
-        pool.close()
+        server.close()
 
 
 def _option(text: str) -> tuple[str, str]:

@@ -38,21 +38,14 @@ def settings() -> settings_.Settings:
 @contextmanager
 def server(max_connections: int = 8) -> Iterator[commands.Server]:
     """The configured PostgreSQL server, its control schema prepared; closed afterwards."""
-    from tenantdb.core import commands, connecting, naming  # noqa: PLC0415 - drivers on demand
+    from tenantdb.core import commands  # noqa: PLC0415 - drivers on demand
 
-    db = settings().database
-    pool = connecting.open_pool(db.url, 1, max_connections, name="tenantdb-cli")
+    prepared = commands.open_server(settings().database, "tenantdb-cli", max_connections)
     try:
-        prepared = commands.Server(
-            pool=pool,
-            url=db.url,
-            control_schema=naming.identifier(db.control_schema),
-            shared_schema=naming.identifier(db.shared_schema),
-        )
         commands.prepare(prepared)
         yield prepared
     finally:
-        pool.close()
+        prepared.close()
 
 
 @contextmanager

@@ -27,18 +27,11 @@ class Runtime:
     @classmethod
     def start(cls, settings: settings_.Settings) -> "Runtime":
         """Open the pool and make sure the control and shared schemas are current."""
-        db = settings.database
-        pool = connecting.open_pool(db.url, db.pool_min_size, db.pool_max_size, "tenantdb-operator")
-        server = commands.Server(
-            pool=pool,
-            url=db.url,
-            control_schema=naming.identifier(db.control_schema),
-            shared_schema=naming.identifier(db.shared_schema),
-        )
+        server = commands.open_server(settings.database, "tenantdb-operator")
         try:
             commands.prepare(server)
         except Exception:
-            pool.close()
+            server.close()
             raise
         return cls(settings=settings, server=server)
 
@@ -53,8 +46,8 @@ class Runtime:
         return self.server.control_schema
 
     def close(self) -> None:
-        """Close the pool's connections."""
-        self.server.pool.close()
+        """Close the pool's connections and the idle tenant sessions."""
+        self.server.close()
 
 
 def of(memo: Any) -> Runtime:

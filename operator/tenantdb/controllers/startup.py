@@ -56,4 +56,6 @@ def configure_kopf(settings: kopf.OperatorSettings, config: settings_.Settings) 
     settings.watching.client_timeout = config.watch.client_timeout
     settings.watching.connect_timeout = 30
     settings.posting.level = logging.INFO
-    settings.execution.max_workers = max(config.database.pool_max_size, 4)
+    # A handler holds up to two of the pool's connections at once (a tenant's lock
+    # and a write that must commit on its own), so the pool serves half as many.
+    settings.execution.max_workers = max(config.database.pool_max_size // 2, 2)

@@ -206,7 +206,7 @@ def _seed(
             rt.pool,
             rt.server.control_schema,
             rt.server.shared_schema,
-            settings.database.url,
+            rt.server.sessions,
             uid,
             tenant.seed.profile.value,
             tenant.seed.seeders,

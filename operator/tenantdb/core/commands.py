@@ -12,6 +12,7 @@ Server = tenancy.Server
 TenantRequest = tenancy.TenantRequest
 Provisioned = tenancy.Provisioned
 
+open_server = tenancy.open_server
 prepare = tenancy.prepare
 provision = tenancy.provision
 deprovision = tenancy.deprovision

@@ -52,3 +52,17 @@ class DatabaseError(TenantDBError):
     def __init__(self, message: str, sqlstate: str | None = None) -> None:
         super().__init__(message)
         self.sqlstate = sqlstate
+
+
+class TenantBusy(TenantDBError):
+    """Another operation holds the tenant's lock, or a tenant's session holds a lock the
+    operator needs; retried later."""
+
+    reason = "Busy"
+    permanent = False
+
+
+class InsufficientPrivilege(TenantDBError):
+    """The operator's database role lacks a privilege it needs (said precisely)."""
+
+    reason = "InsufficientPrivilege"

@@ -12,11 +12,30 @@ import secrets
 
 SCRAM_ITERATIONS = 4096
 """PostgreSQL's default ``scram_iterations``."""
+ROLE_SCRAM_ITERATIONS = 64
+"""Iterations of the verifiers of roles only the operator logs in as.
+
+Their passwords are 256-bit HMAC outputs, not words a person chose: key
+stretching protects guessable passwords against a stolen verifier and adds
+nothing here, while every iteration is paid again on each new connection
+(see docs/benchmarks.md for what the operator's per-role sessions cost).
+"""
 
 
 def generate() -> str:
     """A new random password: 32 URL-safe characters (192 bits)."""
     return secrets.token_urlsafe(24)
+
+
+def role_password(key: bytes, role: str) -> str:
+    """The password of a role only the operator logs in as (a tenant's owner role).
+
+    Derived from the operator's credentials key, so nothing is stored: every
+    replica holding the key computes the same password, and a new key is
+    taken up by re-setting the verifier when a login is refused.
+    """
+    digest = hmac.digest(key, b"tenantdb-role:" + role.encode(), "sha256")
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def scram_verifier(

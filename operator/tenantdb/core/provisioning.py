@@ -13,8 +13,19 @@ from tenantdb.core import naming
 from tenantdb.settings import PlanLimits
 
 SAFE_ROLE_ATTRIBUTES = sql.SQL("NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS")
-"""Attributes every tenant role carries, set again on each reconcile so that
-drift (someone granting BYPASSRLS by hand) is undone."""
+"""Attributes every tenant role is created with."""
+SUPERUSER_ONLY_ATTRIBUTES = ("NOSUPERUSER", "NOREPLICATION", "NOBYPASSRLS")
+"""What only a superuser may name in ALTER ROLE, even to switch it off. A
+non-superuser operator cannot undo such drift; it can only have been made by
+a superuser, and the isolation check reports it."""
+
+
+def safe_attributes(superuser: bool) -> sql.SQL:
+    """The attributes set again on each reconcile, so that drift is undone (all of
+    them by a superuser operator; CREATEDB and CREATEROLE by one with CREATEROLE)."""
+    if superuser:
+        return SAFE_ROLE_ATTRIBUTES
+    return sql.SQL("NOCREATEDB NOCREATEROLE")
 
 
 def role_exists() -> sql.SQL:
@@ -22,11 +33,39 @@ def role_exists() -> sql.SQL:
     return sql.SQL("SELECT 1 FROM pg_roles WHERE rolname = %s")
 
 
-def create_owner_role(names: naming.TenantNames) -> sql.Composed:
-    """The NOLOGIN role owning the tenant's objects; nobody logs in as it."""
-    return sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT {}").format(
-        sql.Identifier(names.owner_role), SAFE_ROLE_ATTRIBUTES
+def create_owner_role(names: naming.TenantNames, verifier: str) -> sql.Composed:
+    """The role owning the tenant's objects. Only the operator logs in as it (its
+    password is derived from the operator's key), to run the tenant's Migrations
+    with exactly the owner's rights."""
+    return sql.SQL("CREATE ROLE {} LOGIN NOINHERIT {} PASSWORD {}").format(
+        sql.Identifier(names.owner_role), SAFE_ROLE_ATTRIBUTES, sql.Literal(verifier)
     )
+
+
+def allow_login(role: str, verifier: str) -> sql.Composed:
+    """Let the operator log in as an owner role (one made NOLOGIN by an older version)."""
+    return sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+        sql.Identifier(role), sql.Literal(verifier)
+    )
+
+
+def join_operator(role: str, server_version: int) -> sql.Composed:
+    """Make the operator's role a member of ``role``, with its privileges.
+
+    Without superuser, the operator acts for an owner (CREATE SCHEMA ...
+    AUTHORIZATION, DROP OWNED BY, ALTER TABLE on its tables) through
+    membership. Never the reverse: no tenant role is a member of the
+    operator's.
+    """
+    options = sql.SQL(" WITH INHERIT TRUE, SET TRUE" if server_version >= 160000 else "")
+    return sql.SQL("GRANT {} TO CURRENT_USER{}").format(sql.Identifier(role), options)
+
+
+def act_as_login(owner: str, login: str, server_version: int) -> sql.Composed:
+    """The owner may ``SET ROLE`` to its login role (seeders act as the application
+    from a session as the owner) without inheriting anything from it."""
+    options = sql.SQL(" WITH INHERIT FALSE, SET TRUE" if server_version >= 160000 else "")
+    return sql.SQL("GRANT {} TO {}{}").format(sql.Identifier(login), sql.Identifier(owner), options)
 
 
 def create_login_role(names: naming.TenantNames, verifier: str) -> sql.Composed:
@@ -44,7 +83,11 @@ def set_password(names: naming.TenantNames, verifier: str) -> sql.Composed:
 
 
 def configure_login_role(
-    names: naming.TenantNames, limits: PlanLimits, suspended: bool, inherit: bool = False
+    names: naming.TenantNames,
+    limits: PlanLimits,
+    suspended: bool,
+    inherit: bool = False,
+    superuser: bool = True,
 ) -> sql.Composed:
     """Login attributes and the plan's limits on the login role.
 
@@ -57,7 +100,7 @@ def configure_login_role(
             login,
             sql.SQL("NOLOGIN" if suspended else "LOGIN"),
             sql.SQL("INHERIT" if inherit else "NOINHERIT"),
-            SAFE_ROLE_ATTRIBUTES,
+            safe_attributes(superuser),
             sql.Literal(limits.connection_limit),
         ),
         sql.SQL("ALTER ROLE {} SET statement_timeout = {}").format(
@@ -119,10 +162,10 @@ def can_connect() -> sql.SQL:
     return sql.SQL("SELECT has_database_privilege(%s, %s, 'CONNECT')")
 
 
-def grant_connect(names: naming.TenantNames, database: str) -> sql.Composed:
+def grant_connect(names: naming.TenantNames, database: str, owner: str) -> sql.Composed:
     """Needed only where CONNECT was revoked from PUBLIC on the operator's database."""
-    return sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-        sql.Identifier(database), sql.Identifier(names.login_role)
+    return sql.SQL("GRANT CONNECT ON DATABASE {} TO {}, {}").format(
+        sql.Identifier(database), sql.Identifier(names.login_role), sql.Identifier(owner)
     )
 
 

@@ -1,9 +1,9 @@
 """The control schema: the tenant registry the operator and the CLI read.
 
 The control schema is created and upgraded by a short list of numbered
-steps, applied once each under an advisory lock so that several operator
-replicas starting together do not race. Tenants never get any privilege on
-it.
+steps, applied once each while holding a lock on its version table (a lock
+tenants cannot take: they have no privilege on the control schema), so that
+several operator replicas starting together do not race.
 """
 
 from collections.abc import Callable
@@ -13,12 +13,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tenantdb.core import naming
+from tenantdb.core import locking, naming
 
 ControlStep = Callable[[naming.Identifier], sql.Composed]
-
-BOOTSTRAP_LOCK = 0x7E4A_7DB0
-"""Advisory lock key serialising control-schema upgrades."""
 
 
 def _tenants_table(schema: naming.Identifier) -> sql.Composed:
@@ -103,6 +100,7 @@ CONTROL_STEPS: tuple[ControlStep, ...] = (
     _tenants_table,
     _seed_history_table,
     _migration_ledger_table,
+    locking.table_step,
 )
 """Numbered from 1; append, never edit, so existing installations upgrade."""
 
@@ -110,14 +108,10 @@ CONTROL_STEPS: tuple[ControlStep, ...] = (
 def ensure_control_schema(conn: psycopg.Connection[Any], schema: naming.Identifier) -> int:
     """Create or upgrade the control schema; return its version."""
     ident = sql.Identifier(schema)
+    _create_version_table(conn, ident)
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (BOOTSTRAP_LOCK,))
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
-        conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(ident))
         conn.execute(
-            sql.SQL("CREATE TABLE IF NOT EXISTS {}.control_version (version int NOT NULL)").format(
-                ident
-            )
+            sql.SQL("LOCK TABLE {}.control_version IN SHARE ROW EXCLUSIVE MODE").format(ident)
         )
         row = conn.execute(
             sql.SQL("SELECT max(version) FROM {}.control_version").format(ident)
@@ -131,6 +125,24 @@ def ensure_control_schema(conn: psycopg.Connection[Any], schema: naming.Identifi
                     (number,),
                 )
     return len(CONTROL_STEPS)
+
+
+def _create_version_table(conn: psycopg.Connection[Any], ident: sql.Identifier) -> None:
+    """The schema and its version table; a replica racing us to it makes us try again."""
+    for attempt in range(3):
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+                conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(ident))
+                conn.execute(
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {}.control_version (version int NOT NULL)"
+                    ).format(ident)
+                )
+            return
+        except psycopg.errors.UniqueViolation:
+            if attempt == 2:
+                raise
 
 
 @dataclass(frozen=True)

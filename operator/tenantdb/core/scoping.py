@@ -2,15 +2,19 @@
 
 The migration engine and the seeders both run work "inside" one tenant.
 This module is the one place that knows what that means for each isolation
-mode: which database to connect to, which role to ``SET LOCAL ROLE`` to,
-and which ``search_path`` to pin.
+mode: which role a session logs in as and to which database
+(``session_login``; the connections themselves come from
+``pools.TenantSessions``), which role to ``SET LOCAL ROLE`` to within it,
+and which ``search_path`` to pin. A session as an owner role can narrow
+itself further (to its login role), never widen: there is nothing above
+its session user to return to.
 """
 
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import psycopg
-from psycopg import conninfo, sql
+from psycopg import sql
 
 from tenantdb.core import naming
 
@@ -90,6 +94,8 @@ def acting_as(location: TenantLocation, acting: Acting, shared_schema: str) -> t
     return role, location.search_path(shared_schema)
 
 
-def database_url(operator_url: str, location: TenantLocation) -> str:
-    """The operator's URL pointed at the tenant's database."""
-    return conninfo.make_conninfo(operator_url, dbname=location.database_name)
+def session_login(location: TenantLocation) -> tuple[str, str]:
+    """The role and database a session for this tenant logs in as: its owner role
+    (for a shared tenant, the shared owner), in the database holding its data."""
+    role = str(SHARED_OWNER_ROLE) if location.isolation == "shared" else location.owner_role
+    return role, location.database_name

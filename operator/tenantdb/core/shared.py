@@ -8,8 +8,8 @@ and two policies (one permissive, one ``AS RESTRICTIVE``) require
 ``current_tenant_id()`` answers in one of two ways:
 
 * a tenant's own LOGIN role is mapped to its tenant in ``tenant_roles``, a
-  table nobody but the operator can write, whose rows each role can only
-  see for itself. No session variable can change that answer.
+  table nobody but the operator (its owner, exempt from its row-level
+  security) can write, whose rows each other role can only see for itself. No session variable can change that answer.
 * a member of ``tenantdb_pooled`` (an application sharing one role for all
   tenants) picks a tenant per transaction with ``set_tenant(uuid)``. The
   choice is bound to the transaction, so a value left behind on a pooled
@@ -32,6 +32,10 @@ POOLED = naming.Identifier("tenantdb_pooled")
 """Group of application roles that choose a tenant per transaction."""
 ROLES = (OWNER, MEMBERS, POOLED)
 MAPPING_TABLE = "tenant_roles"
+MARKER_TABLE = "tenantdb_migrations"
+"""The shared owner's record of applied shared-scope versions (``migrations.markers``)."""
+BOOKKEEPING_TABLES = (MAPPING_TABLE, MARKER_TABLE)
+"""Tables of the shared schema that hold no tenant's rows."""
 POLICIES = ("tenantdb_tenant_rows", "tenantdb_isolation")
 """The permissive and the restrictive policy every shared table carries."""
 
@@ -71,7 +75,7 @@ def bootstrap(schema: naming.Identifier) -> sql.Composed:
         REVOKE ALL ON {mapping} FROM PUBLIC;
         GRANT SELECT ON {mapping} TO {members}, {pooled};
         ALTER TABLE {mapping} ENABLE ROW LEVEL SECURITY;
-        ALTER TABLE {mapping} FORCE ROW LEVEL SECURITY;
+        ALTER TABLE {mapping} NO FORCE ROW LEVEL SECURITY;
         DROP POLICY IF EXISTS own_mapping_only ON {mapping};
         CREATE POLICY own_mapping_only ON {mapping} FOR SELECT USING (role_name = current_user);
         CREATE OR REPLACE FUNCTION {marker}() RETURNS text
@@ -129,7 +133,7 @@ def join_members(login_role: naming.Identifier, server_version: int) -> sql.Comp
 
 def tables() -> sql.SQL:
     """Shared tables with their RLS flags and whether they have ``tenant_id``
-    (parameters: schema, mapping table name)."""
+    (parameters: policy names, schema, bookkeeping table names)."""
     return sql.SQL(
         """
         SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
@@ -139,7 +143,7 @@ def tables() -> sql.SQL:
                 AND p.polname = ANY(%s)) AS policies,
                pg_get_userbyid(c.relowner) AS owner
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND c.relname <> %s
+        WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND c.relname <> ALL(%s)
         ORDER BY c.relname
         """
     )
@@ -215,15 +219,19 @@ class SharedTable:
 
 def read_tables(conn: psycopg.Connection[Any], schema: naming.Identifier) -> list[SharedTable]:
     """Every shared table (the role mapping excepted), in name order."""
-    rows = conn.execute(tables(), (list(POLICIES), schema, MAPPING_TABLE)).fetchall()
+    rows = conn.execute(tables(), (list(POLICIES), schema, list(BOOKKEEPING_TABLES))).fetchall()
     return [SharedTable(*row) for row in rows]
 
 
-def secure_tables(conn: psycopg.Connection[Any], schema: naming.Identifier) -> list[str]:
+def secure_tables(
+    conn: psycopg.Connection[Any], schema: naming.Identifier, as_owner: bool = False
+) -> list[str]:
     """Bring every shared table under the isolation policies; return what was wrong.
 
-    Called after each shared migration and by the periodic isolation check,
-    so a table added by hand is covered at the latest on the next check.
+    Called inside each shared migration's transaction on the shared owner's
+    session (``as_owner``: ownership cannot be fixed from there and is left
+    to the operator), and by the periodic isolation check, so a table added
+    by hand is covered at the latest on the next check.
     """
     findings: list[str] = []
     for table in read_tables(conn, schema):
@@ -234,9 +242,14 @@ def secure_tables(conn: psycopg.Connection[Any], schema: naming.Identifier) -> l
                 )
                 conn.execute(lock_out(schema, table.name))
             continue
-        if table.owner != OWNER:
+        if table.owner != OWNER and not as_owner:
+            if not _take_over(conn, schema, table):
+                findings.append(
+                    f"shared table {table.name} is owned by {table.owner}, which the operator"
+                    f" cannot take over: a superuser must ALTER TABLE ... OWNER TO {OWNER}"
+                )
+                continue
             findings.append(f"shared table {table.name} was owned by {table.owner}")
-            conn.execute(give_to_owner(schema, table.name))
         if not table.isolated:
             findings.append(
                 f"shared table {table.name} lacked forced row-level security or its policies"
@@ -245,6 +258,19 @@ def secure_tables(conn: psycopg.Connection[Any], schema: naming.Identifier) -> l
     return findings
 
 
+def _take_over(
+    conn: psycopg.Connection[Any], schema: naming.Identifier, table: SharedTable
+) -> bool:
+    """Hand a table to the shared owner; False if the operator's role may not."""
+    try:
+        with conn.transaction():
+            conn.execute(give_to_owner(schema, table.name))
+    except psycopg.errors.InsufficientPrivilege:
+        return False
+    return True
+
+
 def delete_rows(schema: naming.Identifier, table: str) -> sql.Composed:
-    """A dropped tenant's rows (parameter: tenant uuid); the operator bypasses RLS."""
-    return sql.SQL("DELETE FROM {} WHERE tenant_id = %s").format(sql.Identifier(schema, table))
+    """Every row the session's tenant sees in a table: run as the tenant's own login
+    role, row-level security picks its rows alone."""
+    return sql.SQL("DELETE FROM {}").format(sql.Identifier(schema, table))

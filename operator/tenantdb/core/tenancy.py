@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
-from psycopg import conninfo, sql
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from tenantdb.api.tenants import Isolation
@@ -20,16 +20,16 @@ from tenantdb.core import (
     connecting,
     databases,
     errors,
+    locking,
     naming,
     passwords,
+    pools,
     provisioning,
     registry,
+    scoping,
     shared,
 )
-from tenantdb.settings import PlanLimits
-
-TENANT_LOCK_NAMESPACE = 0x7E4A
-"""First key of the per-tenant advisory lock (second: a hash of the UID)."""
+from tenantdb.settings import DatabaseSettings, PlanLimits
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,33 @@ class Server:
     """One PostgreSQL server and where tenantdb keeps its own objects there."""
 
     pool: psycopg_pool.ConnectionPool
+    """The operator's own connections (``pools.open_operator_pool``)."""
     url: str = field(repr=False)
-    """Superuser-ish URL with a password: never printed."""
+    """The operator's URL with its session pinning (``pools.operator_url``) and its
+    password: never printed."""
     control_schema: naming.Identifier
     shared_schema: naming.Identifier
+    sessions: pools.TenantSessions
+    """Connections as tenants' owner roles, for the SQL tenants and users wrote."""
+
+    def close(self) -> None:
+        """Close the operator's pool and every idle tenant session."""
+        self.sessions.close()
+        self.pool.close()
+
+
+def open_server(db: DatabaseSettings, name: str, max_size: int | None = None) -> Server:
+    """The configured server: the operator's pool and the tenant sessions (no I/O yet)."""
+    url = pools.operator_url(db.url, db.lock_wait)
+    pool = connecting.open_pool(url, db.pool_min_size, max_size or db.pool_max_size, name)
+    sessions = pools.TenantSessions(url, db.credentials_key, db.tenant_sessions)
+    return Server(
+        pool=pool,
+        url=url,
+        control_schema=naming.identifier(db.control_schema),
+        shared_schema=naming.identifier(db.shared_schema),
+        sessions=sessions,
+    )
 
 
 @dataclass(frozen=True)
@@ -74,11 +97,16 @@ def prepare(server: Server) -> None:
     with connecting.connection(server.pool) as conn:
         registry.ensure_control_schema(conn, server.control_schema)
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (registry.BOOTSTRAP_LOCK,))
+            locking.take(conn, server.control_schema, locking.BOOTSTRAP)
+            version = _server_version(conn)
             for role in shared.ROLES:
                 if not _role_exists(conn, role):
                     conn.execute(shared.create_role(role))
-            conn.execute(provisioning.harden_public_schema())
+            owner_key = _owner_verifier(server, shared.OWNER)
+            conn.execute(provisioning.allow_login(shared.OWNER, owner_key))
+            conn.execute(provisioning.join_operator(shared.OWNER, version))
+            if _public_schema_open(conn):
+                conn.execute(provisioning.harden_public_schema())
             conn.execute(shared.bootstrap(server.shared_schema))
             shared.secure_tables(conn, server.shared_schema)
 
@@ -94,14 +122,18 @@ def provision(
         location = _location(server, names, mode, home)
         try:
             with conn.transaction():
-                _lock_tenant(conn, request.uid)
+                locking.take(conn, server.control_schema, request.uid)
                 _register(conn, server, request, location)
                 state = _inspect(conn, names)
                 verifier = passwords.scram_verifier(password)
                 statements = [
-                    *_role_statements(names, mode, state, verifier, reset_password),
+                    *_role_statements(server, names, mode, state, verifier, reset_password),
                     provisioning.configure_login_role(
-                        names, request.limits, request.suspended, inherit=mode is Isolation.SHARED
+                        names,
+                        request.limits,
+                        request.suspended,
+                        inherit=mode is Isolation.SHARED,
+                        superuser=state.superuser,
                     ),
                     *_grant_statements(server, names, mode, home, state, request.uid),
                     *_membership_repairs(names, mode, state),
@@ -130,8 +162,11 @@ def deprovision(server: Server, uid: str, name: str, drop: bool) -> None:
         if drop and mode is Isolation.DATABASE:
             conn.execute(databases.drop(names))
         with conn.transaction():
-            _lock_tenant(conn, uid)
-            present = _inspect(conn, names).roles
+            locking.take(conn, server.control_schema, uid)
+            if drop and mode is Isolation.SHARED:
+                _delete_shared_rows(server, conn, uid)
+            state = _inspect(conn, names)
+            present = state.roles
             existing = [r for r in (names.login_role, names.owner_role) if r in present]
             if names.login_role in existing:
                 conn.execute(provisioning.terminate_sessions(), (names.login_role,))
@@ -141,10 +176,11 @@ def deprovision(server: Server, uid: str, name: str, drop: bool) -> None:
                 conn.execute(registry.mark_retained(server.control_schema), (uid,))
                 return
             if mode is Isolation.SHARED:
-                _delete_shared_rows(conn, server.shared_schema, uid)
                 conn.execute(shared.unmap_role(server.shared_schema), (names.login_role,))
             conn.execute(provisioning.drop_schema(names))
             if existing:
+                for role in existing:
+                    conn.execute(provisioning.join_operator(role, state.server_version))
                 conn.execute(provisioning.drop_roles(existing))
             conn.execute(registry.forget(server.control_schema), (uid,))
 
@@ -162,7 +198,7 @@ def rotate_password(server: Server, name: str, uid: str, password: str) -> None:
     """Give the login role a new password (sent as a SCRAM verifier)."""
     names = naming.tenant_names(name, uid)
     with connecting.connection(server.pool) as conn, conn.transaction():
-        _lock_tenant(conn, uid)
+        locking.take(conn, server.control_schema, uid)
         conn.execute(provisioning.set_password(names, passwords.scram_verifier(password)))
 
 
@@ -181,7 +217,12 @@ class _State:
     roles: frozenset[str]
     public_connects: bool
     memberships: frozenset[tuple[str, str]]
+    """(member, group) of the tenant's roles, for groups the operator may revoke from
+    (those it administers: the others, like ``pg_read_all_data``, only a superuser can;
+    the isolation check reports them)."""
     server_version: int
+    superuser: bool
+    """Whether the operator's own role is a superuser."""
 
 
 _INSPECT = sql.SQL(
@@ -190,8 +231,10 @@ _INSPECT = sql.SQL(
            has_database_privilege('public', current_database(), 'CONNECT'),
            ARRAY(SELECT ARRAY[r.rolname::text, g.rolname::text] FROM pg_auth_members m
                  JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member
-                 WHERE r.rolname = ANY(%(roles)s)),
-           current_setting('server_version_num')::int
+                 WHERE r.rolname = ANY(%(roles)s)
+                 AND pg_has_role(current_user, g.oid, 'MEMBER WITH ADMIN OPTION')),
+           current_setting('server_version_num')::int,
+           (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
     """
 )
 
@@ -200,22 +243,41 @@ def _inspect(conn: psycopg.Connection[Any], names: naming.TenantNames) -> _State
     """One round trip instead of one per check: roles, CONNECT, memberships."""
     row = conn.execute(_INSPECT, {"roles": [names.login_role, names.owner_role]}).fetchone()
     assert row is not None
-    roles, public_connects, pairs, version = row
+    roles, public_connects, pairs, version, superuser = row
     memberships = frozenset((member, group) for member, group in pairs)
-    return _State(frozenset(roles), bool(public_connects), memberships, int(version))
+    return _State(frozenset(roles), bool(public_connects), memberships, int(version), superuser)
 
 
 def _role_statements(
-    names: naming.TenantNames, mode: Isolation, state: _State, verifier: str, reset_password: bool
+    server: Server,
+    names: naming.TenantNames,
+    mode: Isolation,
+    state: _State,
+    verifier: str,
+    reset_password: bool,
 ) -> list[sql.Composable]:
+    """The roles, and the memberships that let the operator act for the owner and the
+    owner act as the login role (seeders; never the other way round)."""
+    owner = shared.OWNER if mode is Isolation.SHARED else names.owner_role
     statements: list[sql.Composable] = []
     if mode is not Isolation.SHARED and names.owner_role not in state.roles:
-        statements.append(provisioning.create_owner_role(names))
+        statements.append(
+            provisioning.create_owner_role(names, _owner_verifier(server, names.owner_role))
+        )
     if names.login_role not in state.roles:
         statements.append(provisioning.create_login_role(names, verifier))
     elif reset_password:
         statements.append(provisioning.set_password(names, verifier))
+    if mode is not Isolation.SHARED:
+        statements.append(provisioning.join_operator(names.owner_role, state.server_version))
+    statements.append(provisioning.act_as_login(owner, names.login_role, state.server_version))
     return statements
+
+
+def _owner_verifier(server: Server, role: str) -> str:
+    """The SCRAM verifier of an owner role's derived password."""
+    password = passwords.role_password(server.sessions.key, role)
+    return passwords.scram_verifier(password, iterations=passwords.ROLE_SCRAM_ITERATIONS)
 
 
 def _grant_statements(
@@ -227,10 +289,9 @@ def _grant_statements(
         # Only where CONNECT was revoked from PUBLIC: a GRANT rewrites the
         # database's catalog row, which tenants provisioned in parallel
         # would otherwise collide on ("tuple concurrently updated").
-        statements.append(
-            sql.SQL("SELECT pg_advisory_xact_lock({})").format(registry.BOOTSTRAP_LOCK)
-        )
-        statements.append(provisioning.grant_connect(names, home))
+        statements.append(locking.take_statement(server.control_schema, locking.BOOTSTRAP))
+        owner = shared.OWNER if mode is Isolation.SHARED else names.owner_role
+        statements.append(provisioning.grant_connect(names, home, owner))
     if mode is Isolation.SCHEMA:
         statements += [
             provisioning.create_schema(names),
@@ -253,13 +314,21 @@ def _grant_statements(
 def _membership_repairs(
     names: naming.TenantNames, mode: Isolation, state: _State
 ) -> list[sql.Composable]:
-    """A tenant role is a member of nothing but the shared group (shared mode)."""
-    allowed = {shared.MEMBERS} if mode is Isolation.SHARED else set()
+    """A tenant role is a member of nothing but the shared group (shared mode), and the
+    owner of its own login role."""
+    allowed = allowed_memberships(names, mode)
     return [
         provisioning.revoke_membership(group, naming.Identifier(member))
         for member, group in sorted(state.memberships)
-        if group not in allowed
+        if (member, group) not in allowed
     ]
+
+
+def allowed_memberships(names: naming.TenantNames, mode: Isolation) -> set[tuple[str, str]]:
+    """(member, group) pairs a tenant's roles may have."""
+    if mode is Isolation.SHARED:
+        return {(names.login_role, shared.MEMBERS)}
+    return {(names.owner_role, names.login_role)}
 
 
 def _ensure_database(server: Server, names: naming.TenantNames) -> None:
@@ -269,19 +338,43 @@ def _ensure_database(server: Server, names: naming.TenantNames) -> None:
             conn.execute(databases.create(names))
         conn.execute(databases.restrict_connect(names))
         conn.execute(databases.terminate_connections(), (names.database,))
-    url = conninfo.make_conninfo(server.url, dbname=names.database)
     with (
-        connecting.translated_errors(),
-        psycopg.connect(url, autocommit=True) as tenant_db,
+        pools.operator_connection(server.url, names.database) as tenant_db,
         tenant_db.transaction(),
     ):
         tenant_db.execute(databases.prepare_public_schema(names))
 
 
-def _delete_shared_rows(conn: psycopg.Connection[Any], schema: naming.Identifier, uid: str) -> None:
-    for table in shared.read_tables(conn, schema):
-        if table.has_tenant_id:
-            conn.execute(shared.delete_rows(schema, table.name), (uid,))
+def _delete_shared_rows(server: Server, conn: psycopg.Connection[Any], uid: str) -> None:
+    """A shared tenant's rows, deleted by the tenant itself: on a session as the shared
+    owner narrowed to the tenant's login role, so row-level security picks the rows and
+    any trigger on the tables runs with no more than the tenant's rights."""
+    location = scoping.load(conn, server.control_schema, uid)
+    tables = [
+        t.name
+        for t in shared.read_tables(conn, server.shared_schema)
+        if t.has_tenant_id and location and _may_delete(conn, server, location.login_role, t.name)
+    ]
+    if not tables or location is None:
+        return
+    login, database = scoping.session_login(location)
+    with (
+        connecting.translated_errors(),
+        server.sessions.session(login, database) as work,
+        work.transaction(),
+    ):
+        scoping.enter(work, location, "login", server.shared_schema)
+        for table in tables:
+            work.execute(shared.delete_rows(server.shared_schema, table))
+
+
+def _may_delete(conn: psycopg.Connection[Any], server: Server, role: str, table: str) -> bool:
+    """Whether a tenant may delete its rows of a shared table (a table a superuser made
+    by hand and never handed over grants nothing; the isolation check reports it)."""
+    qualified = sql.Identifier(server.shared_schema, table).as_string(conn)
+    row = conn.execute("SELECT has_table_privilege(%s, %s, 'DELETE')", (role, qualified))
+    found = row.fetchone()
+    return bool(found and found[0])
 
 
 def _orient(conn: psycopg.Connection[Any], server: Server, uid: str) -> tuple[str, bool]:
@@ -292,11 +385,6 @@ def _orient(conn: psycopg.Connection[Any], server: Server, uid: str) -> tuple[st
     row = conn.execute(query, (uid,)).fetchone()
     assert row is not None
     return str(row[0]), bool(row[1])
-
-
-def _lock_tenant(conn: psycopg.Connection[Any], uid: str) -> None:
-    """Serialise work on one tenant across operator replicas and CLI users."""
-    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (TENANT_LOCK_NAMESPACE, uid))
 
 
 def _register(
@@ -323,6 +411,20 @@ def _register(
 
 def _role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
     return conn.execute(provisioning.role_exists(), (role,)).fetchone() is not None
+
+
+def _server_version(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _public_schema_open(conn: psycopg.Connection[Any]) -> bool:
+    """Whether PUBLIC may still create objects in ``public`` (CVE-2018-1058)."""
+    row = conn.execute(
+        "SELECT has_schema_privilege('public', 'public', 'CREATE')"
+        " FROM pg_namespace WHERE nspname = 'public'"
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def _domain_conflict(

@@ -89,10 +89,10 @@ def _role_findings(
         if granted:
             findings.append(f"role {rolname} has {', '.join(granted).upper()}")
     findings += [f"role {role} is missing" for role in roles if role not in present]
-    allowed = {shared.MEMBERS} if mode is Isolation.SHARED else set()
+    allowed = tenancy.allowed_memberships(names, mode)
     for role in roles:
         for (group,) in conn.execute(provisioning.memberships(), (role,)).fetchall():
-            if group not in allowed:
+            if (role, group) not in allowed:
                 findings.append(f"role {role} is a member of {group}")
     return findings
 

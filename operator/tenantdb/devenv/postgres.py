@@ -7,8 +7,14 @@ and stopping it. As root it runs the server as the unprivileged system user
 ``tenantdb-postgres``, because PostgreSQL refuses to run as root. It imports
 no other tenantdb layer.
 
+The operator never runs as the superuser: every start makes sure of the
+role ``tenantdb_operator`` (LOGIN CREATEROLE CREATEDB, member of
+``pg_signal_backend`` and ``pg_read_all_stats``) and of the database
+``tenantdb`` it owns, the same grants README.md asks of an existing server;
+``operator_url`` logs in as it.
+
 Layout of ``data_dir``: ``pgdata/`` (the cluster), ``superuser-password``
-(0600, reused by every later start), ``run/`` (the Unix socket),
+and ``operator-password`` (0600, reused by every later start), ``run/`` (the Unix socket),
 ``logs/postgres.log`` (the server) and ``logs/commands.log`` (initdb,
 pg_ctl).
 """
@@ -28,9 +34,21 @@ import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
+from psycopg import sql
+
 from tenantdb.devenv import processes
 
 SUPERUSER = "postgres"
+OPERATOR_ROLE = "tenantdb_operator"
+"""The operator's own role: no superuser, as on managed PostgreSQL services."""
+OPERATOR_DATABASE = "tenantdb"
+"""The database the operator role owns and keeps its schemas in."""
+OPERATOR_GRANTS = (
+    "LOGIN CREATEROLE CREATEDB NOSUPERUSER NOREPLICATION NOBYPASSRLS",
+    ("pg_signal_backend", "pg_read_all_stats"),
+)
+"""Role attributes and predefined roles of ``OPERATOR_ROLE``."""
 SYSTEM_USER = "tenantdb-postgres"
 """The account the server runs as when we are root."""
 
@@ -70,6 +88,7 @@ class EmbeddedPostgres(processes.Service):
         self.log_file = self.data_dir / "logs" / "postgres.log"
         self._commands_log = self.data_dir / "logs" / "commands.log"
         self._password_file = self.data_dir / "superuser-password"
+        self._operator_password_file = self.data_dir / "operator-password"
         self._socket_dir = self.data_dir / "run"
         self._port: int | None = None
         self._password: str | None = None
@@ -94,9 +113,19 @@ class EmbeddedPostgres(processes.Service):
     @property
     def url(self) -> str:
         """``postgresql://postgres:<password>@127.0.0.1:<port>/postgres``."""
-        port = self.port
+        return self.superuser_url("postgres")
+
+    def superuser_url(self, database: str = OPERATOR_DATABASE) -> str:
+        """The superuser's URL of one database (for checks and set-up, never the operator)."""
         password = quote(self._password or "", safe="")
-        return f"postgresql://{SUPERUSER}:{password}@{processes.LOOPBACK}:{port}/postgres"
+        return f"postgresql://{SUPERUSER}:{password}@{processes.LOOPBACK}:{self.port}/{database}"
+
+    @property
+    def operator_url(self) -> str:
+        """``OPERATOR_ROLE``'s URL of ``OPERATOR_DATABASE``: what the operator runs with."""
+        password = quote(self._operator_password_file.read_text().strip(), safe="")
+        host = f"{processes.LOOPBACK}:{self.port}"
+        return f"postgresql://{OPERATOR_ROLE}:{password}@{host}/{OPERATOR_DATABASE}"
 
     def start(self) -> None:
         """Initialize on first use, stop a leftover server, start ours and wait for it."""
@@ -108,16 +137,49 @@ class EmbeddedPostgres(processes.Service):
         port = processes.free_port()
         try:
             self._start_server(port)
+            self._port = port
+            self._ensure_operator_role()
         except BaseException:
+            self._port = None
             with contextlib.suppress(processes.DevEnvError):
                 self._stop_server()
             raise
-        self._port = port
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: sessions are ended); idempotent."""
         self._port = None
         self._stop_server()
+
+    def _ensure_operator_role(self) -> None:
+        """The operator's role (password reset to the file's) and its database."""
+        if not self._operator_password_file.exists():
+            secret = secrets.token_urlsafe(24)
+            processes.write_private_file(self._operator_password_file, secret.encode() + b"\n")
+        password = self._operator_password_file.read_text().strip()
+        attributes, predefined = OPERATOR_GRANTS
+        role = sql.Identifier(OPERATOR_ROLE)
+        with psycopg.connect(self.superuser_url("postgres"), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (OPERATOR_ROLE,))
+            verb = "ALTER" if exists.fetchone() else "CREATE"
+            conn.execute(
+                sql.SQL(verb + " ROLE {} " + attributes + " PASSWORD {}").format(
+                    role, sql.Literal(password)
+                )
+            )
+            conn.execute(
+                sql.SQL("GRANT {} TO {}").format(
+                    sql.SQL(", ").join(sql.Identifier(p) for p in predefined), role
+                )
+            )
+            found = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (OPERATOR_DATABASE,)
+            ).fetchone()
+            if not found:
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(OPERATOR_DATABASE), role
+                    )
+                )
 
     def _prepare_directories(self) -> None:
         """Create the layout and the password; as root, hand it all to the server user."""

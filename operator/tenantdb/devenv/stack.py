@@ -82,14 +82,14 @@ def up(state: Path, detach: bool = False, apply: Sequence[Path] = ()) -> int:
 
 
 def _start_database(state: Path, started: list[Callable[[], None]]) -> str:
-    """``DATABASE_URL`` if set, else an embedded server."""
+    """``DATABASE_URL`` if set, else an embedded server's (non-superuser) operator role."""
     if os.environ.get("DATABASE_URL"):
         return os.environ["DATABASE_URL"]
     print("starting PostgreSQL ...", flush=True)
     server = postgres.EmbeddedPostgres(state / "postgres")
     server.start()
     started.append(server.stop)
-    return server.url
+    return server.operator_url
 
 
 def _start_cluster(state: Path, started: list[Callable[[], None]]) -> Path:

@@ -55,7 +55,7 @@ def test_grants_revoke_public_and_scope_to_the_tenant(as_text) -> None:  # type:
 
 
 def test_a_hostile_database_name_is_quoted(as_text) -> None:  # type: ignore[no-untyped-def]
-    text = as_text(provisioning.grant_connect(NAMES, 'db"; DROP ROLE x; --'))
+    text = as_text(provisioning.grant_connect(NAMES, 'db"; DROP ROLE x; --', NAMES.owner_role))
     assert 'DATABASE "db""; DROP ROLE x; --"' in text
 
 

@@ -1,51 +1,72 @@
-"""Markers in a ``database`` tenant's own database: which versions committed there.
+"""Markers beside a tenant's data: which versions committed there.
 
-A ``database`` tenant's change commits in its own database and the ledger
-row in the operator's; a marker row written in the same transaction as the
-change tells a retry after a crash between the two commits that the change
-is there. The table lives in a schema named like the control schema,
-owned by the operator, invisible to the tenant's roles.
+A migration's change commits on the tenant's own session (as its owner
+role) and its ledger row on the operator's; a marker row written in the
+same transaction as the change tells a retry after a crash between the two
+commits that the change is there (like Flyway's history table, it lives
+with the data it describes). The table sits in the tenant's own schema
+(``public`` of a ``database`` tenant, the shared schema for shared-scope
+migrations), owned by the owner role; the login role and PUBLIC have no
+privilege on it. The owner can change it, as it can change anything of its
+own tenant: a marker tells about that tenant alone.
 """
 
 from psycopg import sql
 
-from tenantdb.core import naming
+from tenantdb.core import scoping, shared
 
-MARKER_TABLE = "applied_migrations"
+MARKER_TABLE = shared.MARKER_TABLE
 
 
-def create_markers(schema: naming.Identifier) -> sql.Composed:
-    """The marker table in a tenant's database, invisible to the tenant's roles."""
+def _table(target: scoping.TenantLocation, shared_schema: str) -> sql.Identifier:
+    return sql.Identifier(target.search_path(shared_schema), MARKER_TABLE)
+
+
+def qualified_name(target: scoping.TenantLocation, shared_schema: str) -> str:
+    """``schema.table`` of the target's marker table, for ``to_regclass``."""
+    return _table(target, shared_schema).as_string(None)
+
+
+def create_markers(
+    target: scoping.TenantLocation, shared_schema: str, readers: list[str]
+) -> sql.Composed:
+    """The marker table, closed to ``readers`` (the roles default privileges reach)."""
+    table = _table(target, shared_schema)
+    revoke = sql.SQL(", ").join([sql.SQL("PUBLIC"), *(sql.Identifier(r) for r in readers)])
     return sql.SQL(
-        "CREATE SCHEMA IF NOT EXISTS {schema};\n"
-        "REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n"
         "CREATE TABLE IF NOT EXISTS {table} (version bigint PRIMARY KEY,"
-        " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-    ).format(schema=sql.Identifier(schema), table=sql.Identifier(schema, MARKER_TABLE))
+        " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());\n"
+        "REVOKE ALL ON {table} FROM {revoke}"
+    ).format(table=table, revoke=revoke)
 
 
-def markers_exist() -> sql.Composed:
-    """Whether a tenant's database has the marker table (parameter: control schema)."""
-    return sql.SQL("SELECT to_regclass(format('%%I.%%I', %s::text, {}::text)) IS NOT NULL").format(
-        sql.Literal(MARKER_TABLE)
-    )
-
-
-def select_marker(schema: naming.Identifier) -> sql.Composed:
+def select_marker(target: scoping.TenantLocation, shared_schema: str) -> sql.Composed:
     """The marker of one version (parameter: version)."""
-    return sql.SQL("SELECT checksum FROM {} WHERE version = %s FOR UPDATE").format(
-        sql.Identifier(schema, MARKER_TABLE)
+    return sql.SQL("SELECT checksum FROM {} WHERE version = %s").format(
+        _table(target, shared_schema)
     )
 
 
-def insert_marker(schema: naming.Identifier) -> sql.Composed:
+def insert_marker(target: scoping.TenantLocation, shared_schema: str) -> sql.Composed:
     """Mark a version applied (parameters: version, checksum)."""
     return sql.SQL(
         "INSERT INTO {} (version, checksum) VALUES (%s, %s)"
         " ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()"
-    ).format(sql.Identifier(schema, MARKER_TABLE))
+    ).format(_table(target, shared_schema))
 
 
-def delete_marker(schema: naming.Identifier) -> sql.Composed:
+def delete_marker(target: scoping.TenantLocation, shared_schema: str) -> sql.Composed:
     """Unmark a version after its ``down`` (parameter: version)."""
-    return sql.SQL("DELETE FROM {} WHERE version = %s").format(sql.Identifier(schema, MARKER_TABLE))
+    return sql.SQL("DELETE FROM {} WHERE version = %s").format(_table(target, shared_schema))
+
+
+def readers(target: scoping.TenantLocation, shared_roles: list[str]) -> list[str]:
+    """Roles that default privileges would give the marker table to."""
+    if target.isolation == "shared":
+        return shared_roles
+    return [target.login_role]
+
+
+def exists_query() -> sql.SQL:
+    """Whether the marker table exists (parameter: its qualified name)."""
+    return sql.SQL("SELECT to_regclass(%s) IS NOT NULL")

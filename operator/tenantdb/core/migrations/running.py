@@ -1,20 +1,26 @@
 """How one script runs on one tenant once the engine holds the tenant's lock.
 
-Transactional: one transaction with ``SET LOCAL`` timeouts, the tenant's
-scope (``scoping.enter``), the user's SQL, then ``RESET ROLE`` and the
-ledger row, committed together. ``transactional: false``: statement by
-statement with session-level settings and no open transaction, the
-ledger's ``statements_done`` advanced after each one, so a retry resumes
-after the last statement that completed. ``database`` tenants: the change
-commits in the tenant's own database together with a marker row there
-(``markers``), and the ledger follows; a marker without a
-ledger row is a crash between the two commits, recorded on the next run.
+Two connections: ``conn``, the operator's, whose transaction holds the
+tenant's lock and records the outcome in the ledger (committed when the
+lock is released); and ``work``, a session as the tenant's owner role
+(``sessions.tenant_session``), the only place the user's SQL is sent.
 
-The user's SQL goes through ``sessions.execute``, as given, always after
-the tenant's scope was entered.
+Transactional: one transaction on ``work`` with ``SET LOCAL`` timeouts and
+the tenant's search_path, the user's SQL and a marker row (``markers``),
+committed together; then the ledger row on ``conn``. A marker without a
+ledger row is a crash between the two commits, recorded on the next run.
+``transactional: false``: statement by statement with session-level
+settings and no open transaction on ``work``; the ledger's
+``statements_done`` advances after each statement on a connection of its
+own, committed at once, so a retry resumes after the last statement that
+completed.
+
+Shared scope: before the change commits, still on the shared owner's
+session, the search_path is pinned to ``pg_catalog`` and every shared
+table is brought under row-level security (``shared.secure_tables``), so
+no new table is ever committed without it.
 """
 
-import functools
 import time
 from typing import Any
 
@@ -22,7 +28,7 @@ import psycopg
 from psycopg import sql
 
 from tenantdb.api import migrations as api
-from tenantdb.core import connecting, errors, naming, scoping, shared
+from tenantdb.core import connecting, errors, locking, scoping, shared
 from tenantdb.core.migrations import ledger, markers, outcomes, scripts, sessions, statements
 
 MAX_TRANSIENT_ATTEMPTS = 5
@@ -37,15 +43,9 @@ INVALID_INDEX = sql.SQL(
 )
 """An invalid index by name, resolved through the current search_path (parameter: name)."""
 
-
-@functools.cache
-def _closing(schema: naming.Identifier) -> bytes:
-    """RESET ROLE, the ledger row and COMMIT: the last batch of an in-place run,
-    built once per control schema (parameters: a ``ledger.record`` mapping).
-    An error stops the batch before COMMIT, so the change never commits
-    without its row."""
-    upsert = ledger.upsert(schema).as_bytes(None)
-    return b"RESET ROLE;\n" + upsert + b";\nCOMMIT"
+LEAVE_USER_SCOPE = "RESET ROLE; SET LOCAL search_path = pg_catalog, pg_temp"
+"""Back to the session user, resolving nothing the user's SQL may have created
+(``pg_temp`` named last: unnamed, it would be searched first for relations)."""
 
 
 class Run:
@@ -63,111 +63,74 @@ class Run:
         self.ctx, self.conn, self.work = ctx, conn, work
         self.target, self.script, self.row = target, script, row
         self.schema = ctx.server.control_schema
-        self.separate = work is not conn
-        """A ``database`` tenant: the change and the ledger commit separately."""
+        self.shared_schema = ctx.server.shared_schema
         self._markers: bool | None = None
-        """Whether the tenant's database has the marker table; None: not asked yet."""
+        """Whether the marker table exists; None: not asked yet."""
 
     def marker(self) -> str | None:
-        """A ``database`` tenant's own record of this version (its checksum), if any.
+        """The tenant's own record of this version (its checksum), if any.
 
-        Present while the ledger says otherwise: the change committed in the
-        tenant's database and the operator stopped before the ledger write.
+        Present while the ledger says otherwise: the change committed and
+        the operator stopped before the ledger write.
         """
-        if not self.separate or not self._markers_exist():
+        if not self._markers_exist():
             return None
-        found = self.work.execute(markers.select_marker(self.schema), (self.script.version,))
-        row = found.fetchone()
+        query = markers.select_marker(self.target, self.shared_schema)
+        row = self.work.execute(query, (self.script.version,)).fetchone()
         return str(row[0]) if row else None
 
     def _markers_exist(self) -> bool:
-        """Whether the tenant's database has the marker table (asked once per run)."""
         if self._markers is None:
-            exists = self.work.execute(markers.markers_exist(), (self.schema,)).fetchone()
+            name = markers.qualified_name(self.target, self.shared_schema)
+            exists = self.work.execute(markers.exists_query(), (name,)).fetchone()
             self._markers = bool(exists and exists[0])
         return self._markers
 
-    def in_place(self, tx: sessions.Transaction, dry_run: bool) -> outcomes.Result:
-        """The change inside the caller's transaction, which holds the tenant's lock
-        and has already entered the tenant's scope (``enter``)."""
-        started = time.monotonic()
-        sessions.execute(self.work, self.script.up)
-        seconds = time.monotonic() - started
-        if dry_run:
-            return outcomes.Result(self.target, outcomes.Outcome.PASSED, seconds=seconds)
-        findings: tuple[str, ...] = ()
-        if self.script.scope is api.Scope.SHARED:
-            self.work.execute("RESET ROLE")
-            self._upsert(ledger.State.APPLIED, seconds, 0, attempt=True)
-            findings = tuple(shared.secure_tables(self.work, self.ctx.server.shared_schema))
-            tx.end(commit=True)
-        else:
-            record = self._record(ledger.State.APPLIED, seconds, 0, attempt=True)
-            sessions.batch(self.work, _closing(self.schema), record)
-        return outcomes.Result(
-            self.target, outcomes.Outcome.APPLIED, seconds=seconds, findings=findings
-        )
-
-    def failed_in_place(
-        self, exc: psycopg.Error, dry_run: bool, key: tuple[int, str]
-    ) -> outcomes.Result:
-        """Record what ``in_place`` raised, if the tenant's lock is still ours to take."""
-        if sessions.unavailable(exc):
-            raise errors.DatabaseUnavailable(connecting.describe(exc)) from exc
-        message = sessions.describe(exc, self.script.up)
-        if dry_run:
-            return outcomes.Result(self.target, outcomes.Outcome.FAILED, message)
-        state, outcome = self._failure_kind(exc)
-        with self.conn.transaction():
-            locked = self.conn.execute(
-                "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))", key
-            ).fetchone()
-            if locked and locked[0]:
-                record = self._record(state, None, 0, attempt=True, error=message)
-                self.conn.execute(ledger.upsert_failure(self.schema), record)
-        return outcomes.Result(self.target, outcome, message)
-
     def in_transaction(self) -> outcomes.Result:
-        """A ``database`` tenant: the change and its marker commit in the tenant's
-        database, then the ledger row in the operator's."""
+        """The change and its marker commit on the tenant's session, then the ledger row."""
         started = time.monotonic()
+        findings: tuple[str, ...] = ()
         try:
-            with self.work.transaction():
-                self._enter()
+            with sessions.open_scope(self.work, self.ctx, self.target, self.script):
                 sessions.execute(self.work, self.script.up)
                 seconds = time.monotonic() - started
-                self._after_change(up=True)
+                findings = self._after_change(up=True)
         except psycopg.Error as exc:
             return self._failed(exc, self.script.up, attempt=True, statements_done=0)
-        return self.record_applied(seconds, 0, attempt=True)
+        result = self.record_applied(seconds, 0, attempt=True)
+        return outcomes.Result(self.target, result.outcome, seconds=seconds, findings=findings)
 
     def stepwise(self) -> outcomes.Result:
         parts = statements.split(self.script.up)
-        with self.conn.transaction():
+        locking.release_snapshot(self.conn)
+        with connecting.connection(self.ctx.server.pool) as progress:
             record = self._record(ledger.State.RUNNING, None, 0, attempt=True)
-            row = self.conn.execute(ledger.begin_stepwise(self.schema), record).fetchone()
-        done = int(row[0]) if row else 0
-        role, path = self._scope_settings()
-        started = time.monotonic()
-        for index in range(done, len(parts)):
-            failure: psycopg.Error | None = None
-            try:
-                self._enter_session(role, path)
-                self._clear_invalid_index(parts[index])
-                sessions.execute(self.work, parts[index].text)
-            except psycopg.Error as exc:
-                failure = exc
-            finally:
-                self._leave_session()
-            if failure is not None:
-                part = parts[index]
-                return self._failed(
-                    failure, part.text, attempt=False, statements_done=index, part=(index, part)
+            row = progress.execute(ledger.begin_stepwise(self.schema), record).fetchone()
+            done = int(row[0]) if row else 0
+            started = time.monotonic()
+            for index in range(done, len(parts)):
+                failure: psycopg.Error | None = None
+                try:
+                    self._enter_session()
+                    self._clear_invalid_index(parts[index])
+                    sessions.execute(self.work, parts[index].text)
+                except psycopg.Error as exc:
+                    failure = exc
+                if failure is not None:
+                    part = parts[index]
+                    return self._failed(
+                        failure,
+                        part.text,
+                        attempt=False,
+                        statements_done=index,
+                        part=(index, part),
+                    )
+                progress.execute(
+                    ledger.record_step(self.schema),
+                    (index + 1, self.target.uid, self.script.version),
                 )
-            self.conn.execute(
-                ledger.record_step(self.schema), (index + 1, self.target.uid, self.script.version)
-            )
         seconds = time.monotonic() - started
+        self.work.execute("RESET ALL")
         with self.work.transaction():
             findings = self._after_change(up=True)
         result = self.record_applied(seconds, len(parts), attempt=False)
@@ -176,9 +139,11 @@ class Run:
     def dry_run(self) -> outcomes.Result:
         started = time.monotonic()
         try:
-            with self.work.transaction(force_rollback=True):
-                self._enter()
-                sessions.execute(self.work, self.script.up)
+            with sessions.open_scope(self.work, self.ctx, self.target, self.script) as tx:
+                try:
+                    sessions.execute(self.work, self.script.up)
+                finally:
+                    tx.end(commit=False)
         except psycopg.Error as exc:
             if sessions.unavailable(exc):
                 raise errors.DatabaseUnavailable(connecting.describe(exc)) from exc
@@ -193,23 +158,18 @@ class Run:
         down = self.script.down or ""
         started = time.monotonic()
         try:
-            if self.separate and self.marker() is None:
-                pass  # the down committed in the tenant's database; only the ledger is behind
+            if self.marker() is None:
+                pass  # the down committed on the tenant's session; only the ledger is behind
             elif self.script.transactional:
-                with self.work.transaction():
-                    self._enter()
+                with sessions.open_scope(self.work, self.ctx, self.target, self.script):
                     sessions.execute(self.work, down)
                     self._after_change(up=False)
-                    if not self.separate:
-                        self._record_rolled_back(time.monotonic() - started)
             else:
-                role, path = self._scope_settings()
+                locking.release_snapshot(self.conn)
                 for part in statements.split(down):
-                    try:
-                        self._enter_session(role, path)
-                        sessions.execute(self.work, part.text)
-                    finally:
-                        self._leave_session()
+                    self._enter_session()
+                    sessions.execute(self.work, part.text)
+                self.work.execute("RESET ALL")
                 with self.work.transaction():
                     self._after_change(up=False)
         except psycopg.Error as exc:
@@ -223,50 +183,45 @@ class Run:
                 )
             return outcomes.Result(self.target, outcomes.Outcome.FAILED, message)
         seconds = time.monotonic() - started
-        if self.separate or not self.script.transactional:
-            with self.conn.transaction():
-                self._record_rolled_back(seconds)
+        with self.conn.transaction():
+            self.conn.execute(
+                ledger.record_rolled_back(self.schema),
+                (round(seconds * 1000), self.ctx.applied_by, self.target.uid, self.script.version),
+            )
         return outcomes.Result(self.target, outcomes.Outcome.ROLLED_BACK, seconds=seconds)
 
     def record_applied(
         self, seconds: float, statements_done: int, attempt: bool
     ) -> outcomes.Result:
         with self.conn.transaction():
-            self._upsert(ledger.State.APPLIED, seconds, statements_done, attempt)
+            record = self._record(ledger.State.APPLIED, seconds, statements_done, attempt)
+            self.conn.execute(ledger.upsert(self.schema), record)
         return outcomes.Result(self.target, outcomes.Outcome.APPLIED, seconds=seconds)
 
-    def _enter(self) -> None:
-        sessions.enter(self.work, self.ctx, self.target, self.script)
-
     def _after_change(self, up: bool) -> tuple[str, ...]:
-        """Back to the operator's role; markers, and RLS on new shared tables."""
-        self.work.execute("RESET ROLE")
-        if self.separate:
-            if up:
-                if not self._markers_exist():
-                    self.work.execute(markers.create_markers(self.schema))
-                    self._markers = True
-                self.work.execute(
-                    markers.insert_marker(self.schema), (self.script.version, self.script.checksum)
-                )
-            else:
-                self.work.execute(markers.delete_marker(self.schema), (self.script.version,))
-        if up and self.script.scope is api.Scope.SHARED:
-            return tuple(shared.secure_tables(self.work, self.ctx.server.shared_schema))
+        """Still in the change's transaction, back to the session user with nothing the
+        user's SQL created on the search_path: the marker, and RLS on shared tables."""
+        self.work.execute(LEAVE_USER_SCOPE)
+        version = self.script.version
+        if not up:
+            self.work.execute(markers.delete_marker(self.target, self.shared_schema), (version,))
+            return ()
+        if not self._markers_exist():
+            readers = markers.readers(self.target, [shared.MEMBERS, shared.POOLED])
+            self.work.execute(markers.create_markers(self.target, self.shared_schema, readers))
+            self._markers = True
+        self.work.execute(
+            markers.insert_marker(self.target, self.shared_schema),
+            (version, self.script.checksum),
+        )
+        if self.script.scope is api.Scope.SHARED:
+            return tuple(shared.secure_tables(self.work, self.shared_schema, as_owner=True))
         return ()
 
-    def _scope_settings(self) -> tuple[str, str]:
-        """The role and search_path ``scoping.enter`` picks, to set them per session."""
-        return sessions.scope(self.target, self.ctx.server.shared_schema)
-
-    def _enter_session(self, role: str, path: str) -> None:
+    def _enter_session(self) -> None:
         """Session-level scope and timeouts: no transaction stays open."""
-        self.work.execute(
-            "SELECT set_config('role', %s, false),"
-            " set_config('search_path', quote_ident(%s), false),"
-            " set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
-            (role, path, self.script.lock_timeout, self.script.statement_timeout),
-        )
+        params = sessions.scope_params(self.ctx, self.target, self.script)
+        self.work.execute(sessions.SESSION_SCOPE, params)
 
     def _clear_invalid_index(self, statement: statements.Statement) -> None:
         """Drop the invalid index an earlier, failed CONCURRENTLY build left behind."""
@@ -279,12 +234,6 @@ class Run:
                 sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
                     sql.Identifier(found[0], found[1])
                 )
-            )
-
-    def _leave_session(self) -> None:
-        if not self.work.broken:
-            self.work.execute(
-                "RESET ROLE; RESET search_path; RESET lock_timeout; RESET statement_timeout"
             )
 
     def _record(
@@ -310,18 +259,6 @@ class Run:
             statements_done=statements_done,
             duration_ms=None if seconds is None else round(seconds * 1000),
             error=error,
-        )
-
-    def _upsert(
-        self, state: ledger.State, seconds: float | None, statements_done: int, attempt: bool
-    ) -> None:
-        record = self._record(state, seconds, statements_done, attempt)
-        self.conn.execute(ledger.upsert(self.schema), record)
-
-    def _record_rolled_back(self, seconds: float) -> None:
-        self.conn.execute(
-            ledger.record_rolled_back(self.schema),
-            (round(seconds * 1000), self.ctx.applied_by, self.target.uid, self.script.version),
         )
 
     def _failed(

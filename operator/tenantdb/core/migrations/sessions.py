@@ -1,11 +1,14 @@
-"""Connection-level pieces of a migration run: where it runs, its transaction, its scope.
+"""Connection-level pieces of a migration run: the tenant's session, its transaction, its scope.
 
-``work_connection`` picks the operator's connection or a ``database``
-tenant's own; ``batch`` sends several statements in one round trip and
-``Transaction`` ends a transaction a batch began; ``enter`` sets the script's
-timeouts and enters the tenant's scope (``scoping.enter``); ``describe``
-turns a server error into the message users see, with its line and
-column; ``execute`` is the one place the user's SQL is sent, as given.
+The user's SQL runs on a session whose session user is the tenant's owner
+role (``scoping.session_login``, connections from ``pools.TenantSessions``),
+never on the operator's: whatever the SQL does to its session (``SET
+ROLE``, ``set_config``, ``SET SESSION AUTHORIZATION``), it has no more
+rights than the owner. ``open_scope`` sends BEGIN, the script's timeouts
+and the tenant's ``search_path`` in one round trip; ``Transaction`` ends a
+transaction a batch began; ``describe`` turns a server error into the
+message users see, with its line and column; ``execute`` is the one place
+the user's SQL is sent, as given.
 """
 
 from collections.abc import Iterator
@@ -15,28 +18,30 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from tenantdb.core import connecting, errors, scoping
+from tenantdb.core import connecting, scoping
 from tenantdb.core.migrations import outcomes, scripts
 
 Connection = psycopg.Connection[Any]
 
+OPEN_SCOPE = (
+    "BEGIN;\n"
+    "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true),"
+    " set_config('search_path', quote_ident(%s), true)"
+)
+"""A transaction with the script's timeouts and the tenant's search_path (parameters:
+lock_timeout, statement_timeout, schema)."""
+SESSION_SCOPE = (
+    "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false),"
+    " set_config('search_path', quote_ident(%s), false)"
+)
+"""The same settings for a whole session (``transactional: false``: no transaction open)."""
+
 
 @contextmanager
-def work_connection(
-    ctx: outcomes.Context, conn: Connection, target: scoping.TenantLocation
-) -> Iterator[Connection]:
-    """The operator's connection, or one to a ``database`` tenant's own database."""
-    if target.isolation != "database":
-        yield conn
-        return
-    url = scoping.database_url(ctx.server.url, target)
-    try:
-        work = psycopg.connect(url, autocommit=True, connect_timeout=10)
-    except psycopg.Error as exc:
-        raise errors.DatabaseUnavailable(
-            f"cannot connect to database {target.database_name}: {connecting.describe(exc)}"
-        ) from exc
-    with work:
+def tenant_session(ctx: outcomes.Context, target: scoping.TenantLocation) -> Iterator[Connection]:
+    """A session as the target's owner role, in the database holding its data."""
+    role, database = scoping.session_login(target)
+    with connecting.translated_errors(), ctx.server.sessions.session(role, database) as work:
         yield work
 
 
@@ -48,54 +53,39 @@ def unavailable(exc: psycopg.Error) -> bool:
     return not sqlstate or sqlstate.startswith(connecting.UNAVAILABLE_SQLSTATE_CLASSES)
 
 
-def enter(
-    conn: Connection,
+def scope_params(
+    ctx: outcomes.Context, target: scoping.TenantLocation, script: scripts.Script
+) -> tuple[str, str, str]:
+    """The parameters of ``OPEN_SCOPE`` and ``SESSION_SCOPE``."""
+    return (
+        script.lock_timeout,
+        script.statement_timeout,
+        target.search_path(ctx.server.shared_schema),
+    )
+
+
+def open_scope(
+    work: Connection,
     ctx: outcomes.Context,
     target: scoping.TenantLocation,
     script: scripts.Script,
-) -> None:
-    """The script's timeouts and the tenant's scope, for the current transaction."""
-    conn.execute(
-        "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
-        timeouts(script),
-    )
-    scoping.enter(conn, target, "owner", ctx.server.shared_schema)
-
-
-ENTER_SCOPE = (
-    "SELECT set_config('role', %s, true), set_config('search_path', quote_ident(%s), true)"
-)
-"""``scoping.enter`` as one statement that can share a batch (parameters: ``scope``)."""
-
-
-def scope(target: scoping.TenantLocation, shared_schema: str) -> tuple[str, str]:
-    """The role and search_path ``scoping.enter`` sets when acting as the owner.
-
-    ``set_config('role', ..., true)`` is ``SET LOCAL ROLE`` (the same
-    membership check), so ``ENTER_SCOPE`` with these narrows the
-    transaction exactly as ``scoping.enter`` does, in a statement that
-    takes parameters and so can join the engine's first batch.
-    """
-    return scoping.acting_as(target, "owner", shared_schema)
+) -> "Transaction":
+    """BEGIN with the script's timeouts and the tenant's search_path, in one round trip."""
+    batch(work, OPEN_SCOPE.encode(), scope_params(ctx, target, script))
+    return Transaction(work)
 
 
 def batch(conn: Connection, query: bytes, params: Any) -> psycopg.ClientCursor[Any]:
     """Send several statements in one simple-protocol message, parameters bound
-    client-side: one round trip and one ``execute``, where a pipeline costs one
-    ``execute`` per statement. Positioned on the first statement's result."""
+    client-side: one round trip and one ``execute``. Positioned on the first
+    statement's result."""
     cursor = psycopg.ClientCursor(conn)
     cursor.execute(query, params)
     return cursor
 
 
-def timeouts(script: scripts.Script) -> tuple[str, str]:
-    """The script's lock_timeout and statement_timeout, as ``set_config`` takes them."""
-    return script.lock_timeout, script.statement_timeout
-
-
 class Transaction:
-    """The end of a transaction whose BEGIN (and usually COMMIT) went in a ``batch``
-    with other statements (``conn.transaction()`` sends each on its own round trip)."""
+    """The end of a transaction whose BEGIN went in a ``batch`` with other statements."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -109,6 +99,12 @@ class Transaction:
             return
         ok = commit and status != pq.TransactionStatus.INERROR
         self.conn.execute("COMMIT" if ok else "ROLLBACK")
+
+    def __enter__(self) -> "Transaction":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self.end(commit=kind is None)
 
 
 def describe(exc: psycopg.Error, text: str, first_line: int = 1) -> str:
@@ -124,5 +120,5 @@ def describe(exc: psycopg.Error, text: str, first_line: int = 1) -> str:
 
 
 def execute(conn: Connection, text: str) -> None:
-    """The one place user-written SQL is sent: as given, in the scope already entered."""
+    """The one place user-written SQL is sent: as given, on a tenant's own session."""
     conn.execute(text.encode())

@@ -3,7 +3,7 @@
 Owns the order of one operation: discover and order the seeders, select
 what the request asks for, apply the environment guard (before any
 connection is opened, so a refusal writes nothing), take the tenant's
-advisory lock, read its history, and hand the pending seeders to the
+lock (``locking``, the one provisioning and migrations take), read its history, and hand the pending seeders to the
 runner. Nothing here knows about Kubernetes.
 """
 
@@ -14,9 +14,8 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
-from psycopg import sql
 
-from tenantdb.core import connecting, scoping, tenancy
+from tenantdb.core import connecting, locking, naming, pools, scoping
 from tenantdb.core.seeding import (
     declarations,
     discovering,
@@ -39,7 +38,7 @@ def seed_tenant(
     pool: psycopg_pool.ConnectionPool,
     control_schema: str,
     shared_schema: str,
-    operator_url: str,
+    tenant_sessions: pools.TenantSessions,
     tenant_uid: str,
     profile: str,
     only: Sequence[str],
@@ -72,7 +71,7 @@ def seed_tenant(
         pool,
         control_schema,
         shared_schema,
-        operator_url,
+        tenant_sessions,
         tenant_uid,
         chosen.value,
         applied_by,
@@ -86,7 +85,7 @@ def unseed_tenant(
     pool: psycopg_pool.ConnectionPool,
     control_schema: str,
     shared_schema: str,
-    operator_url: str,
+    tenant_sessions: pools.TenantSessions,
     tenant_uid: str,
     seeders_dir: Path,
     only: Collection[str] = (),
@@ -100,7 +99,7 @@ def unseed_tenant(
         pool,
         control_schema,
         shared_schema,
-        operator_url,
+        tenant_sessions,
         tenant_uid,
         report.profile,
         "tenantdb",
@@ -145,23 +144,25 @@ def _started(
     pool: psycopg_pool.ConnectionPool,
     control_schema: str,
     shared_schema: str,
-    operator_url: str,
+    tenant_sessions: pools.TenantSessions,
     tenant_uid: str,
     profile: str,
     applied_by: str,
     progress: reports.Progress | None,
     options: Mapping[str, Mapping[str, str]],
 ) -> Iterator[tuple[running.Run, dict[str, history.Entry]]]:
-    """A run on a live tenant under its advisory lock, and the tenant's seed history;
-    the tenant connection (opened on first use) and the lock end with the block."""
-    with connecting.connection(pool) as control:
+    """A run on a live tenant under its lock, and the tenant's seed history; the tenant
+    session (opened on first use) and the lock end with the block. Seeding never
+    overlaps provisioning or migrations on one tenant."""
+    schema = naming.Identifier(control_schema)
+    with locking.hold(pool, schema, tenant_uid) as control:
         location = _location(control, control_schema, tenant_uid)
-        with _tenant_locked(control, tenant_uid), contextlib.ExitStack() as resources:
+        with contextlib.ExitStack() as resources:
             run = running.Run(
                 pool,
                 control_schema,
                 shared_schema,
-                operator_url,
+                tenant_sessions,
                 location,
                 profile,
                 applied_by,
@@ -202,15 +203,3 @@ def _location(
     if location is None:
         raise errors.TenantNotFound(f"no live tenant has UID {tenant_uid!r}")
     return location
-
-
-@contextlib.contextmanager
-def _tenant_locked(control: psycopg.Connection[Any], tenant_uid: str) -> Iterator[None]:
-    """Hold the tenant's advisory lock (the one provisioning and migrations take) on the
-    control connection for a whole run: seeding never overlaps them on one tenant."""
-    key = (tenancy.TENANT_LOCK_NAMESPACE, tenant_uid)
-    control.execute(sql.SQL("SELECT pg_advisory_lock(%s, hashtext(%s))"), key)
-    try:
-        yield
-    finally:
-        control.execute(sql.SQL("SELECT pg_advisory_unlock(%s, hashtext(%s))"), key)

@@ -19,7 +19,7 @@ import psycopg
 import psycopg_pool
 import sqlalchemy
 
-from tenantdb.core import connecting, scoping
+from tenantdb.core import connecting, pools, scoping
 from tenantdb.core.seeding import context, declarations, errors, history, reports, sessions
 
 
@@ -30,7 +30,7 @@ class Run:
     pool: psycopg_pool.ConnectionPool
     control_schema: str
     shared_schema: str
-    operator_url: str
+    tenant_sessions: pools.TenantSessions
     location: scoping.TenantLocation
     profile: str
     applied_by: str
@@ -46,7 +46,7 @@ class Run:
         """The run's connection to the tenant's tables, opened when first needed."""
         if self._session is None:
             self._session = self.resources.enter_context(
-                sessions.open_session(self.operator_url, self.location, self.shared_schema)
+                sessions.open_session(self.tenant_sessions, self.location, self.shared_schema)
             )
         return self._session
 
@@ -117,10 +117,10 @@ def in_tenant(
 ) -> tuple[int, float]:
     """Run ``work`` in one tenant transaction, then ``record`` it in the seed history.
 
-    ``record`` gets the connection to write the history on (the tenant's own,
-    inside the same transaction, when the control schema lives in the same
-    database; a control connection right after the commit otherwise), the
-    rows touched and the seconds taken up to then. Returns those two.
+    The tenant's session cannot reach the control schema, so ``record`` gets
+    an operator connection right after the commit, the rows touched and the
+    seconds taken up to then; a crash between the two commits runs the
+    seeder again (seeders are written to be re-run). Returns those two.
     """
     session = run.session
     started = time.monotonic()
@@ -130,12 +130,9 @@ def in_tenant(
         sessions.leave_tenant(session)
         rows = sessions.rows_touched(session) - before
         seconds = time.monotonic() - started
-        if session.same_database:
-            record(session.raw, rows, seconds)
         connection.commit()
-    if not session.same_database:
-        with connecting.connection(run.pool) as control:
-            record(control, rows, seconds)
+    with connecting.connection(run.pool) as control:
+        record(control, rows, seconds)
     return rows, seconds
 
 

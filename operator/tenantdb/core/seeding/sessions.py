@@ -1,9 +1,9 @@
 """Connections for a seeding run, and each seeder's transaction inside the tenant.
 
-Owns: the run's own psycopg connection to the tenant's database (the
-operator's database, or the tenant's own for ``database`` isolation) with
-a SQLAlchemy engine over it; entering the tenant with ``scoping.enter``
-as its login role; leaving it again before the history is written; and
+Owns: the run's session as the tenant's owner role (``pools.TenantSessions``:
+seeders never run on an operator connection), in the database holding the
+tenant's tables, with a SQLAlchemy engine over it; entering the tenant with
+``scoping.enter`` as its login role; leaving it again to count rows; and
 counting the rows a transaction wrote from PostgreSQL's own per-transaction
 statistics, whatever way (SQL, COPY, a ``.sql`` file) they were written.
 """
@@ -18,9 +18,7 @@ import sqlalchemy
 from psycopg import sql
 from sqlalchemy import pool as sa_pool
 
-from tenantdb.core import scoping
-
-APPLICATION_NAME = "tenantdb-seeding"
+from tenantdb.core import connecting, pools, scoping
 
 
 @dataclass
@@ -31,8 +29,6 @@ class Session:
     engine: sqlalchemy.Engine
     location: scoping.TenantLocation
     shared_schema: str
-    same_database: bool
-    """True when the control schema is reachable on this connection (not ``database``)."""
 
     @property
     def data_schema(self) -> str:
@@ -42,13 +38,12 @@ class Session:
 
 @contextmanager
 def open_session(
-    operator_url: str, location: scoping.TenantLocation, shared_schema: str
+    tenant_sessions: pools.TenantSessions, location: scoping.TenantLocation, shared_schema: str
 ) -> Iterator[Session]:
-    """A dedicated connection (not autocommit) with SQLAlchemy over it, closed at the end."""
-    same = location.isolation != "database"
-    url = operator_url if same else scoping.database_url(operator_url, location)
-    raw = psycopg.connect(url, autocommit=False, application_name=APPLICATION_NAME)
-    try:
+    """A session as the tenant's owner (not autocommit) with SQLAlchemy over it."""
+    role, database = scoping.session_login(location)
+    with connecting.translated_errors(), tenant_sessions.session(role, database) as raw:
+        raw.autocommit = False
         engine = sqlalchemy.create_engine(
             "postgresql+psycopg://",
             creator=lambda: raw,
@@ -60,11 +55,9 @@ def open_session(
         with engine.connect():
             pass
         try:
-            yield Session(raw, engine, location, shared_schema, same)
+            yield Session(raw, engine, location, shared_schema)
         finally:
-            engine.dispose()
-    finally:
-        raw.close()
+            engine.dispose(close=False)
 
 
 @contextmanager
@@ -87,7 +80,7 @@ def tenant_transaction(session: Session) -> Iterator[sqlalchemy.Connection]:
 
 
 def leave_tenant(session: Session) -> None:
-    """Act as the operator again for the rest of the transaction (history, counts).
+    """Act as the session user (the owner) again for the rest of the transaction (counts).
 
     Refuses to go on if the seeder ended the transaction itself: its rows
     would then be committed without a history row.

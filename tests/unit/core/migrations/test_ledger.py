@@ -2,7 +2,7 @@
 
 from psycopg import sql
 
-from tenantdb.core import naming
+from tenantdb.core import naming, scoping
 from tenantdb.core.migrations import ledger, markers
 
 SCHEMA = naming.identifier("tenantdb_control")
@@ -44,10 +44,13 @@ def test_applied_versions_look_both_ways() -> None:
     assert "version > %s" in text(ledger.select_applied_versions(SCHEMA, above=True))
 
 
-def test_markers_live_in_a_schema_of_their_own_revoked_from_public() -> None:
-    rendered = text(markers.create_markers(SCHEMA))
-    assert 'REVOKE ALL ON SCHEMA "tenantdb_control" FROM PUBLIC' in rendered
-    assert '"tenantdb_control"."applied_migrations"' in rendered
+def test_markers_live_beside_the_data_closed_to_the_login_role() -> None:
+    target = scoping.TenantLocation(
+        "u", "acme", "ns", "schema", "t_acme_0123456789", "db", "t_owner", "t_login"
+    )
+    rendered = text(markers.create_markers(target, "shared", markers.readers(target, [])))
+    assert '"t_acme_0123456789"."tenantdb_migrations"' in rendered
+    assert 'FROM PUBLIC, "t_login"' in rendered
 
 
 def test_drift_is_an_applied_or_partly_applied_row_with_another_checksum() -> None:

@@ -1,0 +1,108 @@
+"""The locks that serialise the operator's work, kept where no tenant can reach them.
+
+Advisory locks are database-wide: every session connected to a database,
+a tenant's too, may take any key, and ``pg_locks`` shows which keys the
+operator uses. So the operator locks rows of its own table
+(``<control schema>.locks``, registry step 4), on which tenants have no
+privilege at all: a tenant can neither take these locks nor hold the
+operator up by holding them.
+
+A lock is held by an open transaction on an operator connection and ends
+with it. ``hold`` waits at most the operator pool's ``lock_timeout``
+(``DatabaseSettings.lock_wait``) and then raises ``TenantBusy``;
+``attempt`` never waits.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+
+from tenantdb.core import connecting, errors, naming
+
+TABLE = "locks"
+BOOTSTRAP = "bootstrap"
+"""Key serialising the control and shared schemas' set-up and catalog-row updates."""
+
+
+def table_step(schema: naming.Identifier) -> sql.Composed:
+    """Registry step 4: one row per lock key, created on first use."""
+    return sql.SQL(
+        "CREATE TABLE {} (key text PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now())"
+    ).format(sql.Identifier(schema, TABLE))
+
+
+def _claim(schema: naming.Identifier) -> sql.Composed:
+    return sql.SQL("INSERT INTO {} (key) VALUES (%s) ON CONFLICT (key) DO NOTHING").format(
+        sql.Identifier(schema, TABLE)
+    )
+
+
+def _select(schema: naming.Identifier, skip_locked: bool) -> sql.Composed:
+    mode = sql.SQL(" SKIP LOCKED" if skip_locked else "")
+    return sql.SQL("SELECT key FROM {} WHERE key = %s FOR UPDATE{}").format(
+        sql.Identifier(schema, TABLE), mode
+    )
+
+
+def take(conn: psycopg.Connection[Any], schema: naming.Identifier, key: str) -> None:
+    """Lock ``key`` for the caller's open transaction, waiting at most ``lock_timeout``."""
+    try:
+        conn.execute(_claim(schema), (key,))
+        conn.execute(_select(schema, skip_locked=False), (key,))
+    except psycopg.errors.LockNotAvailable as exc:
+        raise errors.TenantBusy(
+            f"another operation holds the lock of {key} (waited the operator's lock_wait)"
+        ) from exc
+
+
+def take_statement(schema: naming.Identifier, key: str) -> sql.Composed:
+    """``take`` as statements that can join a batch (a timeout fails the batch with 55P03)."""
+    table, value = sql.Identifier(schema, TABLE), sql.Literal(key)
+    return sql.SQL(
+        "INSERT INTO {table} (key) VALUES ({key}) ON CONFLICT (key) DO NOTHING;\n"
+        "SELECT key FROM {table} WHERE key = {key} FOR UPDATE"
+    ).format(table=table, key=value)
+
+
+def take_now(conn: psycopg.Connection[Any], schema: naming.Identifier, key: str) -> bool:
+    """Lock ``key`` for the caller's open transaction if nobody holds it; never waits."""
+    conn.execute(_claim(schema), (key,))
+    return conn.execute(_select(schema, skip_locked=True), (key,)).fetchone() is not None
+
+
+def release_snapshot(conn: psycopg.Connection[Any]) -> None:
+    """Let the lock's transaction idle without a snapshot.
+
+    The unnamed portal of the last extended-protocol statement keeps its
+    snapshot (``backend_xmin``) until the next simple query; while it does,
+    ``CREATE INDEX CONCURRENTLY`` on any other session of the database
+    waits for this transaction. One empty simple query drops it.
+    """
+    psycopg.ClientCursor(conn).execute("SELECT")
+
+
+@contextmanager
+def hold(
+    pool: psycopg_pool.ConnectionPool, schema: naming.Identifier, key: str
+) -> Iterator[psycopg.Connection[Any]]:
+    """A connection whose transaction holds ``key`` (waiting at most ``lock_timeout``)."""
+    with connecting.connection(pool) as conn, conn.transaction():
+        take(conn, schema, key)
+        yield conn
+
+
+@contextmanager
+def attempt(
+    pool: psycopg_pool.ConnectionPool, schema: naming.Identifier, key: str
+) -> Iterator[psycopg.Connection[Any] | None]:
+    """A connection whose transaction holds ``key``, or None when someone else holds it.
+
+    Work written on the connection commits with the lock's release, when
+    the block ends without an exception.
+    """
+    with connecting.connection(pool) as conn, conn.transaction():
+        yield conn if take_now(conn, schema, key) else None

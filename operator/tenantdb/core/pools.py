@@ -1,0 +1,212 @@
+"""Which role, pool and database every piece of SQL runs on, and why.
+
+The boundary between the operator and what tenants and namespace users
+write is the *session user* of a connection, never ``SET ROLE``: a session
+can always return to its session user (``RESET ROLE``, ``SET SESSION
+AUTHORIZATION DEFAULT``, ``set_config('role', ...)``), so SQL someone else
+wrote must only ever run on a session whose session user has no more rights
+than they have.
+
+=================================  ==========================  =============================
+work                               session user                connection
+=================================  ==========================  =============================
+registry, ledger, locks, roles,    the operator's role         ``Server.pool`` on``operator_url``:
+grants, catalogs, verification                                 ``search_path=pg_catalog``,
+                                                               bounded ``lock_timeout``
+a ``database`` tenant's database   the operator's role         ``operator_connection`` (same
+(public schema, grants)                                        pinning)
+Migration SQL, tenant scope        the tenant's owner role     ``TenantSessions``
+Migration SQL, shared scope        the shared owner role       ``TenantSessions``
+seeders, a shared tenant's rows    the owner role, then        ``TenantSessions``
+removed on deletion                ``SET LOCAL ROLE`` login
+=================================  ==========================  =============================
+
+No tenant-written statement ever reaches an operator connection, so nothing
+a tenant can leave behind (session settings, temporary objects, prepared
+statements) can reach the operator's own work; and with ``search_path``
+pinned to ``pg_catalog``, no object a tenant creates is ever resolved by an
+operator query (the operator qualifies its own schemas explicitly).
+
+Owner roles log in with a password derived from the operator's credentials
+key (``passwords.role_password``), which only the operator holds.
+"""
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import conninfo, sql
+
+from tenantdb.core import connecting, errors, passwords
+
+Connection = psycopg.Connection[Any]
+
+TENANT_APPLICATION = "tenantdb-tenant"
+"""``application_name`` of sessions as a tenant's roles (seen in ``pg_stat_activity``)."""
+CONNECT_TIMEOUT = 10
+"""Seconds a new connection may take."""
+
+
+def operator_url(url: str, lock_wait: float) -> str:
+    """``url`` with the operator's session pinning added to its ``options``.
+
+    ``search_path`` is ``pg_catalog``, then ``pg_temp`` (named, so that it is
+    searched last rather than first for relations), and lock waits end after ``lock_wait``
+    seconds with an error the callers treat as "busy, retry".
+    """
+    existing = str(conninfo.conninfo_to_dict(url).get("options") or "")
+    pinning = f"-c search_path=pg_catalog,pg_temp -c lock_timeout={round(lock_wait * 1000)}"
+    return conninfo.make_conninfo(url, options=f"{existing} {pinning}".strip())
+
+
+@contextmanager
+def operator_connection(operator_conninfo: str, database: str) -> Iterator[Connection]:
+    """A one-off operator session in another database (a ``database`` tenant's).
+
+    ``operator_conninfo`` is the pinned ``operator_url``, so the pinning holds.
+    """
+    url = conninfo.make_conninfo(operator_conninfo, dbname=database)
+    with (
+        connecting.translated_errors(),
+        psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn,
+    ):
+        yield conn
+
+
+@dataclass
+class TenantSessions:
+    """Connections whose session user is a tenant's owner role, reused per role.
+
+    Not a ``psycopg_pool`` per role: there are thousands of roles, each
+    needing a connection now and then, and together they may keep only a
+    few idle (``idle_max``, least recently used closed first). A login the
+    server refuses for its password (a new credentials key, a role made by
+    an older version) is repaired once by setting the derived password
+    again, from the operator's pool.
+    """
+
+    server_url: str = field(repr=False)
+    """The operator's conninfo: host, port and TLS settings are taken from it."""
+    key: bytes = field(repr=False)
+    idle_max: int = 16
+    idle_seconds: float = 60.0
+    _idle: OrderedDict[tuple[str, str], list[tuple[Connection, float]]] = field(
+        default_factory=OrderedDict, repr=False
+    )
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @contextmanager
+    def session(self, role: str, database: str) -> Iterator[Connection]:
+        """An autocommit connection to ``database`` as ``role``, back to the cache afterwards.
+
+        The caller runs what it must in explicit transactions; whatever it
+        leaves behind is discarded (``DISCARD ALL``) before the next use.
+        """
+        key = (role, database)
+        conn = self._take(key) or self._connect(role, database)
+        try:
+            yield conn
+        except BaseException:
+            conn.close()
+            raise
+        self._give_back(key, conn)
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        with self._lock:
+            idle = [conn for conns in self._idle.values() for conn, _ in conns]
+            self._idle.clear()
+        for conn in idle:
+            conn.close()
+
+    def _take(self, key: tuple[str, str]) -> Connection | None:
+        now = time.monotonic()
+        with self._lock:
+            conns = self._idle.get(key, [])
+            while conns:
+                conn, since = conns.pop()
+                if not conn.closed and now - since < self.idle_seconds:
+                    return conn
+                conn.close()
+            self._idle.pop(key, None)
+        return None
+
+    def _give_back(self, key: tuple[str, str], conn: Connection) -> None:
+        if conn.closed or conn.broken:
+            return
+        try:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.rollback()
+            conn.autocommit = True
+            conn.execute("DISCARD ALL")
+        except psycopg.Error:
+            conn.close()
+            return
+        surplus: list[Connection] = []
+        with self._lock:
+            self._idle.setdefault(key, []).append((conn, time.monotonic()))
+            self._idle.move_to_end(key)
+            while sum(len(c) for c in self._idle.values()) > self.idle_max:
+                oldest = next(iter(self._idle))
+                surplus.append(self._idle[oldest].pop(0)[0])
+                if not self._idle[oldest]:
+                    del self._idle[oldest]
+        for old in surplus:
+            old.close()
+
+    def _connect(self, role: str, database: str) -> Connection:
+        password = passwords.role_password(self.key, role)
+        url = conninfo.make_conninfo(
+            self.server_url, user=role, password=password, dbname=database, options=""
+        )
+        try:
+            return self._open(url)
+        except psycopg.OperationalError as exc:
+            if not _password_refused(exc):
+                raise _unavailable(role, database, exc) from exc
+        self._set_password(role, password)
+        try:
+            return self._open(url)
+        except psycopg.OperationalError as exc:
+            raise _unavailable(role, database, exc) from exc
+
+    @staticmethod
+    def _open(url: str) -> Connection:
+        return psycopg.connect(
+            url,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT,
+            application_name=TENANT_APPLICATION,
+            prepare_threshold=None,
+        )
+
+    def _set_password(self, role: str, password: str) -> None:
+        verifier = passwords.scram_verifier(password, iterations=passwords.ROLE_SCRAM_ITERATIONS)
+        statement = sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(verifier)
+        )
+        database = str(conninfo.conninfo_to_dict(self.server_url).get("dbname") or "postgres")
+        try:
+            with operator_connection(self.server_url, database) as conn:
+                conn.execute(statement)
+        except errors.DatabaseError as exc:
+            raise errors.DatabaseError(
+                f"cannot log in as {role}: {exc}", sqlstate=exc.sqlstate
+            ) from exc
+
+
+def _password_refused(exc: psycopg.OperationalError) -> bool:
+    """The server refused the password (or the role may not log in yet)."""
+    text = str(exc)
+    return exc.sqlstate in ("28P01", "28000") or "password authentication failed" in text
+
+
+def _unavailable(role: str, database: str, exc: psycopg.Error) -> errors.DatabaseUnavailable:
+    return errors.DatabaseUnavailable(
+        f"cannot log in as {role} to database {database}: {connecting.describe(exc)}"
+    )
