@@ -44,8 +44,10 @@ DEFAULT_PLANS: Mapping[str, PlanLimits] = {
 class DatabaseSettings:
     """The PostgreSQL server the operator manages tenants on."""
 
-    url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
-    """libpq URL of an account allowed to create roles, schemas and databases."""
+    url: str = field(default="postgresql://postgres@127.0.0.1:5432/postgres", repr=False)
+    """libpq URL of an account allowed to create roles, schemas and databases.
+
+    It may carry a password, so it is left out of ``repr()``."""
     pool_min_size: int = 1
     """Connections the pool keeps open, per server."""
     pool_max_size: int = 8

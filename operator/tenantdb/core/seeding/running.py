@@ -30,7 +30,8 @@ class Run:
     pool: psycopg_pool.ConnectionPool
     control_schema: str
     shared_schema: str
-    operator_url: str
+    operator_url: str = field(repr=False)
+    """May carry the operator's password: never in ``repr()``."""
     location: scoping.TenantLocation
     profile: str
     applied_by: str
