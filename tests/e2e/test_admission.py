@@ -83,6 +83,16 @@ REFUSED_ON_CREATE = {
         manifest("Migration", "m5", "  version: 5\n  up: SELECT 1\n  lockTimeout: 5 seconds\n"),
         "spec.lockTimeout: Invalid value",
     ),
+    "statement timeout beyond PostgreSQL's limit": (
+        manifest(
+            "Migration", "m7", "  version: 7\n  up: SELECT 1\n  statementTimeout: 999999999h\n"
+        ),
+        "must be at most 2147483647ms",
+    ),
+    "lock timeout one second beyond PostgreSQL's limit": (
+        manifest("Migration", "m8", "  version: 8\n  up: SELECT 1\n  lockTimeout: 2147484s\n"),
+        "must be at most 2147483647ms",
+    ),
     "unknown failure policy": (
         manifest(
             "Migration",
@@ -157,3 +167,15 @@ def test_defaults_are_applied_by_the_api_server(api_only: Kubectl) -> None:
     assert spec["isolation"] == "schema"
     assert spec["deletionPolicy"] == "Retain"
     assert spec["suspended"] is False
+
+
+def test_timeouts_up_to_postgresqls_limit_are_accepted(api_only: Kubectl) -> None:
+    """The positive control of the timeout bounds: the limit itself, in every unit."""
+    for name, lock, statement in (
+        ("t1", "2147483647ms", "596h"),
+        ("t2", "2147483s", "35791min"),
+        ("t3", "0s", "0ms"),
+    ):
+        spec = f"  version: 9\n  up: SELECT 1\n  lockTimeout: {lock}\n  statementTimeout: {statement}\n"
+        api_only.apply(manifest("Migration", name, spec))
+        assert api_only.get("migration", name)["spec"]["statementTimeout"] == statement

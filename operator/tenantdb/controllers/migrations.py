@@ -28,6 +28,7 @@ import kopf
 import pydantic
 from prometheus_client import Counter, Histogram
 
+from tenantdb import settings as settings_
 from tenantdb.api import GROUP, VERSION, conditions
 from tenantdb.api import migrations as api
 from tenantdb.controllers import kube, reporting, runtime
@@ -303,7 +304,7 @@ class _Pass:
         return reconciling.Request(
             name=self.name,
             namespace=self.namespace,
-            spec=spec,
+            spec=limited(spec, self.rt.settings.migrations),
             declared=self._declared(),
             labels={t.uid: dict(t.labels) for t in self.tenants},
             retry=retry,
@@ -419,10 +420,23 @@ def catch_up(
     versions = [d.version for d in plan]
     if len(set(versions)) != len(versions):
         raise migration_errors.InvalidScript(f"Migration versions must be unique: {versions}")
-    changes = [scripts.from_spec(d.name, specs[d.name]) for d in plan]
+    limits = rt.settings.migrations
+    changes = [scripts.from_spec(d.name, limited(specs[d.name], limits)) for d in plan]
     version = commands.catch_up(rt.server, changes, tenant_uid, rt.settings.instance)
     logger.info("tenant at migration version %s (%d migration(s) apply)", version, len(changes))
     return version
+
+
+def limited(spec: api.MigrationSpec, limits: settings_.MigrationSettings) -> api.MigrationSpec:
+    """The spec with its timeouts within the operator's caps (``0s``, no timeout, included)."""
+    return spec.model_copy(
+        update={
+            "lock_timeout": settings_.capped(spec.lock_timeout, limits.max_lock_timeout),
+            "statement_timeout": settings_.capped(
+                spec.statement_timeout, limits.max_statement_timeout
+            ),
+        }
+    )
 
 
 def tenant_version(rt: runtime.Runtime, tenant_uid: str) -> int | None:

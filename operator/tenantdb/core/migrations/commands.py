@@ -14,11 +14,17 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+
 from tenantdb.api import migrations as api
 from tenantdb.core import commands, connecting, scoping
 from tenantdb.core.migrations import engine, errors, ledger, planning, rollout, scripts
 
 Outcome = engine.Outcome
+CHECK_TIMEOUTS = (
+    "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)"
+)
+"""The script's timeouts, set in a transaction that is rolled back: does the server take them?"""
 
 
 def targets(
@@ -148,6 +154,7 @@ def upgrade(
 ) -> rollout.Report:
     """Apply (or dry-run) one script on many tenants under a rollout policy."""
     _refuse_unsafe(script)
+    check_timeouts(server, script)
     ctx = engine.Context(server, applied_by)
     needs = requires or {}
 
@@ -169,6 +176,7 @@ def downgrade(
 ) -> rollout.Report:
     """Run one script's ``down`` on many tenants (each refuses while later versions remain)."""
     _refuse_unsafe(script)
+    check_timeouts(server, script)
     ctx = engine.Context(server, applied_by)
     return rollout.run(where, lambda t: engine.revert(ctx, t, script), policy, on_result, stop)
 
@@ -191,6 +199,7 @@ def catch_up(
     done: list[int] = []
     for script in sorted(plan, key=lambda s: s.version):
         _refuse_unsafe(script)
+        check_timeouts(server, script)
         result = engine.apply(ctx, location, script, requires=done)
         if result.outcome in (Outcome.BUSY, Outcome.RETRY, Outcome.BLOCKED):
             problem = errors.TenantBusy if result.outcome is Outcome.BUSY else errors.Waiting
@@ -245,6 +254,25 @@ def history(server: commands.Server, namespace: str | None, tenant: str) -> list
     """Every ledger row of the tenant(s) of that name."""
     with connecting.connection(server.pool) as conn:
         return ledger.tenant_history(conn, server.control_schema, namespace, tenant)
+
+
+def check_timeouts(server: commands.Server, script: scripts.Script) -> None:
+    """``InvalidScript`` with the server's own message if it refuses the script's
+    ``lock_timeout`` or ``statement_timeout`` (one round trip, nothing kept).
+
+    Every tenant would refuse them the same way, before any of the user's SQL
+    runs; this says so once, as a failure of the migration, not of a tenant.
+    """
+    with connecting.connection(server.pool) as conn:
+        try:
+            with conn.transaction(force_rollback=True):
+                conn.execute(CHECK_TIMEOUTS, (script.lock_timeout, script.statement_timeout))
+        except psycopg.errors.InvalidParameterValue as exc:
+            raise errors.InvalidScript(
+                f"migration {script.version}: PostgreSQL refuses lockTimeout "
+                f"{script.lock_timeout!r} or statementTimeout {script.statement_timeout!r}: "
+                f"{connecting.describe(exc)}"
+            ) from exc
 
 
 def _refuse_unsafe(script: scripts.Script) -> None:
