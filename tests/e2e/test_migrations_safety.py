@@ -75,6 +75,40 @@ def test_an_edited_applied_migration_is_drift_until_accepted(
     assert scalar(admin, column, schema_of(kubectl, "drift-a")) == "integer"
 
 
+def test_a_second_migration_with_a_taken_version_is_refused_and_the_first_untouched(
+    kubectl: Kubectl, admin: psycopg.Connection
+) -> None:
+    tenants(kubectl, ["dup-a"])
+    kubectl.apply(migration("original", 1, "CREATE TABLE original (id int)"))
+    wait_phase(kubectl, "original", "Succeeded")
+    before = ready_of(kubectl, "original")
+    kubectl.apply(migration("copycat", 1, "CREATE TABLE copycat (id int)"))
+    eventually(lambda: ready_of(kubectl, "copycat").get("reason") == "DuplicateVersion")
+    refused = ready_of(kubectl, "copycat")
+    assert refused["status"] == "False"
+    assert "version 1 belongs to Migration original" in refused["message"]
+    assert kubectl.get("migration", "copycat")["status"]["phase"] == "Failed"
+    assert any(
+        e["reason"] == "DuplicateVersion" and e["type"] == "Warning"
+        for e in kubectl.events("copycat")
+    )
+    tenants(kubectl, ["dup-late"])  # catches up with the first one only, and is Ready
+    eventually(lambda: kubectl.get("migration", "original")["status"]["tenants"]["total"] == 2)
+    status = kubectl.get("migration", "original")["status"]
+    after = ready_of(kubectl, "original")
+    assert status["phase"] == "Succeeded" and status["tenants"]["failed"] == 0
+    assert (after["status"], after["reason"]) == ("True", "Applied")
+    assert after["lastTransitionTime"] == before["lastTransitionTime"]  # never flipped
+    rows = admin.execute(
+        "SELECT tenant_name, migration, state FROM tenantdb.migration_ledger"
+        " WHERE namespace = %s ORDER BY 1",
+        (kubectl.namespace,),
+    ).fetchall()
+    assert rows == [("dup-a", "original", "applied"), ("dup-late", "original", "applied")]
+    tables = "SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename = 'copycat'"
+    assert scalar(admin, tables, schema_of(kubectl, "dup-late")) == 0
+
+
 def test_rollback_goes_in_reverse_order(kubectl: Kubectl, admin: psycopg.Connection) -> None:
     tenants(kubectl, ["back-a", "back-b"])
     kubectl.apply(

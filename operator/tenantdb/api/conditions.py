@@ -52,6 +52,7 @@ class Reason(StrEnum):
     ROLLOUT_HALTED = "RolloutHalted"
     CANARY_FAILED = "CanaryFailed"
     CHECKSUM_MISMATCH = "ChecksumMismatch"
+    DUPLICATE_VERSION = "DuplicateVersion"
     DRY_RUN_PASSED = "DryRunPassed"
     DRY_RUN_FAILED = "DryRunFailed"
     ROLLING_BACK = "RollingBack"

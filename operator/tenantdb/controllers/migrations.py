@@ -104,7 +104,10 @@ def _parse_spec(spec: Any) -> api.MigrationSpec | None:
         return None
 
 
-def _declared(name: str, parsed: api.MigrationSpec, status: Any) -> planning.Declared:
+def _declared(
+    name: str, parsed: api.MigrationSpec, status: Any, meta: Mapping[str, Any] | None = None
+) -> planning.Declared:
+    meta = meta or {}
     return planning.Declared(
         name=name,
         version=parsed.version,
@@ -114,6 +117,8 @@ def _declared(name: str, parsed: api.MigrationSpec, status: Any) -> planning.Dec
         dry_run=parsed.dry_run,
         rollback=parsed.rollback,
         halted=(status or {}).get("phase") == api.Phase.HALTED,
+        created=str(meta.get("creationTimestamp") or ""),
+        uid=str(meta.get("uid") or ""),
     )
 
 
@@ -127,7 +132,7 @@ def _parse_object(
     parsed = _parse_spec(obj.get("spec"))
     if parsed is None:
         return None
-    return _declared(str(meta.get("name", "")), parsed, obj.get("status")), parsed
+    return _declared(str(meta.get("name", "")), parsed, obj.get("status"), meta), parsed
 
 
 def _declare_object(obj: Mapping[str, Any]) -> planning.Declared | None:
@@ -416,10 +421,7 @@ def catch_up(
             item, spec = found
             declared.append(item)
             specs[item.name] = spec
-    plan = planning.catch_up_plan(declared, labels)
-    versions = [d.version for d in plan]
-    if len(set(versions)) != len(versions):
-        raise migration_errors.InvalidScript(f"Migration versions must be unique: {versions}")
+    plan = planning.catch_up_plan(planning.owners(declared), labels)
     limits = rt.settings.migrations
     changes = [scripts.from_spec(d.name, limited(specs[d.name], limits)) for d in plan]
     version = commands.catch_up(rt.server, changes, tenant_uid, rt.settings.instance)

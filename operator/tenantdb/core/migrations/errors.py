@@ -21,6 +21,12 @@ class InvalidScript(MigrationError):
     reason = "InvalidSpec"
 
 
+class DuplicateVersion(MigrationError):
+    """Another Migration of the namespace, created earlier, has this version."""
+
+    reason = "DuplicateVersion"
+
+
 class ChecksumMismatch(MigrationError):
     """An applied version's text changed since it was applied (drift)."""
 

@@ -48,6 +48,10 @@ class Declared:
     rollback: bool
     halted: bool = False
     """The rollout stopped (failures, a canary, drift): later versions wait for it."""
+    created: str = ""
+    """The object's ``creationTimestamp``: of two Migrations with one version,
+    the one created first owns it (then the lower UID)."""
+    uid: str = ""
 
     def targets(self, labels: Mapping[str, str]) -> bool:
         """Whether this migration is meant for a tenant with these labels."""
@@ -57,6 +61,25 @@ class Declared:
     def gates(self) -> bool:
         """Whether later versions must wait for this one (dry runs and rollbacks do not gate)."""
         return not (self.dry_run or self.rollback)
+
+
+def owners(declared: Iterable[Declared]) -> list[Declared]:
+    """One Migration per version, in version order: the first created of each.
+
+    A later Migration with a version already taken is refused as a
+    duplicate (it never runs), so it must not count for ordering either.
+    """
+    first: dict[int, Declared] = {}
+    for item in declared:
+        held = first.get(item.version)
+        if held is None or (item.created, item.uid) < (held.created, held.uid):
+            first[item.version] = item
+    return [first[version] for version in sorted(first)]
+
+
+def owner(declared: Iterable[Declared], version: int) -> Declared | None:
+    """The Migration that owns ``version`` (None: no Migration has it)."""
+    return next((d for d in owners(declared) if d.version == version), None)
 
 
 def required_versions(

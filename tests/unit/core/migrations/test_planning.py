@@ -172,3 +172,14 @@ def test_a_failed_canary_halts_whatever_the_policy() -> None:
     verdict = planning.decide(APPLY, planning.Counts(5, 0, 1, 4), CONTINUE, canary_failed=["a"])
     assert (verdict.phase, verdict.reason) == (api.Phase.HALTED, "CanaryFailed")
     assert "a" in verdict.message
+
+
+def test_the_first_created_migration_owns_its_version() -> None:
+    first = declared(1, name="first", created="2026-01-01T10:00:00Z", uid="b")
+    later = declared(1, name="later", created="2026-01-01T10:00:05Z", uid="a")
+    same_second = declared(1, name="twin", created="2026-01-01T10:00:00Z", uid="c")
+    other = declared(2, created="2026-01-02T00:00:00Z")
+    assert planning.owners([later, other, same_second, first]) == [first, other]
+    assert planning.owner([later, first], 1) == first
+    assert planning.owner([later], 1) == later
+    assert planning.owner([first], 2) is None
