@@ -209,6 +209,50 @@ def test_catch_up_applies_earlier_migrations_in_order_and_stops_at_an_unapproved
     assert migrations.catch_up(rt, kubectl.namespace, tenant.uid, {"tier": "free"}, logger) == 4
 
 
+def test_a_tenant_created_while_a_migration_is_halted_waits_for_it_then_catches_up(
+    kubectl: Kubectl, admin: psycopg.Connection
+) -> None:
+    tenants(kubectl, ["held-a", "held-b"])
+    kubectl.apply(migration("base", 1, "CREATE TABLE base (id int)"))
+    wait_phase(kubectl, "base", "Succeeded")
+    planted = f'"{schema_of(kubectl, "held-b")}".extra'
+    admin.execute(f"CREATE TABLE {planted} (id int)")  # version 2 fails on held-b only
+    halt = {"maxParallel": 1, "failurePolicy": "Halt"}
+    kubectl.apply(migration("extra", 2, "CREATE TABLE extra (id int)", strategy=halt))
+    wait_phase(kubectl, "extra", "Halted")
+    assert ledger(admin, kubectl.namespace, 2) == {"held-a": "applied", "held-b": "failed"}
+
+    kubectl.apply(
+        "apiVersion: tenantdb.io/v1alpha1\nkind: Tenant\nmetadata:\n  name: held-c\n"
+        "spec:\n  deletionPolicy: Delete\n"
+    )
+    eventually(lambda: tenant_ready(kubectl, "held-c").get("reason") == "WaitingForMigration")
+    waiting = tenant_ready(kubectl, "held-c")
+    assert waiting["status"] == "False"
+    assert "Migration extra (version 2) is halted (RolloutHalted)" in waiting["message"]
+    assert kubectl.get("tenant", "held-c")["status"]["phase"] == "Pending"
+    assert ledger(admin, kubectl.namespace, 1)["held-c"] == "applied"  # caught up to the halt
+    assert "held-c" not in ledger(admin, kubectl.namespace, 2)
+    assert any(
+        e["reason"] == "WaitingForMigration" and e["type"] == "Warning"
+        for e in kubectl.events("held-c")
+    )
+
+    admin.execute(f"DROP TABLE {planted}")  # fixed; retried
+    kubectl.run("annotate", "migration", "extra", "tenantdb.io/retry=1")
+    wait_phase(kubectl, "extra", "Succeeded")
+    kubectl.wait("tenant/held-c", "condition=Ready", timeout=60)
+    assert kubectl.get("tenant", "held-c")["status"]["version"] == 2
+    assert set(ledger(admin, kubectl.namespace, 2).values()) == {"applied"}
+    assert len(ledger(admin, kubectl.namespace, 2)) == 3
+
+
+def tenant_ready(kubectl: Kubectl, name: str) -> dict[str, str]:
+    status = kubectl.get("tenant", name).get("status") or {}
+    ready = [c for c in status.get("conditions") or [] if c["type"] == "Ready"]
+    return ready[0] if ready else {}
+
+
 def test_two_operators_racing_never_apply_a_tenant_twice(
     kubectl: Kubectl,
     kubeconfig: Path,

@@ -53,6 +53,7 @@ class Reason(StrEnum):
     CANARY_FAILED = "CanaryFailed"
     CHECKSUM_MISMATCH = "ChecksumMismatch"
     DUPLICATE_VERSION = "DuplicateVersion"
+    WAITING_FOR_MIGRATION = "WaitingForMigration"
     DRY_RUN_PASSED = "DryRunPassed"
     DRY_RUN_FAILED = "DryRunFailed"
     ROLLING_BACK = "RollingBack"

@@ -116,10 +116,26 @@ def _declared(
         approved=parsed.approved,
         dry_run=parsed.dry_run,
         rollback=parsed.rollback,
-        halted=(status or {}).get("phase") == api.Phase.HALTED,
+        halted=_halted(status),
+        why=_ready_reason(status) if _halted(status) else "",
         created=str(meta.get("creationTimestamp") or ""),
         uid=str(meta.get("uid") or ""),
     )
+
+
+def _halted(status: Any) -> bool:
+    """Halted, or refused for its spec: nothing of it runs until a person acts."""
+    phase = (status or {}).get("phase")
+    refused = phase == api.Phase.FAILED and _ready_reason(status) in (
+        Reason.INVALID_SPEC,
+        migration_errors.InvalidScript.reason,
+    )
+    return phase == api.Phase.HALTED or refused
+
+
+def _ready_reason(status: Any) -> str:
+    ready = [c for c in (status or {}).get("conditions") or [] if c.get("type") == "Ready"]
+    return str(ready[0].get("reason") or "") if ready else ""
 
 
 def _parse_object(
@@ -408,7 +424,8 @@ def catch_up(
     rolled back and whose ``tenantSelector`` matches ``labels``, stopping
     before one that awaits approval or is halted. Returns the tenant's
     highest applied version (None if none). Raises ``TenantDBError``s:
-    ``TenantBusy``/``Waiting`` (not permanent: retry soon),
+    ``TenantBusy``/``Waiting`` (not permanent: retry soon), ``HeldBack``
+    (retry: a halted or invalid Migration the tenant lacks stops it),
     ``TenantFailed`` (permanent, with the database's message), and
     ``kube.ApiError`` when Migrations cannot be listed.
     """
@@ -421,10 +438,17 @@ def catch_up(
             item, spec = found
             declared.append(item)
             specs[item.name] = spec
-    plan = planning.catch_up_plan(planning.owners(declared), labels)
+    owners = planning.owners(declared)
+    plan = planning.catch_up_plan(owners, labels)
     limits = rt.settings.migrations
     changes = [scripts.from_spec(d.name, limited(specs[d.name], limits)) for d in plan]
-    version = commands.catch_up(rt.server, changes, tenant_uid, rt.settings.instance)
+    held_by = planning.holding_back(owners, labels)
+    try:
+        version = commands.catch_up(
+            rt.server, changes, tenant_uid, rt.settings.instance, held_by=held_by
+        )
+    except migration_errors.InvalidScript as exc:
+        raise migration_errors.HeldBack(f"{exc}; this tenant catches up once it is fixed") from exc
     logger.info("tenant at migration version %s (%d migration(s) apply)", version, len(changes))
     return version
 

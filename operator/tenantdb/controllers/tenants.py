@@ -53,6 +53,7 @@ def reconcile(
     try:
         tenant = _parse(spec)
         outcome = _converge(rt, tenant, meta, status, body)
+        _write_location(patch, outcome, meta, tenant)
         version = migrations.catch_up(
             rt, meta["namespace"], meta["uid"], dict(meta.get("labels") or {}), logger
         )
@@ -71,7 +72,7 @@ def reconcile(
             rt.settings.watch.retry_delay,
             logger,
         )
-    _write_ready_status(patch, status, generation, outcome, meta, tenant)
+    _write_ready(patch, status, generation, tenant)
     patch.status["version"] = version
     if seeded is not None:
         patch.status["seeded"] = seeded
@@ -277,16 +278,11 @@ def _retryable(exc: Exception) -> Exception:
     return exc
 
 
-def _write_ready_status(
-    patch: kopf.Patch,
-    status: kopf.Status,
-    generation: int,
-    outcome: Outcome,
-    meta: kopf.Meta,
-    tenant: api.TenantSpec,
+def _write_location(
+    patch: kopf.Patch, outcome: Outcome, meta: kopf.Meta, tenant: api.TenantSpec
 ) -> None:
+    """Where the tenant lives, written once provisioned (even if catching up then waits)."""
     provisioned = outcome.provisioned
-    patch.status["phase"] = api.Phase.SUSPENDED if tenant.suspended else api.Phase.READY
     patch.status["schema"] = provisioned.schema
     patch.status["database"] = provisioned.database
     patch.status["role"] = provisioned.names.login_role
@@ -296,6 +292,12 @@ def _write_ready_status(
         patch.status["tenantId"] = meta["uid"]
     if outcome.rotated is not None:
         patch.status["credentialsRotation"] = outcome.rotated
+
+
+def _write_ready(
+    patch: kopf.Patch, status: kopf.Status, generation: int, tenant: api.TenantSpec
+) -> None:
+    patch.status["phase"] = api.Phase.SUSPENDED if tenant.suspended else api.Phase.READY
     reason = conditions.Reason.SUSPENDED if tenant.suspended else conditions.Reason.PROVISIONED
     message = "login disabled; data kept" if tenant.suspended else "tenant is provisioned"
     reporting.write_condition(

@@ -182,12 +182,18 @@ def downgrade(
 
 
 def catch_up(
-    server: commands.Server, plan: Sequence[scripts.Script], tenant_uid: str, applied_by: str
+    server: commands.Server,
+    plan: Sequence[scripts.Script],
+    tenant_uid: str,
+    applied_by: str,
+    held_by: planning.Declared | None = None,
 ) -> int | None:
     """Apply every script of ``plan`` (in version order) the tenant lacks; return its version.
 
     Raises ``TenantBusy`` or ``Waiting`` (retry soon) and ``TenantFailed``
-    (with the database's message) when a script does not apply.
+    (with the database's message) when a script does not apply, and
+    ``HeldBack`` (retry) when the tenant lacks ``held_by``, the halted
+    Migration where ``plan`` stops.
     """
     with connecting.connection(server.pool) as conn:
         location = scoping.load(conn, server.control_schema, tenant_uid)
@@ -210,6 +216,16 @@ def catch_up(
                 f"migration {script.version} ({script.name}) failed: {result.error}"
             )
         done.append(script.version)
+    if held_by is not None:
+        with connecting.connection(server.pool) as conn:
+            row = ledger.fetch_row(conn, server.control_schema, tenant_uid, held_by.version)
+        if row.state is not ledger.State.APPLIED:
+            why = f" ({held_by.why})" if held_by.why else ""
+            raise errors.HeldBack(
+                f"Migration {held_by.name} (version {held_by.version}) is halted{why} and this "
+                "tenant does not have it yet; it catches up, and becomes Ready, once that "
+                "Migration is fixed, accepted or rolled back"
+            )
     return tenant_version(server, tenant_uid, api.Scope.TENANT)
 
 

@@ -39,6 +39,14 @@ class TenantFailed(MigrationError):
     reason = "MigrationFailed"
 
 
+class HeldBack(MigrationError):
+    """The tenant lacks a version its namespace's Migrations define, and that
+    Migration cannot run now (halted, invalid); retried until it can."""
+
+    reason = "WaitingForMigration"
+    permanent = False
+
+
 class TenantBusy(MigrationError):
     """Another worker (replica, CLI) holds the tenant's lock right now; retry soon."""
 

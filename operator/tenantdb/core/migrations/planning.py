@@ -47,7 +47,10 @@ class Declared:
     dry_run: bool
     rollback: bool
     halted: bool = False
-    """The rollout stopped (failures, a canary, drift): later versions wait for it."""
+    """The rollout stopped (failures, a canary, drift) or cannot start (an invalid
+    spec): later versions, and tenants that lack this one, wait for it."""
+    why: str = ""
+    """What stopped it (the Ready reason of a halted Migration)."""
     created: str = ""
     """The object's ``creationTimestamp``: of two Migrations with one version,
     the one created first owns it (then the lower UID)."""
@@ -111,6 +114,23 @@ def catch_up_plan(declared: Iterable[Declared], labels: Mapping[str, str]) -> li
             break
         plan.append(item)
     return plan
+
+
+def holding_back(declared: Iterable[Declared], labels: Mapping[str, str]) -> Declared | None:
+    """The halted Migration where a tenant's catch-up plan stops, if any.
+
+    Every tenant it targets should have it (others may already), so a
+    tenant that lacks it is not at its namespace's version. A Migration
+    awaiting approval does not hold anyone back: no tenant has it yet.
+    """
+    for item in sorted(declared, key=lambda d: d.version):
+        if not item.targets(labels) or not item.gates:
+            continue
+        if not item.approved:
+            return None
+        if item.halted:
+            return item
+    return None
 
 
 def canaries(canary: api.Canary | None, names: Sequence[str]) -> frozenset[str]:

@@ -183,3 +183,13 @@ def test_the_first_created_migration_owns_its_version() -> None:
     assert planning.owner([later, first], 1) == first
     assert planning.owner([later], 1) == later
     assert planning.owner([first], 2) is None
+
+
+def test_a_halted_migration_holds_back_the_tenants_it_targets() -> None:
+    halted = declared(2, halted=True, why="ChecksumMismatch")
+    assert planning.holding_back([declared(1), halted, declared(3)], {}) == halted
+    assert planning.holding_back([declared(1), declared(3)], {}) is None
+    gold_only = declared(2, halted=True, selector=selector({"tier": "gold"}))
+    assert planning.holding_back([gold_only], {"tier": "free"}) is None
+    assert planning.holding_back([declared(1, approved=False), halted], {}) is None
+    assert planning.holding_back([declared(2, halted=True, rollback=True)], {}) is None
