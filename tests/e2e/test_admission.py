@@ -45,6 +45,10 @@ REFUSED_ON_CREATE = {
         manifest("Tenant", "t4", "  deletionPolicy: Destroy\n"),
         'Unsupported value: "Destroy"',
     ),
+    "deletion policy without backups": (
+        manifest("Tenant", "t9", "  deletionPolicy: BackupThenDelete\n"),
+        "BackupThenDelete is not supported yet",
+    ),
     "empty display name": (
         manifest("Tenant", "t5", '  displayName: ""\n'),
         "spec.displayName: Invalid value",

@@ -165,3 +165,31 @@ def test_delete_policy_delete_drops_everything(kubectl: Kubectl, admin: psycopg.
     eventually(
         lambda: kubectl.run("get", "secret", "globex-credentials", check=False).returncode != 0
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "spec"),
+    [
+        ("serverRef", "\n    name: replica"),
+        ("restoreFrom", "\n    backup: nightly"),
+    ],
+)
+def test_a_field_without_its_feature_is_refused_and_nothing_is_provisioned(
+    kubectl: Kubectl, admin: psycopg.Connection, field: str, spec: str
+) -> None:
+    name = field.lower()
+    kubectl.apply(tenant(name, **{field: spec, "deletionPolicy": "Delete"}))
+    kubectl.wait(f"tenant/{name}", "jsonpath={.status.conditions[0].reason}=Unsupported")
+    obj = kubectl.get("tenant", name)
+    ready = obj["status"]["conditions"][0]
+    assert ready["status"] == "False" and f"spec.{field}" in ready["message"]
+    assert obj["status"]["phase"] == "Failed"
+    assert any(
+        e["reason"] == "Unsupported" and e["type"] == "Warning" for e in kubectl.events(name)
+    )
+    uid = obj["metadata"]["uid"]
+    assert admin.execute(
+        "SELECT count(*) FROM tenantdb.tenants WHERE uid = %s", (uid,)
+    ).fetchone() == (0,)
+    assert kubectl.run("get", "secret", f"{name}-credentials", check=False).returncode != 0
+    kubectl.run("delete", "tenant", name, "--timeout=60s")  # and it can be deleted

@@ -102,14 +102,53 @@ class TenantSpec(base.ApiModel):
     """Free-form labels carried into the tenant registry's ``metadata``."""
     seed: SeedSpec | None = None
     """Seeders to run once migrations are applied."""
-    deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
+    deletion_policy: DeletionPolicy = Field(
+        default=DeletionPolicy.RETAIN,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self != '{DeletionPolicy.BACKUP_THEN_DELETE.value}'",
+                    "message": (
+                        "BackupThenDelete is not supported yet (it needs the Backup controller); "
+                        "use Retain or Delete"
+                    ),
+                }
+            ]
+        },
+    )
     """What deleting the Tenant does: ``Retain`` keeps schema, roles and
-    data; ``Delete`` drops them; ``BackupThenDelete`` backs up first."""
+    data; ``Delete`` drops them. ``BackupThenDelete`` (back up first) is
+    refused until backups exist; a Tenant stored with it is deleted as with
+    ``Retain``."""
     server_ref: ServerRef | None = None
-    """Which PostgreSQL server hosts the tenant (default: the operator's).
-    Immutable."""
+    """Which PostgreSQL server hosts the tenant. Not supported yet: a Tenant
+    with it is refused (``Ready=False``, reason ``Unsupported``) and never
+    provisioned. Immutable."""
     restore_from: RestoreFrom | None = None
-    """Create this tenant from a Backup. Immutable."""
+    """Create this tenant from a Backup. Not supported yet: a Tenant with it
+    is refused (``Ready=False``, reason ``Unsupported``) and never
+    provisioned. Immutable."""
+
+
+def unsupported(spec: TenantSpec) -> list[str]:
+    """What the spec asks for that this operator cannot do yet (empty: nothing)."""
+    found = []
+    if spec.server_ref is not None:
+        found.append(
+            "spec.serverRef: tenants live on the operator's own server only, for now "
+            "(serverRef is immutable: delete the Tenant and create it without serverRef)"
+        )
+    if spec.restore_from is not None:
+        found.append(
+            "spec.restoreFrom: restoring a tenant from a Backup is not supported yet "
+            "(restoreFrom is immutable: delete the Tenant and create it without restoreFrom)"
+        )
+    if spec.deletion_policy is DeletionPolicy.BACKUP_THEN_DELETE:
+        found.append(
+            "spec.deletionPolicy: BackupThenDelete needs backups, not supported yet; "
+            "use Retain or Delete"
+        )
+    return found
 
 
 class TenantStatus(conditions.ObservedStatus):

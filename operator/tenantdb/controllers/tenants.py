@@ -25,6 +25,12 @@ class InvalidSpec(errors.TenantDBError):
     reason = "InvalidSpec"
 
 
+class Unsupported(errors.TenantDBError):
+    """The spec asks for a feature this operator does not have yet; nothing is provisioned."""
+
+    reason = conditions.Reason.UNSUPPORTED.value
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What one reconciliation did, for status and events."""
@@ -52,6 +58,9 @@ def reconcile(
     generation = int(meta.get("generation") or 0)
     try:
         tenant = _parse(spec)
+        refused = api.unsupported(tenant)
+        if refused:
+            raise Unsupported("; ".join(refused))
         outcome = _converge(rt, tenant, meta, status, body)
         _write_location(patch, outcome, meta, tenant)
         version = migrations.catch_up(
@@ -136,13 +145,10 @@ def delete(
 ) -> None:
     """Carry out the deletion policy before the finalizer is released."""
     rt = runtime.of(memo)
-    policy = _parse(spec).deletion_policy
-    if policy is api.DeletionPolicy.BACKUP_THEN_DELETE:
-        message = (
-            "BackupThenDelete needs the Backup controller; set deletionPolicy to Retain or Delete"
-        )
-        kopf.warn(body, reason=conditions.Reason.DELETION_BLOCKED, message=message)
-        raise kopf.TemporaryError(message, delay=60)
+    policy, note = deletion_policy(spec)
+    if note:
+        kopf.warn(body, reason=conditions.Reason.RETAINED, message=note)
+        logger.warning("%s", note)
     try:
         commands.deprovision(
             rt.server, uid=meta["uid"], name=meta["name"], drop=policy is api.DeletionPolicy.DELETE
@@ -152,6 +158,25 @@ def delete(
         raise kopf.TemporaryError(str(exc), delay=rt.settings.watch.retry_delay) from exc
     rt.last_verified.pop(meta["uid"], None)
     logger.info("tenant deleted with policy %s", policy.value)
+
+
+def deletion_policy(spec: Any) -> tuple[api.DeletionPolicy, str]:
+    """The policy deleting carries out, and why it is not the one asked for (if so).
+
+    Deleting never waits for something that cannot happen: a policy this
+    operator cannot carry out (``BackupThenDelete``, stored before the CRD
+    refused it) or a spec it cannot read keeps the data, as ``Retain`` does.
+    """
+    try:
+        policy = _parse(spec).deletion_policy
+    except InvalidSpec as exc:
+        return api.DeletionPolicy.RETAIN, f"data retained: the spec cannot be read ({exc})"
+    if policy is api.DeletionPolicy.BACKUP_THEN_DELETE:
+        return api.DeletionPolicy.RETAIN, (
+            "data retained: BackupThenDelete needs backups, not supported yet; "
+            "the schema or database, roles and rows are kept as with Retain"
+        )
+    return policy, ""
 
 
 def _converge(
