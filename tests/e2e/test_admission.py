@@ -57,6 +57,26 @@ REFUSED_ON_CREATE = {
         manifest("Tenant", "t6", "  metadata:\n    tier: 3\n"),
         "must be of type string",
     ),
+    "metadata value over 256 characters": (
+        manifest("Tenant", "t10", f"  metadata:\n    note: {'x' * 257}\n"),
+        "spec.metadata.note: Too long",
+    ),
+    "metadata key over 63 characters": (
+        manifest("Tenant", "t11", f"  metadata:\n    {'k' * 64}: v\n"),
+        "keys must be at most 63 characters",
+    ),
+    "more than 64 metadata entries": (
+        manifest("Tenant", "t12", "  metadata:\n" + "".join(f"    k{i}: v\n" for i in range(65))),
+        "must have at most 64 items",
+    ),
+    "a selector label value over 63 characters": (
+        manifest(
+            "Migration",
+            "m9",
+            f"  version: 9\n  up: SELECT 1\n  tenantSelector:\n    matchLabels:\n      tier: {'g' * 64}\n",
+        ),
+        "Too long",
+    ),
     "unknown seed profile": (
         manifest("Tenant", "t7", "  seed:\n    profile: staging\n"),
         'Unsupported value: "staging"',

@@ -76,7 +76,7 @@ class Phase(StrEnum):
 class Canary(base.ApiModel):
     """Tenants migrated first; the rest follow only if all of them succeed."""
 
-    tenants: list[str] = Field(default_factory=list, max_length=64)
+    tenants: list[Annotated[str, Field(max_length=63)]] = Field(default_factory=list, max_length=64)
     """Names of the canary tenants."""
     count: int = Field(default=0, ge=0, le=1000)
     """Besides ``tenants``, this many further tenants (in name order) go first."""

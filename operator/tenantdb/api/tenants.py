@@ -1,8 +1,9 @@
 """The ``Tenant`` resource: one customer of the SaaS and where its data lives."""
 
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from tenantdb.api import base, conditions, resources
 
@@ -12,6 +13,11 @@ TENANT_NAME_PATTERN = r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$"
 They become part of schema, role and database names, which PostgreSQL caps
 at 63 bytes; the rest of those names is a prefix and a hash of the UID.
 """
+
+METADATA_KEY = Annotated[str, StringConstraints(min_length=1, max_length=63)]
+"""A ``metadata`` key: 1-63 characters (a PostgreSQL identifier's length)."""
+METADATA_VALUE = Annotated[str, StringConstraints(max_length=256)]
+"""A ``metadata`` value: at most 256 characters, so that 64 entries stay near 20 KB."""
 
 DOMAIN_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
 
@@ -56,7 +62,9 @@ class SeedSpec(base.ApiModel):
     profile: SeedProfile = SeedProfile.PRODUCTION
     """``production`` runs only production-safe seeders; ``development`` runs
     both, and is refused by an operator configured for production."""
-    seeders: list[str] = Field(default_factory=list, max_length=64)
+    seeders: list[Annotated[str, StringConstraints(max_length=63)]] = Field(
+        default_factory=list, max_length=64
+    )
     """Seeder names to run; empty means every seeder of the profile."""
 
 
@@ -98,8 +106,9 @@ class TenantSpec(base.ApiModel):
     suspended: bool = False
     """``true`` makes the login role NOLOGIN (ALTER ROLE ... NOLOGIN) and
     ends its sessions; no data is touched."""
-    metadata: dict[str, str] = Field(default_factory=dict, max_length=64)
-    """Free-form labels carried into the tenant registry's ``metadata``."""
+    metadata: dict[METADATA_KEY, METADATA_VALUE] = Field(default_factory=dict, max_length=64)
+    """Free-form labels carried into the tenant registry's ``metadata``: at
+    most 64 entries, keys of 1-63 characters, values of at most 256."""
     seed: SeedSpec | None = None
     """Seeders to run once migrations are applied."""
     deletion_policy: DeletionPolicy = Field(
