@@ -118,6 +118,7 @@ def _declared(
         rollback=parsed.rollback,
         halted=_halted(status),
         why=_ready_reason(status) if _halted(status) else "",
+        established=_established(status),
         created=str(meta.get("creationTimestamp") or ""),
         uid=str(meta.get("uid") or ""),
     )
@@ -131,6 +132,14 @@ def _halted(status: Any) -> bool:
         migration_errors.InvalidScript.reason,
     )
     return phase == api.Phase.HALTED or refused
+
+
+def _established(status: Any) -> bool:
+    """Reconciled at least once, and not refused as a duplicate or for its spec."""
+    refusals = (Reason.DUPLICATE_VERSION, Reason.INVALID_SPEC)
+    return (status or {}).get("observedGeneration") is not None and (
+        _ready_reason(status) not in refusals
+    )
 
 
 def _ready_reason(status: Any) -> str:

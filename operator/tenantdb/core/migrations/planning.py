@@ -51,9 +51,12 @@ class Declared:
     spec): later versions, and tenants that lack this one, wait for it."""
     why: str = ""
     """What stopped it (the Ready reason of a halted Migration)."""
+    established: bool = False
+    """Its rollout has started (a status that is not a refusal): of two
+    Migrations with one version, an established one keeps it."""
     created: str = ""
-    """The object's ``creationTimestamp``: of two Migrations with one version,
-    the one created first owns it (then the lower UID)."""
+    """The object's ``creationTimestamp`` (whole seconds): otherwise the one
+    created first owns the version, then the lower UID."""
     uid: str = ""
 
     def targets(self, labels: Mapping[str, str]) -> bool:
@@ -67,7 +70,7 @@ class Declared:
 
 
 def owners(declared: Iterable[Declared]) -> list[Declared]:
-    """One Migration per version, in version order: the first created of each.
+    """One Migration per version, in version order: the established or first created.
 
     A later Migration with a version already taken is refused as a
     duplicate (it never runs), so it must not count for ordering either.
@@ -75,9 +78,13 @@ def owners(declared: Iterable[Declared]) -> list[Declared]:
     first: dict[int, Declared] = {}
     for item in declared:
         held = first.get(item.version)
-        if held is None or (item.created, item.uid) < (held.created, held.uid):
+        if held is None or _seniority(item) < _seniority(held):
             first[item.version] = item
     return [first[version] for version in sorted(first)]
+
+
+def _seniority(item: Declared) -> tuple[bool, str, str]:
+    return (not item.established, item.created, item.uid)
 
 
 def owner(declared: Iterable[Declared], version: int) -> Declared | None:

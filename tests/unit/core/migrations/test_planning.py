@@ -193,3 +193,9 @@ def test_a_halted_migration_holds_back_the_tenants_it_targets() -> None:
     assert planning.holding_back([gold_only], {"tier": "free"}) is None
     assert planning.holding_back([declared(1, approved=False), halted], {}) is None
     assert planning.holding_back([declared(2, halted=True, rollback=True)], {}) is None
+
+
+def test_an_established_migration_keeps_its_version_within_the_same_second() -> None:
+    running = declared(1, name="running", created="2026-01-01T10:00:00Z", uid="z", established=True)
+    newcomer = declared(1, name="newcomer", created="2026-01-01T10:00:00Z", uid="a")
+    assert planning.owner([newcomer, running], 1) == running
