@@ -93,6 +93,7 @@ def operator(
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     settings = {
         "TENANTDB_VERIFY_INTERVAL": "5",
+        "TENANTDB_MAX_STATEMENT_TIMEOUT": "1h",
         "TENANTDB_METRICS_PORT": str(processes.free_port()),
     }
     process = operator_process.OperatorProcess(kubeconfig, operator_url, log, extra_env=settings)

@@ -8,6 +8,7 @@ place that looks at environment variables; everything else receives a
 import hashlib
 import json
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,36 @@ class Environment(StrEnum):
     PRODUCTION = "production"
     STAGING = "staging"
     DEVELOPMENT = "development"
+
+
+DURATION_PATTERN = r"^[0-9]{1,10}(ms|s|min|h)$"
+"""A PostgreSQL duration as ``lock_timeout``/``statement_timeout`` accept it."""
+UNIT_MILLISECONDS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
+MAX_TIMEOUT_MS = 2_147_483_647
+"""PostgreSQL's limit for ``lock_timeout`` and ``statement_timeout`` (INT_MAX
+milliseconds, about 24.8 days): ``SET`` refuses a longer value."""
+TIMEOUT_LIMIT = (
+    f"must be at most {MAX_TIMEOUT_MS}ms (596h, about 24.8 days), "
+    "PostgreSQL's limit for lock_timeout and statement_timeout (0s: no timeout)"
+)
+
+
+def milliseconds(duration: str) -> int:
+    """A ``DURATION_PATTERN`` duration in milliseconds (``15min`` is 900000).
+
+    Raises ``ValueError`` for anything else."""
+    found = re.fullmatch(DURATION_PATTERN, duration)
+    if found is None:
+        raise ValueError(f"{duration!r} is not a duration such as 500ms, 5s, 15min or 1h")
+    return int(duration[: found.start(1)]) * UNIT_MILLISECONDS[found[1]]
+
+
+def capped(duration: str, maximum: str | None) -> str:
+    """``duration``, or ``maximum`` where it asks for no timeout (0) or a longer one."""
+    if maximum is None:
+        return duration
+    wanted = milliseconds(duration)
+    return maximum if wanted == 0 or wanted > milliseconds(maximum) else duration
 
 
 @dataclass(frozen=True)
@@ -46,8 +77,10 @@ DEFAULT_PLANS: Mapping[str, PlanLimits] = {
 class DatabaseSettings:
     """The PostgreSQL server the operator manages tenants on."""
 
-    url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
-    """libpq URL of an account allowed to create roles, schemas and databases."""
+    url: str = field(default="postgresql://postgres@127.0.0.1:5432/postgres", repr=False)
+    """libpq URL of an account allowed to create roles, schemas and databases.
+
+    It may carry a password, so it is left out of ``repr()``."""
     pool_min_size: int = 1
     """Connections the pool keeps open, per server."""
     pool_max_size: int = 16
@@ -86,6 +119,18 @@ class WatchSettings:
     """Seconds between two isolation checks (and repairs) of one tenant."""
 
 
+@dataclass(frozen=True)
+class MigrationSettings:
+    """Limits the operator puts on every Migration it runs."""
+
+    max_lock_timeout: str | None = None
+    """The longest ``lock_timeout`` a Migration runs with (a duration such as
+    ``1min``); one asking for no timeout (``0s``) or a longer one gets this.
+    ``None``: as each Migration says."""
+    max_statement_timeout: str | None = None
+    """The longest ``statement_timeout`` a Migration runs with, likewise."""
+
+
 def default_seeders_dir() -> Path:
     """The repository's ``seeders/`` directory, next to ``operator/``."""
     return Path(__file__).resolve().parents[2] / "seeders"
@@ -97,6 +142,7 @@ class Settings:
 
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     watch: WatchSettings = field(default_factory=WatchSettings)
+    migrations: MigrationSettings = field(default_factory=MigrationSettings)
     plans: Mapping[str, PlanLimits] = field(default_factory=lambda: dict(DEFAULT_PLANS))
     environment: Environment = Environment.PRODUCTION
     instance: str = "tenantdb"
@@ -127,9 +173,14 @@ class Settings:
                 env.get("TENANTDB_VERIFY_INTERVAL", WatchSettings.verify_interval)
             ),
         )
+        migrations = MigrationSettings(
+            max_lock_timeout=_timeout(env, "TENANTDB_MAX_LOCK_TIMEOUT"),
+            max_statement_timeout=_timeout(env, "TENANTDB_MAX_STATEMENT_TIMEOUT"),
+        )
         return cls(
             database=database,
             watch=watch,
+            migrations=migrations,
             plans=_plans(env.get("TENANTDB_PLANS")),
             environment=Environment(env.get("TENANTDB_ENVIRONMENT", Environment.PRODUCTION)),
             instance=env.get("POD_NAME") or env.get("HOSTNAME") or "tenantdb",
@@ -143,6 +194,20 @@ def _credentials_key(raw: str | None) -> bytes:
     if not raw:
         return secrets.token_bytes(32)
     return hashlib.sha256(raw.encode()).digest()
+
+
+def _timeout(env: Mapping[str, str], name: str) -> str | None:
+    """A cap on a timeout: unset, or a positive duration PostgreSQL accepts."""
+    raw = env.get(name) or None
+    if raw is None:
+        return None
+    try:
+        value = milliseconds(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from exc
+    if not 0 < value <= MAX_TIMEOUT_MS:
+        raise ValueError(f"{name}={raw!r}: must be above 0 and {TIMEOUT_LIMIT}")
+    return raw
 
 
 def _plans(raw: str | None) -> Mapping[str, PlanLimits]:

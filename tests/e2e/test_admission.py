@@ -45,6 +45,10 @@ REFUSED_ON_CREATE = {
         manifest("Tenant", "t4", "  deletionPolicy: Destroy\n"),
         'Unsupported value: "Destroy"',
     ),
+    "deletion policy without backups": (
+        manifest("Tenant", "t9", "  deletionPolicy: BackupThenDelete\n"),
+        "BackupThenDelete is not supported yet",
+    ),
     "empty display name": (
         manifest("Tenant", "t5", '  displayName: ""\n'),
         "spec.displayName: Invalid value",
@@ -52,6 +56,26 @@ REFUSED_ON_CREATE = {
     "non-string metadata": (
         manifest("Tenant", "t6", "  metadata:\n    tier: 3\n"),
         "must be of type string",
+    ),
+    "metadata value over 256 characters": (
+        manifest("Tenant", "t10", f"  metadata:\n    note: {'x' * 257}\n"),
+        "spec.metadata.note: Too long",
+    ),
+    "metadata key over 63 characters": (
+        manifest("Tenant", "t11", f"  metadata:\n    {'k' * 64}: v\n"),
+        "keys must be at most 63 characters",
+    ),
+    "more than 64 metadata entries": (
+        manifest("Tenant", "t12", "  metadata:\n" + "".join(f"    k{i}: v\n" for i in range(65))),
+        "must have at most 64 items",
+    ),
+    "a selector label value over 63 characters": (
+        manifest(
+            "Migration",
+            "m9",
+            f"  version: 9\n  up: SELECT 1\n  tenantSelector:\n    matchLabels:\n      tier: {'g' * 64}\n",
+        ),
+        "Too long",
     ),
     "unknown seed profile": (
         manifest("Tenant", "t7", "  seed:\n    profile: staging\n"),
@@ -82,6 +106,16 @@ REFUSED_ON_CREATE = {
     "unparseable lock timeout": (
         manifest("Migration", "m5", "  version: 5\n  up: SELECT 1\n  lockTimeout: 5 seconds\n"),
         "spec.lockTimeout: Invalid value",
+    ),
+    "statement timeout beyond PostgreSQL's limit": (
+        manifest(
+            "Migration", "m7", "  version: 7\n  up: SELECT 1\n  statementTimeout: 999999999h\n"
+        ),
+        "must be at most 2147483647ms",
+    ),
+    "lock timeout one second beyond PostgreSQL's limit": (
+        manifest("Migration", "m8", "  version: 8\n  up: SELECT 1\n  lockTimeout: 2147484s\n"),
+        "must be at most 2147483647ms",
     ),
     "unknown failure policy": (
         manifest(
@@ -157,3 +191,15 @@ def test_defaults_are_applied_by_the_api_server(api_only: Kubectl) -> None:
     assert spec["isolation"] == "schema"
     assert spec["deletionPolicy"] == "Retain"
     assert spec["suspended"] is False
+
+
+def test_timeouts_up_to_postgresqls_limit_are_accepted(api_only: Kubectl) -> None:
+    """The positive control of the timeout bounds: the limit itself, in every unit."""
+    for name, lock, statement in (
+        ("t1", "2147483647ms", "596h"),
+        ("t2", "2147483s", "35791min"),
+        ("t3", "0s", "0ms"),
+    ):
+        spec = f"  version: 9\n  up: SELECT 1\n  lockTimeout: {lock}\n  statementTimeout: {statement}\n"
+        api_only.apply(manifest("Migration", name, spec))
+        assert api_only.get("migration", name)["spec"]["statementTimeout"] == statement

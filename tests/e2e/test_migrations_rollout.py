@@ -279,3 +279,21 @@ def _check_shared(kubectl: Kubectl, admin: psycopg.Connection, suffix: str) -> N
         ),
         timeout=TIMEOUT,
     )
+
+
+def test_timeouts_reach_the_tenant_and_no_timeout_is_capped_by_the_operator(
+    kubectl: Kubectl, admin: psycopg.Connection
+) -> None:
+    """The session's operator runs with TENANTDB_MAX_STATEMENT_TIMEOUT=1h (tests/conftest.py)."""
+    tenants(kubectl, ["capped"])
+    seen = (
+        "CREATE TABLE seen AS SELECT current_setting('statement_timeout') AS statement_timeout,"
+        " current_setting('lock_timeout') AS lock_timeout"
+    )
+    kubectl.apply(migration("unbounded", 1, seen, statementTimeout="0s", lockTimeout="250ms"))
+    wait_phase(kubectl, "unbounded", "Succeeded")
+    table = f'"{schema_of(kubectl, "capped")}".seen'
+    assert admin.execute(f"SELECT * FROM {table}").fetchone() == ("1h", "250ms")
+    kubectl.apply(migration("bounded", 2, f"DROP TABLE {table}; {seen}", statementTimeout="90s"))
+    wait_phase(kubectl, "bounded", "Succeeded")
+    assert admin.execute(f"SELECT * FROM {table}").fetchone() == ("90s", "5s")

@@ -76,6 +76,40 @@ def test_an_edited_applied_migration_is_drift_until_accepted(
     assert scalar(admin, column, schema_of(kubectl, "drift-a")) == "integer"
 
 
+def test_a_second_migration_with_a_taken_version_is_refused_and_the_first_untouched(
+    kubectl: Kubectl, admin: psycopg.Connection
+) -> None:
+    tenants(kubectl, ["dup-a"])
+    kubectl.apply(migration("original", 1, "CREATE TABLE original (id int)"))
+    wait_phase(kubectl, "original", "Succeeded")
+    before = ready_of(kubectl, "original")
+    kubectl.apply(migration("copycat", 1, "CREATE TABLE copycat (id int)"))
+    eventually(lambda: ready_of(kubectl, "copycat").get("reason") == "DuplicateVersion")
+    refused = ready_of(kubectl, "copycat")
+    assert refused["status"] == "False"
+    assert "version 1 belongs to Migration original" in refused["message"]
+    assert kubectl.get("migration", "copycat")["status"]["phase"] == "Failed"
+    assert any(
+        e["reason"] == "DuplicateVersion" and e["type"] == "Warning"
+        for e in kubectl.events("copycat")
+    )
+    tenants(kubectl, ["dup-late"])  # catches up with the first one only, and is Ready
+    eventually(lambda: kubectl.get("migration", "original")["status"]["tenants"]["total"] == 2)
+    status = kubectl.get("migration", "original")["status"]
+    after = ready_of(kubectl, "original")
+    assert status["phase"] == "Succeeded" and status["tenants"]["failed"] == 0
+    assert (after["status"], after["reason"]) == ("True", "Applied")
+    assert after["lastTransitionTime"] == before["lastTransitionTime"]  # never flipped
+    rows = admin.execute(
+        "SELECT tenant_name, migration, state FROM tenantdb.migration_ledger"
+        " WHERE namespace = %s ORDER BY 1",
+        (kubectl.namespace,),
+    ).fetchall()
+    assert rows == [("dup-a", "original", "applied"), ("dup-late", "original", "applied")]
+    tables = "SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename = 'copycat'"
+    assert scalar(admin, tables, schema_of(kubectl, "dup-late")) == 0
+
+
 def test_rollback_goes_in_reverse_order(kubectl: Kubectl, admin: psycopg.Connection) -> None:
     tenants(kubectl, ["back-a", "back-b"])
     kubectl.apply(
@@ -175,6 +209,50 @@ def test_catch_up_applies_earlier_migrations_in_order_and_stops_at_an_unapproved
     assert rows == [(1, "applied"), (4, "applied")]
     assert migrations.tenant_version(rt, tenant.uid) == 4
     assert migrations.catch_up(rt, kubectl.namespace, tenant.uid, {"tier": "free"}, logger) == 4
+
+
+def test_a_tenant_created_while_a_migration_is_halted_waits_for_it_then_catches_up(
+    kubectl: Kubectl, admin: psycopg.Connection
+) -> None:
+    tenants(kubectl, ["held-a", "held-b"])
+    kubectl.apply(migration("base", 1, "CREATE TABLE base (id int)"))
+    wait_phase(kubectl, "base", "Succeeded")
+    planted = f'"{schema_of(kubectl, "held-b")}".extra'
+    admin.execute(f"CREATE TABLE {planted} (id int)")  # version 2 fails on held-b only
+    halt = {"maxParallel": 1, "failurePolicy": "Halt"}
+    kubectl.apply(migration("extra", 2, "CREATE TABLE extra (id int)", strategy=halt))
+    wait_phase(kubectl, "extra", "Halted")
+    assert ledger(admin, kubectl.namespace, 2) == {"held-a": "applied", "held-b": "failed"}
+
+    kubectl.apply(
+        "apiVersion: tenantdb.io/v1alpha1\nkind: Tenant\nmetadata:\n  name: held-c\n"
+        "spec:\n  deletionPolicy: Delete\n"
+    )
+    eventually(lambda: tenant_ready(kubectl, "held-c").get("reason") == "WaitingForMigration")
+    waiting = tenant_ready(kubectl, "held-c")
+    assert waiting["status"] == "False"
+    assert "Migration extra (version 2) is halted (RolloutHalted)" in waiting["message"]
+    assert kubectl.get("tenant", "held-c")["status"]["phase"] == "Pending"
+    assert ledger(admin, kubectl.namespace, 1)["held-c"] == "applied"  # caught up to the halt
+    assert "held-c" not in ledger(admin, kubectl.namespace, 2)
+    assert any(
+        e["reason"] == "WaitingForMigration" and e["type"] == "Warning"
+        for e in kubectl.events("held-c")
+    )
+
+    admin.execute(f"DROP TABLE {planted}")  # fixed; retried
+    kubectl.run("annotate", "migration", "extra", "tenantdb.io/retry=1")
+    wait_phase(kubectl, "extra", "Succeeded")
+    kubectl.wait("tenant/held-c", "condition=Ready", timeout=60)
+    assert kubectl.get("tenant", "held-c")["status"]["version"] == 2
+    assert set(ledger(admin, kubectl.namespace, 2).values()) == {"applied"}
+    assert len(ledger(admin, kubectl.namespace, 2)) == 3
+
+
+def tenant_ready(kubectl: Kubectl, name: str) -> dict[str, str]:
+    status = kubectl.get("tenant", name).get("status") or {}
+    ready = [c for c in status.get("conditions") or [] if c["type"] == "Ready"]
+    return ready[0] if ready else {}
 
 
 def test_two_operators_racing_never_apply_a_tenant_twice(

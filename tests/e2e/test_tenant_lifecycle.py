@@ -3,6 +3,7 @@ PostgreSQL and the operator process."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import psycopg
@@ -165,3 +166,58 @@ def test_delete_policy_delete_drops_everything(kubectl: Kubectl, admin: psycopg.
     eventually(
         lambda: kubectl.run("get", "secret", "globex-credentials", check=False).returncode != 0
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "spec"),
+    [
+        ("serverRef", "\n    name: replica"),
+        ("restoreFrom", "\n    backup: nightly"),
+    ],
+)
+def test_a_field_without_its_feature_is_refused_and_nothing_is_provisioned(
+    kubectl: Kubectl, admin: psycopg.Connection, field: str, spec: str
+) -> None:
+    name = field.lower()
+    kubectl.apply(tenant(name, **{field: spec, "deletionPolicy": "Delete"}))
+    kubectl.wait(f"tenant/{name}", "jsonpath={.status.conditions[0].reason}=Unsupported")
+    obj = kubectl.get("tenant", name)
+    ready = obj["status"]["conditions"][0]
+    assert ready["status"] == "False" and f"spec.{field}" in ready["message"]
+    assert obj["status"]["phase"] == "Failed"
+    assert any(
+        e["reason"] == "Unsupported" and e["type"] == "Warning" for e in kubectl.events(name)
+    )
+    uid = obj["metadata"]["uid"]
+    assert admin.execute(
+        "SELECT count(*) FROM tenantdb.tenants WHERE uid = %s", (uid,)
+    ).fetchone() == (0,)
+    assert kubectl.run("get", "secret", f"{name}-credentials", check=False).returncode != 0
+    kubectl.run("delete", "tenant", name, "--timeout=60s")  # and it can be deleted
+
+
+def test_the_largest_spec_and_large_annotations_keep_kopfs_annotations_small(
+    kubectl: Kubectl, admin: psycopg.Connection
+) -> None:
+    """Every metadata entry at its bound, and 200 KB of the user's own annotations:
+    status is written, the operator's annotations stay small, deletion finishes."""
+    metadata = {f"key-{i:02d}-{'k' * 56}": "v" * 256 for i in range(64)}
+    body = {
+        "apiVersion": "tenantdb.io/v1alpha1",
+        "kind": "Tenant",
+        "metadata": {"name": "roomy", "annotations": {"example.com/notes": "n" * 200_000}},
+        "spec": {"deletionPolicy": "Delete", "metadata": metadata},
+    }
+    kubectl.run("create", "-f", "-", stdin=json.dumps(body))  # apply would copy it again
+    kubectl.wait("tenant/roomy", "condition=Ready")
+    obj = kubectl.get("tenant", "roomy")
+    ours = {k: v for k, v in obj["metadata"]["annotations"].items() if "tenantdb.io" in k}
+    assert "operator.tenantdb.io/last-handled-configuration" in ours
+    assert sum(len(k) + len(v) for k, v in ours.items()) < 16_384, ours
+    stored = admin.execute(
+        "SELECT metadata FROM tenantdb.tenants WHERE uid = %s", (obj["metadata"]["uid"],)
+    ).fetchone()
+    assert stored == (metadata,)
+    kubectl.run("patch", "tenant", "roomy", "--type=merge", "-p", '{"spec":{"plan":"free"}}')
+    kubectl.wait("tenant/roomy", "jsonpath={.status.observedGeneration}=2")
+    kubectl.run("delete", "tenant", "roomy", "--timeout=60s")

@@ -14,7 +14,8 @@ from psycopg import conninfo
 from tenantdb.api import migrations as api
 from tenantdb.api.tenants import Isolation
 from tenantdb.core import commands, locking, passwords, scoping
-from tenantdb.core.migrations import engine, errors, ledger, markers, scripts
+from tenantdb.core.migrations import commands as migration_commands
+from tenantdb.core.migrations import engine, errors, ledger, markers, rollout, scripts
 from tenantdb.settings import DEFAULT_PLANS
 
 pytestmark = pytest.mark.postgres
@@ -419,3 +420,20 @@ def test_a_tenant_whose_role_vanished_is_retried_not_an_error(
     assert result.outcome is Outcome.RETRY
     assert 'role "t_gone_owner" does not exist' in (result.error or "")
     assert row(admin, ghost.uid, 1) is None
+
+
+def test_timeouts_the_server_refuses_fail_the_migration_with_its_message(
+    server: commands.Server, tenant: scoping.TenantLocation, admin: psycopg.Connection
+) -> None:
+    """Not a silent retry per tenant: one failure saying what PostgreSQL said."""
+    too_long = script(1, "CREATE TABLE never (id int)", statement_timeout="999999999h")
+    policy = rollout.Policy(max_parallel=1)
+    refused = 'invalid value for parameter "statement_timeout": "999999999h"'
+    with pytest.raises(errors.InvalidScript, match=refused):
+        migration_commands.upgrade(server, too_long, [tenant], applied_by="tests", policy=policy)
+    with pytest.raises(errors.InvalidScript, match=refused):
+        migration_commands.catch_up(server, [too_long], tenant.uid, "tests")
+    assert row(admin, tenant.uid, 1) is None  # nothing ran, nothing recorded
+    fine = dataclasses.replace(too_long, statement_timeout="596h")
+    report = migration_commands.upgrade(server, fine, [tenant], applied_by="tests", policy=policy)
+    assert [r.outcome for r in report.results] == [Outcome.APPLIED]

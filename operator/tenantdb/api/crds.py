@@ -49,7 +49,26 @@ def _simplify(node: Any, defs: dict[str, Schema]) -> Any:
         out["description"] = " ".join(out["description"].split()).replace("``", "`")
     if out.get("type") == "integer":
         out.setdefault("format", "int64")
+    if "propertyNames" in out:
+        _keys_as_cel(out, out.pop("propertyNames"))
     return out
+
+
+def _keys_as_cel(node: Schema, names: Schema) -> None:
+    """Map keys' bounds (``propertyNames``, not structural) as CEL rules on the map."""
+    rules = node.setdefault("x-kubernetes-validations", [])
+    if "minLength" in names:
+        low = names["minLength"]
+        rules.append(
+            {"rule": f"self.all(k, size(k) >= {low})", "message": "keys must not be empty"}
+        )
+    if "maxLength" in names:
+        high = names["maxLength"]
+        message = f"keys must be at most {high} characters"
+        rules.append({"rule": f"self.all(k, size(k) <= {high})", "message": message})
+    unknown = set(names) - {"minLength", "maxLength", "type"}
+    if unknown:
+        raise ValueError(f"map key constraints without a CEL translation: {sorted(unknown)}")
 
 
 def _without_null_branch(node: Schema) -> Schema:

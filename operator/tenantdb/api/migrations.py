@@ -1,14 +1,47 @@
 """The ``Migration`` resource: one versioned change rolled out to tenants."""
 
 from enum import StrEnum
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from pydantic.config import JsonDict
 
+from tenantdb import settings
 from tenantdb.api import base, conditions, resources, selectors
 
-DURATION_PATTERN = r"^[0-9]{1,9}(ms|s|min|h)$"
+DURATION_PATTERN = settings.DURATION_PATTERN
 """A PostgreSQL duration as ``lock_timeout``/``statement_timeout`` accept it."""
+MAX_TIMEOUT_MS = settings.MAX_TIMEOUT_MS
+milliseconds = settings.milliseconds
+
+
+def _within_limit(duration: str) -> str:
+    if milliseconds(duration) > MAX_TIMEOUT_MS:
+        raise ValueError(f"{duration!r} {settings.TIMEOUT_LIMIT}")
+    return duration
+
+
+_TIMEOUT_RULE = (
+    "int(self.find('^[0-9]+')) * (self.endsWith('ms') ? 1 : self.endsWith('min') ? 60000"
+    f" : self.endsWith('h') ? 3600000 : 1000) <= {MAX_TIMEOUT_MS}"
+)
+
+
+def _timeout(default: str) -> Any:
+    return Field(
+        default=default,
+        pattern=DURATION_PATTERN,
+        max_length=13,
+        json_schema_extra={
+            "x-kubernetes-validations": [{"rule": _TIMEOUT_RULE, "message": settings.TIMEOUT_LIMIT}]
+        },
+    )
+
+
+Timeout = Annotated[str, AfterValidator(_within_limit)]
+"""A ``lock_timeout``/``statement_timeout`` value PostgreSQL accepts: the
+pattern, and at most ``MAX_TIMEOUT_MS`` (checked by the API server in CEL
+and again when the operator parses the spec)."""
 
 IMMUTABLE: JsonDict = {
     "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "is immutable"}]
@@ -43,7 +76,7 @@ class Phase(StrEnum):
 class Canary(base.ApiModel):
     """Tenants migrated first; the rest follow only if all of them succeed."""
 
-    tenants: list[str] = Field(default_factory=list, max_length=64)
+    tenants: list[Annotated[str, Field(max_length=63)]] = Field(default_factory=list, max_length=64)
     """Names of the canary tenants."""
     count: int = Field(default=0, ge=0, le=1000)
     """Besides ``tenants``, this many further tenants (in name order) go first."""
@@ -91,10 +124,14 @@ class MigrationSpec(base.ApiModel):
     """``false`` holds the rollout in ``AwaitingApproval``."""
     rollback: bool = False
     """``true`` runs ``down`` on every tenant where the change is applied."""
-    lock_timeout: str = Field(default="5s", pattern=DURATION_PATTERN)
-    """``SET LOCAL lock_timeout`` for each tenant's transaction."""
-    statement_timeout: str = Field(default="15min", pattern=DURATION_PATTERN)
-    """``SET LOCAL statement_timeout`` for each tenant's transaction."""
+    lock_timeout: Timeout = _timeout("5s")
+    """``SET LOCAL lock_timeout`` for each tenant's transaction (``ms``, ``s``,
+    ``min`` or ``h``; at most 2147483647ms; ``0``: no timeout, or the
+    operator's ``TENANTDB_MAX_LOCK_TIMEOUT``)."""
+    statement_timeout: Timeout = _timeout("15min")
+    """``SET LOCAL statement_timeout`` for each tenant's transaction (``ms``,
+    ``s``, ``min`` or ``h``; at most 2147483647ms; ``0``: no timeout, or the
+    operator's ``TENANTDB_MAX_STATEMENT_TIMEOUT``)."""
 
 
 class TenantCounts(base.ApiModel):

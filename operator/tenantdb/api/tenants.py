@@ -1,8 +1,9 @@
 """The ``Tenant`` resource: one customer of the SaaS and where its data lives."""
 
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from tenantdb.api import base, conditions, resources
 
@@ -12,6 +13,11 @@ TENANT_NAME_PATTERN = r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$"
 They become part of schema, role and database names, which PostgreSQL caps
 at 63 bytes; the rest of those names is a prefix and a hash of the UID.
 """
+
+METADATA_KEY = Annotated[str, StringConstraints(min_length=1, max_length=63)]
+"""A ``metadata`` key: 1-63 characters (a PostgreSQL identifier's length)."""
+METADATA_VALUE = Annotated[str, StringConstraints(max_length=256)]
+"""A ``metadata`` value: at most 256 characters, so that 64 entries stay near 20 KB."""
 
 DOMAIN_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
 
@@ -56,7 +62,9 @@ class SeedSpec(base.ApiModel):
     profile: SeedProfile = SeedProfile.PRODUCTION
     """``production`` runs only production-safe seeders; ``development`` runs
     both, and is refused by an operator configured for production."""
-    seeders: list[str] = Field(default_factory=list, max_length=64)
+    seeders: list[Annotated[str, StringConstraints(max_length=63)]] = Field(
+        default_factory=list, max_length=64
+    )
     """Seeder names to run; empty means every seeder of the profile."""
 
 
@@ -98,18 +106,58 @@ class TenantSpec(base.ApiModel):
     suspended: bool = False
     """``true`` makes the login role NOLOGIN (ALTER ROLE ... NOLOGIN) and
     ends its sessions; no data is touched."""
-    metadata: dict[str, str] = Field(default_factory=dict, max_length=64)
-    """Free-form labels carried into the tenant registry's ``metadata``."""
+    metadata: dict[METADATA_KEY, METADATA_VALUE] = Field(default_factory=dict, max_length=64)
+    """Free-form labels carried into the tenant registry's ``metadata``: at
+    most 64 entries, keys of 1-63 characters, values of at most 256."""
     seed: SeedSpec | None = None
     """Seeders to run once migrations are applied."""
-    deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
+    deletion_policy: DeletionPolicy = Field(
+        default=DeletionPolicy.RETAIN,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self != '{DeletionPolicy.BACKUP_THEN_DELETE.value}'",
+                    "message": (
+                        "BackupThenDelete is not supported yet (it needs the Backup controller); "
+                        "use Retain or Delete"
+                    ),
+                }
+            ]
+        },
+    )
     """What deleting the Tenant does: ``Retain`` keeps schema, roles and
-    data; ``Delete`` drops them; ``BackupThenDelete`` backs up first."""
+    data; ``Delete`` drops them. ``BackupThenDelete`` (back up first) is
+    refused until backups exist; a Tenant stored with it is deleted as with
+    ``Retain``."""
     server_ref: ServerRef | None = None
-    """Which PostgreSQL server hosts the tenant (default: the operator's).
-    Immutable."""
+    """Which PostgreSQL server hosts the tenant. Not supported yet: a Tenant
+    with it is refused (``Ready=False``, reason ``Unsupported``) and never
+    provisioned. Immutable."""
     restore_from: RestoreFrom | None = None
-    """Create this tenant from a Backup. Immutable."""
+    """Create this tenant from a Backup. Not supported yet: a Tenant with it
+    is refused (``Ready=False``, reason ``Unsupported``) and never
+    provisioned. Immutable."""
+
+
+def unsupported(spec: TenantSpec) -> list[str]:
+    """What the spec asks for that this operator cannot do yet (empty: nothing)."""
+    found = []
+    if spec.server_ref is not None:
+        found.append(
+            "spec.serverRef: tenants live on the operator's own server only, for now "
+            "(serverRef is immutable: delete the Tenant and create it without serverRef)"
+        )
+    if spec.restore_from is not None:
+        found.append(
+            "spec.restoreFrom: restoring a tenant from a Backup is not supported yet "
+            "(restoreFrom is immutable: delete the Tenant and create it without restoreFrom)"
+        )
+    if spec.deletion_policy is DeletionPolicy.BACKUP_THEN_DELETE:
+        found.append(
+            "spec.deletionPolicy: BackupThenDelete needs backups, not supported yet; "
+            "use Retain or Delete"
+        )
+    return found
 
 
 class TenantStatus(conditions.ObservedStatus):

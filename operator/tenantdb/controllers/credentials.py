@@ -6,7 +6,7 @@ Secret already has that name. Passwords never leave this module except
 into the Secret and into ``core`` (as a SCRAM verifier).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -29,7 +29,8 @@ class Credentials:
     port: str
     database: str
     username: str
-    password: str
+    password: str = field(repr=False)
+    """Never in ``repr()``: credentials objects end up in logs and tracebacks."""
     tenant_id: str | None = None
     """The ``tenant_id`` of the tenant's rows, for ``shared`` tenants."""
 

@@ -28,6 +28,7 @@ import kopf
 import pydantic
 from prometheus_client import Counter, Histogram
 
+from tenantdb import settings as settings_
 from tenantdb.api import GROUP, VERSION, conditions
 from tenantdb.api import migrations as api
 from tenantdb.controllers import kube, reporting, runtime
@@ -103,7 +104,10 @@ def _parse_spec(spec: Any) -> api.MigrationSpec | None:
         return None
 
 
-def _declared(name: str, parsed: api.MigrationSpec, status: Any) -> planning.Declared:
+def _declared(
+    name: str, parsed: api.MigrationSpec, status: Any, meta: Mapping[str, Any] | None = None
+) -> planning.Declared:
+    meta = meta or {}
     return planning.Declared(
         name=name,
         version=parsed.version,
@@ -112,8 +116,35 @@ def _declared(name: str, parsed: api.MigrationSpec, status: Any) -> planning.Dec
         approved=parsed.approved,
         dry_run=parsed.dry_run,
         rollback=parsed.rollback,
-        halted=(status or {}).get("phase") == api.Phase.HALTED,
+        halted=_halted(status),
+        why=_ready_reason(status) if _halted(status) else "",
+        established=_established(status),
+        created=str(meta.get("creationTimestamp") or ""),
+        uid=str(meta.get("uid") or ""),
     )
+
+
+def _halted(status: Any) -> bool:
+    """Halted, or refused for its spec: nothing of it runs until a person acts."""
+    phase = (status or {}).get("phase")
+    refused = phase == api.Phase.FAILED and _ready_reason(status) in (
+        Reason.INVALID_SPEC,
+        migration_errors.InvalidScript.reason,
+    )
+    return phase == api.Phase.HALTED or refused
+
+
+def _established(status: Any) -> bool:
+    """Reconciled at least once, and not refused as a duplicate or for its spec."""
+    refusals = (Reason.DUPLICATE_VERSION, Reason.INVALID_SPEC)
+    return (status or {}).get("observedGeneration") is not None and (
+        _ready_reason(status) not in refusals
+    )
+
+
+def _ready_reason(status: Any) -> str:
+    ready = [c for c in (status or {}).get("conditions") or [] if c.get("type") == "Ready"]
+    return str(ready[0].get("reason") or "") if ready else ""
 
 
 def _parse_object(
@@ -126,7 +157,7 @@ def _parse_object(
     parsed = _parse_spec(obj.get("spec"))
     if parsed is None:
         return None
-    return _declared(str(meta.get("name", "")), parsed, obj.get("status")), parsed
+    return _declared(str(meta.get("name", "")), parsed, obj.get("status"), meta), parsed
 
 
 def _declare_object(obj: Mapping[str, Any]) -> planning.Declared | None:
@@ -303,7 +334,7 @@ class _Pass:
         return reconciling.Request(
             name=self.name,
             namespace=self.namespace,
-            spec=spec,
+            spec=limited(spec, self.rt.settings.migrations),
             declared=self._declared(),
             labels={t.uid: dict(t.labels) for t in self.tenants},
             retry=retry,
@@ -402,7 +433,8 @@ def catch_up(
     rolled back and whose ``tenantSelector`` matches ``labels``, stopping
     before one that awaits approval or is halted. Returns the tenant's
     highest applied version (None if none). Raises ``TenantDBError``s:
-    ``TenantBusy``/``Waiting`` (not permanent: retry soon),
+    ``TenantBusy``/``Waiting`` (not permanent: retry soon), ``HeldBack``
+    (retry: a halted or invalid Migration the tenant lacks stops it),
     ``TenantFailed`` (permanent, with the database's message), and
     ``kube.ApiError`` when Migrations cannot be listed.
     """
@@ -415,14 +447,31 @@ def catch_up(
             item, spec = found
             declared.append(item)
             specs[item.name] = spec
-    plan = planning.catch_up_plan(declared, labels)
-    versions = [d.version for d in plan]
-    if len(set(versions)) != len(versions):
-        raise migration_errors.InvalidScript(f"Migration versions must be unique: {versions}")
-    changes = [scripts.from_spec(d.name, specs[d.name]) for d in plan]
-    version = commands.catch_up(rt.server, changes, tenant_uid, rt.settings.instance)
+    owners = planning.owners(declared)
+    plan = planning.catch_up_plan(owners, labels)
+    limits = rt.settings.migrations
+    changes = [scripts.from_spec(d.name, limited(specs[d.name], limits)) for d in plan]
+    held_by = planning.holding_back(owners, labels)
+    try:
+        version = commands.catch_up(
+            rt.server, changes, tenant_uid, rt.settings.instance, held_by=held_by
+        )
+    except migration_errors.InvalidScript as exc:
+        raise migration_errors.HeldBack(f"{exc}; this tenant catches up once it is fixed") from exc
     logger.info("tenant at migration version %s (%d migration(s) apply)", version, len(changes))
     return version
+
+
+def limited(spec: api.MigrationSpec, limits: settings_.MigrationSettings) -> api.MigrationSpec:
+    """The spec with its timeouts within the operator's caps (``0s``, no timeout, included)."""
+    return spec.model_copy(
+        update={
+            "lock_timeout": settings_.capped(spec.lock_timeout, limits.max_lock_timeout),
+            "statement_timeout": settings_.capped(
+                spec.statement_timeout, limits.max_statement_timeout
+            ),
+        }
+    )
 
 
 def tenant_version(rt: runtime.Runtime, tenant_uid: str) -> int | None:

@@ -13,7 +13,7 @@ import prometheus_client
 
 from tenantdb import settings as settings_
 from tenantdb.api import GROUP
-from tenantdb.controllers import kube, runtime
+from tenantdb.controllers import kube, persistence, runtime
 from tenantdb.core import errors
 
 FINALIZER = f"{GROUP}/finalizer"
@@ -46,10 +46,11 @@ def stop(memo: Any, **_: Any) -> None:
 
 
 def configure_kopf(settings: kopf.OperatorSettings, config: settings_.Settings) -> None:
-    """Persistence under our prefix, bounded watches, quiet event posting."""
+    """Persistence under our prefix (small whatever the spec), bounded watches,
+    quiet event posting."""
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STATE_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.progress_storage = persistence.BoundedProgressStorage(prefix=STATE_PREFIX)
+    settings.persistence.diffbase_storage = persistence.CompactDiffBaseStorage(
         prefix=STATE_PREFIX, key="last-handled-configuration"
     )
     settings.watching.server_timeout = config.watch.server_timeout

@@ -25,6 +25,12 @@ class InvalidSpec(errors.TenantDBError):
     reason = "InvalidSpec"
 
 
+class Unsupported(errors.TenantDBError):
+    """The spec asks for a feature this operator does not have yet; nothing is provisioned."""
+
+    reason = conditions.Reason.UNSUPPORTED.value
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What one reconciliation did, for status and events."""
@@ -52,7 +58,11 @@ def reconcile(
     generation = int(meta.get("generation") or 0)
     try:
         tenant = _parse(spec)
+        refused = api.unsupported(tenant)
+        if refused:
+            raise Unsupported("; ".join(refused))
         outcome = _converge(rt, tenant, meta, status, body)
+        _write_location(patch, outcome, meta, tenant)
         version = migrations.catch_up(
             rt, meta["namespace"], meta["uid"], dict(meta.get("labels") or {}), logger
         )
@@ -71,7 +81,7 @@ def reconcile(
             rt.settings.watch.retry_delay,
             logger,
         )
-    _write_ready_status(patch, status, generation, outcome, meta, tenant)
+    _write_ready(patch, status, generation, tenant)
     patch.status["version"] = version
     if seeded is not None:
         patch.status["seeded"] = seeded
@@ -135,13 +145,10 @@ def delete(
 ) -> None:
     """Carry out the deletion policy before the finalizer is released."""
     rt = runtime.of(memo)
-    policy = _parse(spec).deletion_policy
-    if policy is api.DeletionPolicy.BACKUP_THEN_DELETE:
-        message = (
-            "BackupThenDelete needs the Backup controller; set deletionPolicy to Retain or Delete"
-        )
-        kopf.warn(body, reason=conditions.Reason.DELETION_BLOCKED, message=message)
-        raise kopf.TemporaryError(message, delay=60)
+    policy, note = deletion_policy(spec)
+    if note:
+        kopf.warn(body, reason=conditions.Reason.RETAINED, message=note)
+        logger.warning("%s", note)
     try:
         commands.deprovision(
             rt.server, uid=meta["uid"], name=meta["name"], drop=policy is api.DeletionPolicy.DELETE
@@ -151,6 +158,25 @@ def delete(
         raise kopf.TemporaryError(str(exc), delay=rt.settings.watch.retry_delay) from exc
     rt.last_verified.pop(meta["uid"], None)
     logger.info("tenant deleted with policy %s", policy.value)
+
+
+def deletion_policy(spec: Any) -> tuple[api.DeletionPolicy, str]:
+    """The policy deleting carries out, and why it is not the one asked for (if so).
+
+    Deleting never waits for something that cannot happen: a policy this
+    operator cannot carry out (``BackupThenDelete``, stored before the CRD
+    refused it) or a spec it cannot read keeps the data, as ``Retain`` does.
+    """
+    try:
+        policy = _parse(spec).deletion_policy
+    except InvalidSpec as exc:
+        return api.DeletionPolicy.RETAIN, f"data retained: the spec cannot be read ({exc})"
+    if policy is api.DeletionPolicy.BACKUP_THEN_DELETE:
+        return api.DeletionPolicy.RETAIN, (
+            "data retained: BackupThenDelete needs backups, not supported yet; "
+            "the schema or database, roles and rows are kept as with Retain"
+        )
+    return policy, ""
 
 
 def _converge(
@@ -277,16 +303,11 @@ def _retryable(exc: Exception) -> Exception:
     return exc
 
 
-def _write_ready_status(
-    patch: kopf.Patch,
-    status: kopf.Status,
-    generation: int,
-    outcome: Outcome,
-    meta: kopf.Meta,
-    tenant: api.TenantSpec,
+def _write_location(
+    patch: kopf.Patch, outcome: Outcome, meta: kopf.Meta, tenant: api.TenantSpec
 ) -> None:
+    """Where the tenant lives, written once provisioned (even if catching up then waits)."""
     provisioned = outcome.provisioned
-    patch.status["phase"] = api.Phase.SUSPENDED if tenant.suspended else api.Phase.READY
     patch.status["schema"] = provisioned.schema
     patch.status["database"] = provisioned.database
     patch.status["role"] = provisioned.names.login_role
@@ -296,6 +317,12 @@ def _write_ready_status(
         patch.status["tenantId"] = meta["uid"]
     if outcome.rotated is not None:
         patch.status["credentialsRotation"] = outcome.rotated
+
+
+def _write_ready(
+    patch: kopf.Patch, status: kopf.Status, generation: int, tenant: api.TenantSpec
+) -> None:
+    patch.status["phase"] = api.Phase.SUSPENDED if tenant.suspended else api.Phase.READY
     reason = conditions.Reason.SUSPENDED if tenant.suspended else conditions.Reason.PROVISIONED
     message = "login disabled; data kept" if tenant.suspended else "tenant is provisioned"
     reporting.write_condition(

@@ -14,11 +14,17 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+
 from tenantdb.api import migrations as api
 from tenantdb.core import commands, connecting, scoping
 from tenantdb.core.migrations import engine, errors, ledger, planning, rollout, scripts
 
 Outcome = engine.Outcome
+CHECK_TIMEOUTS = (
+    "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)"
+)
+"""The script's timeouts, set in a transaction that is rolled back: does the server take them?"""
 
 
 def targets(
@@ -148,6 +154,7 @@ def upgrade(
 ) -> rollout.Report:
     """Apply (or dry-run) one script on many tenants under a rollout policy."""
     _refuse_unsafe(script)
+    check_timeouts(server, script)
     ctx = engine.Context(server, applied_by)
     needs = requires or {}
 
@@ -169,17 +176,24 @@ def downgrade(
 ) -> rollout.Report:
     """Run one script's ``down`` on many tenants (each refuses while later versions remain)."""
     _refuse_unsafe(script)
+    check_timeouts(server, script)
     ctx = engine.Context(server, applied_by)
     return rollout.run(where, lambda t: engine.revert(ctx, t, script), policy, on_result, stop)
 
 
 def catch_up(
-    server: commands.Server, plan: Sequence[scripts.Script], tenant_uid: str, applied_by: str
+    server: commands.Server,
+    plan: Sequence[scripts.Script],
+    tenant_uid: str,
+    applied_by: str,
+    held_by: planning.Declared | None = None,
 ) -> int | None:
     """Apply every script of ``plan`` (in version order) the tenant lacks; return its version.
 
     Raises ``TenantBusy`` or ``Waiting`` (retry soon) and ``TenantFailed``
-    (with the database's message) when a script does not apply.
+    (with the database's message) when a script does not apply, and
+    ``HeldBack`` (retry) when the tenant lacks ``held_by``, the halted
+    Migration where ``plan`` stops.
     """
     with connecting.connection(server.pool) as conn:
         location = scoping.load(conn, server.control_schema, tenant_uid)
@@ -191,6 +205,7 @@ def catch_up(
     done: list[int] = []
     for script in sorted(plan, key=lambda s: s.version):
         _refuse_unsafe(script)
+        check_timeouts(server, script)
         result = engine.apply(ctx, location, script, requires=done)
         if result.outcome in (Outcome.BUSY, Outcome.RETRY, Outcome.BLOCKED):
             problem = errors.TenantBusy if result.outcome is Outcome.BUSY else errors.Waiting
@@ -201,6 +216,16 @@ def catch_up(
                 f"migration {script.version} ({script.name}) failed: {result.error}"
             )
         done.append(script.version)
+    if held_by is not None:
+        with connecting.connection(server.pool) as conn:
+            row = ledger.fetch_row(conn, server.control_schema, tenant_uid, held_by.version)
+        if row.state is not ledger.State.APPLIED:
+            why = f" ({held_by.why})" if held_by.why else ""
+            raise errors.HeldBack(
+                f"Migration {held_by.name} (version {held_by.version}) is halted{why} and this "
+                "tenant does not have it yet; it catches up, and becomes Ready, once that "
+                "Migration is fixed, accepted or rolled back"
+            )
     return tenant_version(server, tenant_uid, api.Scope.TENANT)
 
 
@@ -245,6 +270,25 @@ def history(server: commands.Server, namespace: str | None, tenant: str) -> list
     """Every ledger row of the tenant(s) of that name."""
     with connecting.connection(server.pool) as conn:
         return ledger.tenant_history(conn, server.control_schema, namespace, tenant)
+
+
+def check_timeouts(server: commands.Server, script: scripts.Script) -> None:
+    """``InvalidScript`` with the server's own message if it refuses the script's
+    ``lock_timeout`` or ``statement_timeout`` (one round trip, nothing kept).
+
+    Every tenant would refuse them the same way, before any of the user's SQL
+    runs; this says so once, as a failure of the migration, not of a tenant.
+    """
+    with connecting.connection(server.pool) as conn:
+        try:
+            with conn.transaction(force_rollback=True):
+                conn.execute(CHECK_TIMEOUTS, (script.lock_timeout, script.statement_timeout))
+        except psycopg.errors.InvalidParameterValue as exc:
+            raise errors.InvalidScript(
+                f"migration {script.version}: PostgreSQL refuses lockTimeout "
+                f"{script.lock_timeout!r} or statementTimeout {script.statement_timeout!r}: "
+                f"{connecting.describe(exc)}"
+            ) from exc
 
 
 def _refuse_unsafe(script: scripts.Script) -> None:

@@ -21,6 +21,12 @@ class InvalidScript(MigrationError):
     reason = "InvalidSpec"
 
 
+class DuplicateVersion(MigrationError):
+    """Another Migration of the namespace, created earlier, has this version."""
+
+    reason = "DuplicateVersion"
+
+
 class ChecksumMismatch(MigrationError):
     """An applied version's text changed since it was applied (drift)."""
 
@@ -31,6 +37,14 @@ class TenantFailed(MigrationError):
     """A migration failed on the tenant being caught up; the database's message follows."""
 
     reason = "MigrationFailed"
+
+
+class HeldBack(MigrationError):
+    """The tenant lacks a version its namespace's Migrations define, and that
+    Migration cannot run now (halted, invalid); retried until it can."""
+
+    reason = "WaitingForMigration"
+    permanent = False
 
 
 class TenantBusy(MigrationError):

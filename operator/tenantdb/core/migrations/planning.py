@@ -47,7 +47,17 @@ class Declared:
     dry_run: bool
     rollback: bool
     halted: bool = False
-    """The rollout stopped (failures, a canary, drift): later versions wait for it."""
+    """The rollout stopped (failures, a canary, drift) or cannot start (an invalid
+    spec): later versions, and tenants that lack this one, wait for it."""
+    why: str = ""
+    """What stopped it (the Ready reason of a halted Migration)."""
+    established: bool = False
+    """Its rollout has started (a status that is not a refusal): of two
+    Migrations with one version, an established one keeps it."""
+    created: str = ""
+    """The object's ``creationTimestamp`` (whole seconds): otherwise the one
+    created first owns the version, then the lower UID."""
+    uid: str = ""
 
     def targets(self, labels: Mapping[str, str]) -> bool:
         """Whether this migration is meant for a tenant with these labels."""
@@ -57,6 +67,29 @@ class Declared:
     def gates(self) -> bool:
         """Whether later versions must wait for this one (dry runs and rollbacks do not gate)."""
         return not (self.dry_run or self.rollback)
+
+
+def owners(declared: Iterable[Declared]) -> list[Declared]:
+    """One Migration per version, in version order: the established or first created.
+
+    A later Migration with a version already taken is refused as a
+    duplicate (it never runs), so it must not count for ordering either.
+    """
+    first: dict[int, Declared] = {}
+    for item in declared:
+        held = first.get(item.version)
+        if held is None or _seniority(item) < _seniority(held):
+            first[item.version] = item
+    return [first[version] for version in sorted(first)]
+
+
+def _seniority(item: Declared) -> tuple[bool, str, str]:
+    return (not item.established, item.created, item.uid)
+
+
+def owner(declared: Iterable[Declared], version: int) -> Declared | None:
+    """The Migration that owns ``version`` (None: no Migration has it)."""
+    return next((d for d in owners(declared) if d.version == version), None)
 
 
 def required_versions(
@@ -88,6 +121,23 @@ def catch_up_plan(declared: Iterable[Declared], labels: Mapping[str, str]) -> li
             break
         plan.append(item)
     return plan
+
+
+def holding_back(declared: Iterable[Declared], labels: Mapping[str, str]) -> Declared | None:
+    """The halted Migration where a tenant's catch-up plan stops, if any.
+
+    Every tenant it targets should have it (others may already), so a
+    tenant that lacks it is not at its namespace's version. A Migration
+    awaiting approval does not hold anyone back: no tenant has it yet.
+    """
+    for item in sorted(declared, key=lambda d: d.version):
+        if not item.targets(labels) or not item.gates:
+            continue
+        if not item.approved:
+            return None
+        if item.halted:
+            return item
+    return None
 
 
 def canaries(canary: api.Canary | None, names: Sequence[str]) -> frozenset[str]:

@@ -40,7 +40,8 @@ class Request:
     namespace: str
     spec: api.MigrationSpec
     declared: Sequence[planning.Declared] = ()
-    """The namespace's Migrations, for ordering."""
+    """The namespace's Migrations, for ordering (duplicates of a version included:
+    the first created owns it, see ``planning.owners``)."""
     labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """Labels of the namespace's Tenant objects, by UID (tenants absent here are not targeted)."""
     retry: bool = False
@@ -61,17 +62,18 @@ class Request:
 def validate(request: Request) -> scripts.Script:
     """The script, or ``InvalidScript`` saying everything wrong with the spec."""
     spec = request.spec
+    first = planning.owner(request.declared, spec.version)
+    if first is not None and first.name != request.name:
+        raise errors.DuplicateVersion(
+            f"version {spec.version} belongs to Migration {first.name}, created first; "
+            "this one never runs: give it a version of its own, or delete it"
+        )
     script = scripts.from_spec(request.name, spec)
     problems = script.problems()
     if spec.rollback and not spec.down:
         problems.append("rollback: true needs spec.down")
     if spec.dry_run and not spec.transactional:
         problems.append("dryRun needs transactional: true")
-    twins = [
-        d.name for d in request.declared if d.version == spec.version and d.name != request.name
-    ]
-    if twins:
-        problems.append(f"version {spec.version} is also used by {', '.join(sorted(twins))}")
     if problems:
         raise errors.InvalidScript("; ".join(problems))
     return script
@@ -119,6 +121,7 @@ class _Reconciliation:
     ) -> None:
         self.server, self.request, self.script = server, request, script
         self.spec = request.spec
+        self.declared = planning.owners(request.declared)
         self.applied_by, self.report, self.stop, self.interval = applied_by, report, stop, interval
         self.observe = observe
 
@@ -146,7 +149,7 @@ class _Reconciliation:
         pending = found.pending(Mode.APPLY)
         required = {
             t.uid: planning.required_versions(
-                self.request.declared,
+                self.declared,
                 self.script.version,
                 self.spec.scope,
                 self.request.labels.get(t.uid, {}),
@@ -216,7 +219,7 @@ class _Reconciliation:
         pending = found.pending(Mode.ROLLBACK)
         later = commands.later_versions(self.server, self.script, [t.uid for t in pending])
         rolling_back = {
-            d.version for d in self.request.declared if d.rollback and d.scope is self.spec.scope
+            d.version for d in self.declared if d.rollback and d.scope is self.spec.scope
         }
         refused = sorted({v for versions in later.values() for v in versions} - rolling_back)
         if refused:

@@ -27,6 +27,7 @@ from typing import Any
 
 import pydantic
 
+from tenantdb import settings
 from tenantdb.api import API_VERSION
 from tenantdb.api import migrations as api
 from tenantdb.core.migrations import errors, statements
@@ -149,6 +150,8 @@ def _options(name: str, raw: str) -> dict[str, Any]:
         elif key == "scope" and value in {s.value for s in api.Scope}:
             options["scope"] = api.Scope(value)
         elif key in ("lock-timeout", "statement-timeout") and _DURATION.match(value):
+            if api.milliseconds(value) > api.MAX_TIMEOUT_MS:
+                raise errors.InvalidScript(f"{name}: {key} {value!r} {settings.TIMEOUT_LIMIT}")
             options[key.replace("-", "_")] = value
         else:
             raise errors.InvalidScript(f"{name}: unknown option {item!r} on the up line")

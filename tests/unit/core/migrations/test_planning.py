@@ -172,3 +172,30 @@ def test_a_failed_canary_halts_whatever_the_policy() -> None:
     verdict = planning.decide(APPLY, planning.Counts(5, 0, 1, 4), CONTINUE, canary_failed=["a"])
     assert (verdict.phase, verdict.reason) == (api.Phase.HALTED, "CanaryFailed")
     assert "a" in verdict.message
+
+
+def test_the_first_created_migration_owns_its_version() -> None:
+    first = declared(1, name="first", created="2026-01-01T10:00:00Z", uid="b")
+    later = declared(1, name="later", created="2026-01-01T10:00:05Z", uid="a")
+    same_second = declared(1, name="twin", created="2026-01-01T10:00:00Z", uid="c")
+    other = declared(2, created="2026-01-02T00:00:00Z")
+    assert planning.owners([later, other, same_second, first]) == [first, other]
+    assert planning.owner([later, first], 1) == first
+    assert planning.owner([later], 1) == later
+    assert planning.owner([first], 2) is None
+
+
+def test_a_halted_migration_holds_back_the_tenants_it_targets() -> None:
+    halted = declared(2, halted=True, why="ChecksumMismatch")
+    assert planning.holding_back([declared(1), halted, declared(3)], {}) == halted
+    assert planning.holding_back([declared(1), declared(3)], {}) is None
+    gold_only = declared(2, halted=True, selector=selector({"tier": "gold"}))
+    assert planning.holding_back([gold_only], {"tier": "free"}) is None
+    assert planning.holding_back([declared(1, approved=False), halted], {}) is None
+    assert planning.holding_back([declared(2, halted=True, rollback=True)], {}) is None
+
+
+def test_an_established_migration_keeps_its_version_within_the_same_second() -> None:
+    running = declared(1, name="running", created="2026-01-01T10:00:00Z", uid="z", established=True)
+    newcomer = declared(1, name="newcomer", created="2026-01-01T10:00:00Z", uid="a")
+    assert planning.owner([newcomer, running], 1) == running
