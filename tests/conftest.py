@@ -6,6 +6,7 @@ otherwise the embedded ones start once per session (per xdist worker).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,9 @@ import pytest
 
 from tenantdb.core import commands, connecting, naming
 from tenantdb.devenv import controlplane, operator_process, postgres, processes, stack
+
+BRIEF_PLAN = {"connection_limit": 5, "statement_timeout": "2s"}
+"""A plan of the test operator (TENANTDB_PLANS) whose statements the watchdog stops quickly."""
 
 
 @pytest.fixture(scope="session")
@@ -66,11 +70,19 @@ def server(database_url: str) -> Iterator[commands.Server]:
 def operator(
     kubeconfig: Path, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[operator_process.OperatorProcess]:
-    """`tenantdb run` as a separate process for the whole session."""
+    """`tenantdb run` as a separate process for the whole session.
+
+    The ``brief`` plan's short statement_timeout and the watchdog's short
+    graces let the plan tests wait seconds, not minutes, for the watchdog.
+    """
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     settings = {
         "TENANTDB_VERIFY_INTERVAL": "5",
         "TENANTDB_METRICS_PORT": str(processes.free_port()),
+        "TENANTDB_PLANS": json.dumps({"brief": BRIEF_PLAN}),
+        "TENANTDB_WATCHDOG_INTERVAL": "1",
+        "TENANTDB_WATCHDOG_GRACE": "1",
+        "TENANTDB_WATCHDOG_TERMINATE_GRACE": "2",
     }
     process = operator_process.OperatorProcess(kubeconfig, database_url, log, extra_env=settings)
     process.start()
