@@ -112,7 +112,9 @@ def watchdog_pool(database_url: str, server: commands.Server) -> Iterator[connec
         admin.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
 
 
-def patrol(dog: watchdog.Watchdog, pool: connecting.Pool, until: watchdog.Action) -> list:
+def patrol(
+    dog: watchdog.Watchdog, pool: connecting.Pool, until: watchdog.Action
+) -> list[watchdog.Verdict]:
     """Tick until the watchdog has done ``until`` once; every verdict carried out."""
     done: list[watchdog.Verdict] = []
 
@@ -150,7 +152,8 @@ def test_a_statement_past_its_plan_is_cancelled_and_one_within_it_is_not(
     assert [(v.action, v.statement.role, v.statement.pid) for v in done] == [
         (watchdog.Action.CANCEL, quick.role, past.pid)
     ]
-    assert done[0].statement.running > done[0].limit == 1.0
+    assert done[0].limit == 1.0
+    assert done[0].statement.running > done[0].limit
     assert within.is_alive() and active(admin, within.pid)
     admin.execute("SELECT pg_cancel_backend(%s)", (within.pid,))
     within.join(30)
