@@ -95,7 +95,7 @@ def parse_config(entries: Sequence[str] | None) -> dict[str, str]:
 
 
 def observe(rows: Sequence[tuple[Any, ...]]) -> dict[str, Observed]:
-    """Rows of ``read_query`` grouped by role."""
+    """Catalog rows (role, connection limit, database oid and name, setconfig) by role."""
     limits: dict[str, int] = {}
     wide: dict[str, dict[str, str]] = {}
     local: dict[str, dict[str, dict[str, str]]] = {}
