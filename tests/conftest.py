@@ -10,6 +10,7 @@ operator's role on an existing server (default: ``DATABASE_URL``).
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -26,6 +27,10 @@ from tests.servers import database_settings
 def pytest_configure(config: pytest.Config) -> None:
     """One credentials key for the operator, the CLI and in-process servers of this run."""
     os.environ.setdefault("TENANTDB_CREDENTIALS_KEY", secrets.token_urlsafe(32))
+
+
+BRIEF_PLAN = {"connection_limit": 5, "statement_timeout": "2s"}
+"""A plan of the test operator (TENANTDB_PLANS) whose statements the watchdog stops quickly."""
 
 
 @pytest.fixture(scope="session")
@@ -89,12 +94,20 @@ def server(operator_url: str) -> Iterator[commands.Server]:
 def operator(
     kubeconfig: Path, operator_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[operator_process.OperatorProcess]:
-    """`tenantdb run` as a separate process for the whole session."""
+    """`tenantdb run` as a separate process for the whole session.
+
+    The ``brief`` plan's short statement_timeout and the watchdog's short
+    graces let the plan tests wait seconds, not minutes, for the watchdog.
+    """
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     settings = {
         "TENANTDB_VERIFY_INTERVAL": "5",
         "TENANTDB_MAX_STATEMENT_TIMEOUT": "1h",
         "TENANTDB_METRICS_PORT": str(processes.free_port()),
+        "TENANTDB_PLANS": json.dumps({"brief": BRIEF_PLAN}),
+        "TENANTDB_WATCHDOG_INTERVAL": "1",
+        "TENANTDB_WATCHDOG_GRACE": "1",
+        "TENANTDB_WATCHDOG_TERMINATE_GRACE": "2",
     }
     process = operator_process.OperatorProcess(kubeconfig, operator_url, log, extra_env=settings)
     process.start()

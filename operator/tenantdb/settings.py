@@ -131,6 +131,26 @@ class MigrationSettings:
     """The longest ``statement_timeout`` a Migration runs with, likewise."""
 
 
+@dataclass(frozen=True)
+class WatchdogSettings:
+    """The statement watchdog: a plan's statement_timeout enforced from outside the session.
+
+    A session can ``SET statement_timeout = 0``; the watchdog cancels a statement
+    that runs past its plan's limit plus ``grace``, and terminates the session if
+    the statement is still running ``terminate_grace`` after the cancel.
+    """
+
+    interval: float = 5.0
+    """Seconds between two looks at every tenant's running statements
+    (``TENANTDB_WATCHDOG_INTERVAL``); 0 turns the watchdog off."""
+    grace: float = 5.0
+    """Seconds a statement may run past its plan's ``statement_timeout`` before it
+    is cancelled (``TENANTDB_WATCHDOG_GRACE``); PostgreSQL's own timeout acts first."""
+    terminate_grace: float = 10.0
+    """Seconds a cancelled statement may keep running before its session is
+    terminated (``TENANTDB_WATCHDOG_TERMINATE_GRACE``)."""
+
+
 def default_seeders_dir() -> Path:
     """The repository's ``seeders/`` directory, next to ``operator/``."""
     return Path(__file__).resolve().parents[2] / "seeders"
@@ -143,6 +163,7 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     watch: WatchSettings = field(default_factory=WatchSettings)
     migrations: MigrationSettings = field(default_factory=MigrationSettings)
+    watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
     plans: Mapping[str, PlanLimits] = field(default_factory=lambda: dict(DEFAULT_PLANS))
     environment: Environment = Environment.PRODUCTION
     instance: str = "tenantdb"
@@ -177,10 +198,18 @@ class Settings:
             max_lock_timeout=_timeout(env, "TENANTDB_MAX_LOCK_TIMEOUT"),
             max_statement_timeout=_timeout(env, "TENANTDB_MAX_STATEMENT_TIMEOUT"),
         )
+        watchdog = WatchdogSettings(
+            interval=float(env.get("TENANTDB_WATCHDOG_INTERVAL", WatchdogSettings.interval)),
+            grace=float(env.get("TENANTDB_WATCHDOG_GRACE", WatchdogSettings.grace)),
+            terminate_grace=float(
+                env.get("TENANTDB_WATCHDOG_TERMINATE_GRACE", WatchdogSettings.terminate_grace)
+            ),
+        )
         return cls(
             database=database,
             watch=watch,
             migrations=migrations,
+            watchdog=watchdog,
             plans=_plans(env.get("TENANTDB_PLANS")),
             environment=Environment(env.get("TENANTDB_ENVIRONMENT", Environment.PRODUCTION)),
             instance=env.get("POD_NAME") or env.get("HOSTNAME") or "tenantdb",

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Callable
 
 import psycopg
+
+from tenantdb.devenv import operator_process
 
 
 def tenant(name: str, **spec: object) -> str:
@@ -39,3 +42,16 @@ def eventually(check: Callable[[], bool], timeout: float = 60.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.5)
+
+
+def scrape(operator: operator_process.OperatorProcess) -> dict[str, float]:
+    """The operator's Prometheus samples, by name with labels."""
+    url = f"http://127.0.0.1:{operator.extra_env['TENANTDB_METRICS_PORT']}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import urllib.request
-
 import pytest
 
 from tenantdb.devenv import operator_process
 from tests.e2e.kubectl import Kubectl
-from tests.e2e.support import tenant
+from tests.e2e.support import scrape, tenant
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.operator]
-
-
-def scrape(operator: operator_process.OperatorProcess) -> dict[str, float]:
-    url = f"http://127.0.0.1:{operator.extra_env['TENANTDB_METRICS_PORT']}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
 
 
 def test_reconciles_are_counted(

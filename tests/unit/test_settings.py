@@ -1,4 +1,4 @@
-"""Operator settings: durations PostgreSQL accepts, and the caps on Migration timeouts."""
+"""Operator settings: durations PostgreSQL accepts, the caps on Migration timeouts, the watchdog."""
 
 import pytest
 
@@ -38,3 +38,15 @@ def test_caps_come_from_the_environment() -> None:
 def test_a_cap_postgresql_would_refuse_stops_the_start(value: str) -> None:
     with pytest.raises(ValueError, match="TENANTDB_MAX_STATEMENT_TIMEOUT"):
         settings.Settings.from_environment({"TENANTDB_MAX_STATEMENT_TIMEOUT": value})
+
+
+def test_watchdog_settings_come_from_the_environment() -> None:
+    env = {
+        "TENANTDB_WATCHDOG_INTERVAL": "1",
+        "TENANTDB_WATCHDOG_GRACE": "0.5",
+        "TENANTDB_WATCHDOG_TERMINATE_GRACE": "3",
+    }
+    assert settings.Settings.from_environment(env).watchdog == settings.WatchdogSettings(
+        1.0, 0.5, 3.0
+    )
+    assert settings.Settings.from_environment({}).watchdog == settings.WatchdogSettings()

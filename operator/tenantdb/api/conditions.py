@@ -63,6 +63,8 @@ class Reason(StrEnum):
     ROLLBACK_FAILED = "RollbackFailed"
     ROLLBACK_BLOCKED = "RollbackBlocked"
     SHARED_TABLES_SECURED = "SharedTablesSecured"
+    STATEMENT_CANCELLED = "StatementCancelled"
+    SESSION_TERMINATED = "SessionTerminated"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

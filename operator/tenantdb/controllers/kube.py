@@ -6,6 +6,7 @@ client library could be swapped without touching handlers.
 
 import base64
 import functools
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import kubernetes
@@ -63,6 +64,34 @@ def is_conflict_or_unavailable(exc: BaseException) -> bool:
 
 
 ApiError = ApiException
+
+EVENT_MESSAGE_LIMIT = 1024
+"""Characters of an event message the API server is sure to keep."""
+
+
+def post_event(involved: dict[str, str], type_: str, reason: str, message: str) -> None:
+    """A core/v1 Event about an object, from outside any kopf handler.
+
+    ``involved`` is the object reference (apiVersion, kind, namespace, name,
+    uid). kopf's own ``kopf.warn`` only works inside its handlers; background
+    work (the statement watchdog) posts through this instead.
+    """
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{involved['name']}.", "namespace": involved["namespace"]},
+        "involvedObject": involved,
+        "type": type_,
+        "reason": reason,
+        "message": message[:EVENT_MESSAGE_LIMIT],
+        "source": {"component": "tenantdb"},
+        "reportingComponent": "tenantdb",
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    core().create_namespaced_event(involved["namespace"], body)
 
 
 # --- Custom objects, for the Migration controller (controllers/migrations.py) ---

@@ -16,6 +16,12 @@ RECONCILES = Counter(
     "tenantdb_reconciles_total", "Reconciliations by kind and outcome", ["kind", "outcome"]
 )
 
+WATCHDOG_ACTIONS = Counter(
+    "tenantdb_watchdog_actions_total",
+    "Tenant statements the watchdog cancelled and sessions it terminated, past their plan's limit",
+    ["action"],
+)
+
 Patch = Any  # kopf.Patch: a dict-like object applied after the handler returns.
 
 

@@ -1,4 +1,4 @@
-"""Operator start-up and shutdown: settings, pools, kopf's own settings.
+"""Operator start-up and shutdown: settings, pools, the watchdog, kopf's own settings.
 
 kopf's annotations get a ``tenantdb.io`` prefix, its finalizer is ours, and
 watches have explicit timeouts (silent, frozen watch streams are a known
@@ -13,7 +13,7 @@ import prometheus_client
 
 from tenantdb import settings as settings_
 from tenantdb.api import GROUP
-from tenantdb.controllers import kube, persistence, runtime
+from tenantdb.controllers import kube, patrolling, persistence, runtime
 from tenantdb.core import errors
 
 FINALIZER = f"{GROUP}/finalizer"
@@ -24,7 +24,7 @@ annotations under its prefix, and users annotate under ``tenantdb.io/``."""
 
 @kopf.on.startup()
 def start(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
-    """Parse settings once, connect, and configure kopf."""
+    """Parse settings once, connect, configure kopf, and start the statement watchdog."""
     config = settings_.Settings.from_environment()
     configure_kopf(settings, config)
     kube.login()
@@ -34,12 +34,16 @@ def start(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: 
         raise kopf.TemporaryError(str(exc), delay=config.watch.retry_delay) from exc
     if config.metrics_port:
         prometheus_client.start_http_server(config.metrics_port)
+    memo["patrol"] = patrolling.start(memo["runtime"])
     logger.info("tenantdb operator started (environment=%s)", config.environment.value)
 
 
 @kopf.on.cleanup()
 def stop(memo: Any, **_: Any) -> None:
-    """Close database connections."""
+    """Stop the watchdog, then close database connections."""
+    patrol = memo.get("patrol")
+    if isinstance(patrol, patrolling.Patrol):
+        patrol.stop()
     current = memo.get("runtime")
     if isinstance(current, runtime.Runtime):
         current.close()

@@ -122,14 +122,14 @@ def verify(
         version = migrations.tenant_version(rt, uid)  # later rollouts move it
         if version != dict(status).get("version"):
             patch.status["version"] = version
-        findings = commands.verify_isolation(rt.server, uid, name)
+        findings = commands.verify_isolation(rt.server, uid, name, rt.settings.plans)
         if findings:
             tenant = _parse(spec)
             password = (
                 credentials.existing_password(meta["namespace"], name, uid) or passwords.generate()
             )
             commands.repair_isolation(rt.server, _request(rt, tenant, meta), password)
-            remaining = commands.verify_isolation(rt.server, uid, name)
+            remaining = commands.verify_isolation(rt.server, uid, name, rt.settings.plans)
             _report_drift(patch, status, generation, body, findings, remaining, logger)
         else:
             _write_isolation(

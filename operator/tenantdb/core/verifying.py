@@ -7,13 +7,15 @@ tables. The controllers run both periodically and report
 ``IsolationVerified``.
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from tenantdb.api.tenants import Isolation
-from tenantdb.core import connecting, naming, provisioning, registry, shared, tenancy
+from tenantdb.core import connecting, naming, provisioning, registry, role_settings, shared, tenancy
+from tenantdb.settings import DEFAULT_PLANS, PlanLimits
 
 DANGEROUS_ATTRIBUTES = (
     "rolsuper",
@@ -46,8 +48,16 @@ _DATABASE_STATE = sql.SQL(
 )
 
 
-def verify(server: tenancy.Server, uid: str, name: str) -> list[str]:
-    """Every way the tenant's isolation differs from what was provisioned."""
+def verify(
+    server: tenancy.Server,
+    uid: str,
+    name: str,
+    plans: Mapping[str, PlanLimits] = DEFAULT_PLANS,
+) -> list[str]:
+    """Every way the tenant's isolation differs from what was provisioned.
+
+    ``plans`` gives the limits of the plan the registry records for the tenant.
+    """
     names = naming.tenant_names(name, uid)
     with connecting.connection(server.pool) as conn:
         record = registry.load(conn, server.control_schema, uid)
@@ -61,6 +71,7 @@ def verify(server: tenancy.Server, uid: str, name: str) -> list[str]:
             findings += _shared_findings(conn, server.shared_schema, names, uid)
         else:
             findings += _database_findings(conn, names)
+        findings += _plan_findings(conn, server, names, mode, record.plan, plans)
     return findings
 
 
@@ -69,6 +80,9 @@ def repair(server: tenancy.Server, request: tenancy.TenantRequest, password: str
     tenancy.provision(server, request, password, reset_password=False)
     names = naming.tenant_names(request.name, request.uid)
     with connecting.connection(server.pool) as conn, conn.transaction():
+        role_settings.remove_unexpected(
+            conn, names, request.isolation, server.shared_schema, request.limits
+        )
         if request.isolation is Isolation.SHARED:
             shared.secure_tables(conn, server.shared_schema)
         elif request.isolation is Isolation.SCHEMA:
@@ -95,6 +109,21 @@ def _role_findings(
             if (role, group) not in allowed:
                 findings.append(f"role {role} is a member of {group}")
     return findings
+
+
+def _plan_findings(
+    conn: psycopg.Connection[Any],
+    server: tenancy.Server,
+    names: naming.TenantNames,
+    mode: Isolation,
+    plan: str,
+    plans: Mapping[str, PlanLimits],
+) -> list[str]:
+    """Role settings and connection limit against the plan (``role_settings``)."""
+    limits = plans.get(plan)
+    if limits is None:
+        return [f"plan {plan} is not configured, so its limits cannot be checked"]
+    return role_settings.findings(conn, names, mode, server.shared_schema, limits)
 
 
 def _schema_params(names: naming.TenantNames) -> dict[str, str]:
