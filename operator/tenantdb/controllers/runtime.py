@@ -6,13 +6,16 @@ Built in the startup handler, closed in the cleanup handler, never at
 import time.
 """
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
 from tenantdb import settings as settings_
-from tenantdb.core import commands, connecting, naming
+from tenantdb.core import commands, connecting, errors, naming
+
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -21,19 +24,36 @@ class Runtime:
 
     settings: settings_.Settings
     server: commands.Server
+    privileges: commands.Privileges | None = None
+    """What the operator's database role may do, read at start-up."""
     last_verified: dict[str, float] = field(default_factory=dict)
     """Monotonic time of each tenant's last isolation check, by UID."""
 
     @classmethod
     def start(cls, settings: settings_.Settings) -> "Runtime":
-        """Open the pool and make sure the control and shared schemas are current."""
+        """Open the pool, check the operator role's privileges, and make sure the control
+        and shared schemas are current.
+
+        A missing privilege is logged with the statement that grants it; one
+        without which nothing can be served (CREATEROLE, CREATE on the
+        database) stops the start with ``InsufficientPrivilege``.
+        """
         server = commands.open_server(settings.database, "tenantdb-operator")
         try:
+            privileges = commands.inspect_privileges(server)
+            for line in privileges.missing():
+                _LOG.warning("the operator's database role %s lacks %s", privileges.role, line)
+            _refuse_to_start(privileges)
             commands.prepare(server)
         except Exception:
             server.close()
             raise
-        return cls(settings=settings, server=server)
+        return cls(settings=settings, server=server, privileges=privileges)
+
+    def require(self, isolation: str) -> None:
+        """Refuse a tenant this operator's database role cannot serve."""
+        if self.privileges is not None:
+            self.privileges.require(isolation)
 
     @property
     def pool(self) -> connecting.Pool:
@@ -48,6 +68,15 @@ class Runtime:
     def close(self) -> None:
         """Close the pool's connections and the idle tenant sessions."""
         self.server.close()
+
+
+def _refuse_to_start(privileges: commands.Privileges) -> None:
+    if privileges.superuser or (privileges.createrole and privileges.create_in_database):
+        return
+    raise errors.InsufficientPrivilege(
+        f"the operator's database role {privileges.role} cannot serve any tenant; it lacks "
+        + "; ".join(privileges.missing())
+    )
 
 
 def of(memo: Any) -> Runtime:

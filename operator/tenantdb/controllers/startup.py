@@ -32,6 +32,9 @@ def start(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: 
         memo["runtime"] = runtime.Runtime.start(config)
     except errors.DatabaseUnavailable as exc:
         raise kopf.TemporaryError(str(exc), delay=config.watch.retry_delay) from exc
+    except errors.InsufficientPrivilege as exc:
+        logger.error("%s", exc)
+        raise kopf.PermanentError(str(exc)) from exc
     if config.metrics_port:
         prometheus_client.start_http_server(config.metrics_port)
     memo["patrol"] = patrolling.start(memo["runtime"])

@@ -188,6 +188,7 @@ def _converge(
 ) -> Outcome:
     """Provision in PostgreSQL, then write the Secret (so a refusal leaves no Secret)."""
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
+    rt.require(tenant.isolation.value)
     request = _request(rt, tenant, meta)
     rotation = dict(meta.get("annotations") or {}).get(ROTATE_ANNOTATION)
     rotate = rotation is not None and rotation != dict(status).get("credentialsRotation")

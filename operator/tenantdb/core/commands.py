@@ -6,7 +6,7 @@ in ``tenancy`` (provisioning per isolation mode) and ``verifying`` (the
 isolation check and its repair).
 """
 
-from tenantdb.core import tenancy, verifying
+from tenantdb.core import connecting, privileges, tenancy, verifying
 
 Server = tenancy.Server
 TenantRequest = tenancy.TenantRequest
@@ -20,3 +20,10 @@ rotate_password = tenancy.rotate_password
 list_tenants = tenancy.list_tenants
 verify_isolation = verifying.verify
 repair_isolation = verifying.repair
+Privileges = privileges.Privileges
+
+
+def inspect_privileges(server: Server) -> Privileges:
+    """What the operator's own role may do (``privileges``)."""
+    with connecting.connection(server.pool) as conn:
+        return privileges.inspect(conn)
