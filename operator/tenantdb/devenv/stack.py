@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from tenantdb.devenv import controlplane, operator_process, postgres, processes
 
 PIDS_FILE = "pids"
 ENV_FILE = "env"
+CREDENTIALS_KEY_FILE = "credentials-key"
 
 
 def install_crds(kubeconfig: Path) -> None:
@@ -60,12 +62,16 @@ def up(state: Path, detach: bool = False, apply: Sequence[Path] = ()) -> int:
         url = _start_database(state, started)
         kubeconfig = _start_cluster(state, started)
         install_crds(kubeconfig)
+        key = _credentials_key(state)
         operator = operator_process.OperatorProcess(
-            kubeconfig, url, state / "logs" / "operator.log"
+            kubeconfig,
+            url,
+            state / "logs" / "operator.log",
+            extra_env={"TENANTDB_CREDENTIALS_KEY": key},
         )
         operator.start()
         started.append(operator.stop)
-        _write_env(state, kubeconfig, url)
+        _write_env(state, kubeconfig, url, key)
         for manifest in apply:
             print(kubectl(kubeconfig, "apply", "-f", str(manifest)).strip())
         _print_next_steps(state)
@@ -117,8 +123,22 @@ def down(state: Path) -> int:
     return 0
 
 
-def _write_env(state: Path, kubeconfig: Path, url: str) -> None:
-    text = f"export KUBECONFIG={kubeconfig}\nexport DATABASE_URL='{url}'\n"
+def _credentials_key(state: Path) -> str:
+    """The operator's credentials key (``TENANTDB_CREDENTIALS_KEY`` if set), kept in the
+    state directory so the CLI and later runs derive the same owner passwords."""
+    if os.environ.get("TENANTDB_CREDENTIALS_KEY"):
+        return os.environ["TENANTDB_CREDENTIALS_KEY"]
+    path = state / CREDENTIALS_KEY_FILE
+    if not path.exists():
+        processes.write_private_file(path, secrets.token_urlsafe(32).encode())
+    return path.read_text().strip()
+
+
+def _write_env(state: Path, kubeconfig: Path, url: str, key: str) -> None:
+    text = (
+        f"export KUBECONFIG={kubeconfig}\nexport DATABASE_URL='{url}'\n"
+        f"export TENANTDB_CREDENTIALS_KEY='{key}'\n"
+    )
     processes.write_private_file(state / ENV_FILE, text.encode())
 
 
