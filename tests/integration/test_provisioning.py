@@ -166,10 +166,18 @@ def test_retain_policy_keeps_data_and_disables_login(
     req = request(f"kept-{mode}", mode, domain=f"kept-{mode}.example.com")
     password = passwords.generate()
     tenant = commands.provision(server, req, password, True)
+    if mode is not Isolation.SHARED:  # the owner logs in only for the operator, until retained
+        assert admin.execute(
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (tenant.owner_role,)
+        ).fetchone() == (True,)
     commands.deprovision(server, req.uid, req.name, drop=False)
     assert admin.execute(
         "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (tenant.names.login_role,)
     ).fetchone() == (False,)
+    owner_login = admin.execute(
+        "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (tenant.owner_role,)
+    ).fetchone()
+    assert owner_login == ((True,) if mode is Isolation.SHARED else (False,))
     if mode is Isolation.DATABASE:
         assert (
             count(admin, "SELECT count(*) FROM pg_database WHERE datname = %s", tenant.database)

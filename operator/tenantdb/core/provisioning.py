@@ -206,9 +206,12 @@ def drop_roles(roles: list[naming.Identifier]) -> sql.Composed:
     return sql.SQL("DROP OWNED BY {roles} CASCADE;\nDROP ROLE {roles}").format(roles=idents)
 
 
-def disable_login(names: naming.TenantNames) -> sql.Composed:
-    """A retained tenant keeps its data but nobody can log in with old credentials."""
-    return sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(names.login_role))
+def disable_login(roles: list[naming.Identifier]) -> sql.Composed:
+    """A retained tenant keeps its data but nobody logs in as its roles any more (its
+    owner role neither: no Migration runs on a retained tenant)."""
+    return sql.SQL("ALTER ROLE {} NOLOGIN").format(
+        sql.SQL(" NOLOGIN;\nALTER ROLE ").join(sql.Identifier(r) for r in roles)
+    )
 
 
 def give_to_owner(names: naming.TenantNames, relation: str) -> sql.Composed:

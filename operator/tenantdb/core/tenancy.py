@@ -171,8 +171,8 @@ def deprovision(server: Server, uid: str, name: str, drop: bool) -> None:
             if names.login_role in existing:
                 conn.execute(provisioning.terminate_sessions(), (names.login_role,))
             if not drop:
-                if names.login_role in existing:
-                    conn.execute(provisioning.disable_login(names))
+                if existing:
+                    conn.execute(provisioning.disable_login(existing))
                 conn.execute(registry.mark_retained(server.control_schema), (uid,))
                 return
             if mode is Isolation.SHARED:
