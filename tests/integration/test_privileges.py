@@ -26,8 +26,18 @@ def weak_role(admin: psycopg.Connection, database_url: str) -> Iterator[tuple[st
             sql.Identifier(name)
         )
     )
+    admin.execute(
+        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+            sql.Identifier(admin.info.dbname), sql.Identifier(name)
+        )
+    )
     url = conninfo.make_conninfo(database_url, user=name, password="weak-secret")
     yield name, url
+    admin.execute(
+        sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}").format(
+            sql.Identifier(admin.info.dbname), sql.Identifier(name)
+        )
+    )
     admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
@@ -46,6 +56,7 @@ def test_the_embedded_operator_role_has_what_it_needs_and_is_no_superuser(
     assert not held.superuser
     assert held.createrole and held.createdb
     assert held.missing() == []
+    assert held.exposures() == []  # the embedded server closed postgres and template1
     assert all(held.refusal(mode) is None for mode in ("schema", "shared", "database"))
 
 
@@ -65,6 +76,18 @@ def test_what_is_missing_is_named_with_the_statement_that_grants_it(
     assert name in refusal and "CREATEDB" in refusal
     with pytest.raises(errors.InsufficientPrivilege, match="CREATEDB"):
         held.require("database")
+
+
+def test_other_databases_open_to_public_are_named(
+    operator_url: str, admin: psycopg.Connection
+) -> None:
+    name = f"open_{uuid.uuid4().hex[:8]}"
+    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        exposures = inspect(operator_url).exposures()
+        assert any(name in line and "REVOKE CONNECT" in line for line in exposures)
+    finally:
+        admin.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
 
 
 def test_an_operator_that_could_serve_no_tenant_refuses_to_start(

@@ -97,7 +97,9 @@ def watchdog_pool(database_url: str, server: commands.Server) -> Iterator[connec
             f"CREATE ROLE {role} LOGIN NOSUPERUSER CREATEROLE CREATEDB PASSWORD '{password}'"
             " IN ROLE pg_signal_backend, pg_read_all_stats"
         )
-        # In production the operator owns the control schema; here a superuser does.
+        # In production the operator owns the control schema and its database; here
+        # a superuser grants what this role needs of them.
+        admin.execute(f'GRANT CONNECT ON DATABASE "{admin.info.dbname}" TO {role}')
         admin.execute(f"GRANT USAGE ON SCHEMA tenantdb TO {role}")
         admin.execute(f"GRANT SELECT ON tenantdb.tenants TO {role}")
         assert admin.execute(

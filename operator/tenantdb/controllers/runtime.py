@@ -43,6 +43,8 @@ class Runtime:
             privileges = commands.inspect_privileges(server)
             for line in privileges.missing():
                 _LOG.warning("the operator's database role %s lacks %s", privileges.role, line)
+            for line in privileges.exposures():
+                _LOG.warning("%s", line)
             _refuse_to_start(privileges)
             commands.prepare(server)
         except Exception:

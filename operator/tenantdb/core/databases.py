@@ -57,3 +57,13 @@ def terminate_connections() -> sql.SQL:
 def drop(names: naming.TenantNames) -> sql.Composed:
     """The tenant's database, whoever is still connected."""
     return sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(names.database))
+
+
+def close_to_public(database: str, roles: list[str]) -> sql.Composed:
+    """A database: CONNECT for ``roles``, none for PUBLIC."""
+    name = sql.Identifier(database)
+    grants = [
+        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(name, sql.Identifier(r)) for r in roles
+    ]
+    revoke = sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC").format(name)
+    return sql.SQL(";\n").join([*grants, revoke])

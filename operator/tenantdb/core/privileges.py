@@ -11,7 +11,10 @@ The operator needs no superuser, as on managed PostgreSQL services. It needs:
 ``pg_read_all_stats``       the watchdog seeing when tenants' statements began
 ==========================  ===============================================
 
-``BYPASSRLS`` is never needed: a shared tenant's rows are deleted by the
+The operator's own database is closed to PUBLIC at start-up (the tenants
+living there get CONNECT of their own); other databases PUBLIC may connect
+to (``postgres``, ``template1``) are reported, since only their owners can
+close them. ``BYPASSRLS`` is never needed: a shared tenant's rows are deleted by the
 tenant itself (``tenancy``), and the operator owns the one shared table it
 writes (the role mapping). ``inspect`` reads all of it in one query;
 ``Privileges`` says precisely what is missing and, per isolation mode,
@@ -32,7 +35,10 @@ _INSPECT = sql.SQL(
            pg_has_role(current_user, 'pg_signal_backend', 'USAGE'),
            pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'),
            has_database_privilege(current_database(), 'CREATE'),
-           current_setting('server_version_num')::int
+           current_setting('server_version_num')::int,
+           ARRAY(SELECT d.datname::text FROM pg_database d
+                 WHERE d.datallowconn AND d.datname <> current_database()
+                 AND has_database_privilege('public', d.oid, 'CONNECT') ORDER BY 1)
     FROM pg_roles r WHERE r.rolname = current_user
     """
 )
@@ -51,6 +57,8 @@ class Privileges:
     read_all_stats: bool
     create_in_database: bool
     server_version: int
+    public_databases: list[str]
+    """Other databases PUBLIC may connect to (``postgres``, ``template1`` by default)."""
 
     def missing(self) -> list[str]:
         """Each missing privilege, with what it is for and the statement granting it."""
@@ -88,6 +96,17 @@ class Privileges:
             f"{what} (needed for {purpose}: {grant})"
             for held, what, purpose, grant in checks
             if not held
+        ]
+
+    def exposures(self) -> list[str]:
+        """Databases a ``database`` tenant could open besides its own, with the fix.
+
+        Only their owners can close them; the operator says so at start-up.
+        """
+        return [
+            f"PUBLIC may connect to database {name}: database tenants can open it and read"
+            f" its catalogs (REVOKE CONNECT ON DATABASE {_quoted(name)} FROM PUBLIC)"
+            for name in self.public_databases
         ]
 
     def refusal(self, isolation: str) -> str | None:

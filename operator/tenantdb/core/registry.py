@@ -226,3 +226,16 @@ def listing(schema: naming.Identifier) -> sql.Composed:
         " WHERE %(namespace)s::text IS NULL OR namespace = %(namespace)s"
         " ORDER BY retained_at IS NOT NULL, namespace, name"
     ).format(sql.Identifier(schema))
+
+
+def local_roles(conn: psycopg.Connection[Any], schema: naming.Identifier) -> list[str]:
+    """The login and owner roles of live tenants that connect to the operator's database
+    (every mode but ``database``; a shared tenant's owner is the shared owner)."""
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT login_role FROM {tenants} WHERE retained_at IS NULL AND isolation <> 'database'"
+            " UNION SELECT owner_role FROM {tenants}"
+            " WHERE retained_at IS NULL AND isolation = 'schema' ORDER BY 1"
+        ).format(tenants=sql.Identifier(schema, "tenants"))
+    ).fetchall()
+    return [str(r[0]) for r in rows]

@@ -107,6 +107,7 @@ def prepare(server: Server) -> None:
             conn.execute(provisioning.join_operator(shared.OWNER, version))
             if _public_schema_open(conn):
                 conn.execute(provisioning.harden_public_schema())
+            _close_operator_database(conn, server)
             conn.execute(shared.bootstrap(server.shared_schema))
             shared.secure_tables(conn, server.shared_schema)
 
@@ -416,6 +417,23 @@ def _role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
 def _server_version(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
     return int(row[0]) if row else 0
+
+
+def _close_operator_database(conn: psycopg.Connection[Any], server: Server) -> None:
+    """Only tenants that live here may connect to the operator's database.
+
+    By default PUBLIC may connect to every database, so a ``database``
+    tenant could open the operator's and read its catalogs (every schema
+    tenant's name). The live tenants of the other modes, and the shared
+    groups, get CONNECT of their own first, so nobody who needs it loses it.
+    """
+    row = conn.execute(
+        "SELECT current_database(), has_database_privilege('public', current_database(), 'CONNECT')"
+    ).fetchone()
+    if row is None or not row[1]:
+        return
+    roles = [*shared.ROLES, *registry.local_roles(conn, server.control_schema)]
+    conn.execute(databases.close_to_public(str(row[0]), roles))
 
 
 def _public_schema_open(conn: psycopg.Connection[Any]) -> bool:

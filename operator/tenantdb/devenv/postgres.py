@@ -180,6 +180,9 @@ class EmbeddedPostgres(processes.Service):
                         sql.Identifier(OPERATOR_DATABASE), role
                     )
                 )
+            # What README.md asks of an administrator: database tenants reach no
+            # database but their own.
+            conn.execute("REVOKE CONNECT ON DATABASE postgres, template1 FROM PUBLIC")
 
     def _prepare_directories(self) -> None:
         """Create the layout and the password; as root, hand it all to the server user."""
