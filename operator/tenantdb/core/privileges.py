@@ -37,8 +37,9 @@ _INSPECT = sql.SQL(
            has_database_privilege(current_database(), 'CREATE'),
            current_setting('server_version_num')::int,
            ARRAY(SELECT d.datname::text FROM pg_database d
-                 WHERE d.datallowconn AND d.datname <> current_database()
-                 AND has_database_privilege('public', d.oid, 'CONNECT') ORDER BY 1)
+                 WHERE d.datallowconn AND has_database_privilege('public', d.oid, 'CONNECT')
+                 AND (d.datname <> current_database()
+                      OR NOT pg_has_role(current_user, d.datdba, 'USAGE')) ORDER BY 1)
     FROM pg_roles r WHERE r.rolname = current_user
     """
 )
@@ -58,7 +59,8 @@ class Privileges:
     create_in_database: bool
     server_version: int
     public_databases: list[str]
-    """Other databases PUBLIC may connect to (``postgres``, ``template1`` by default)."""
+    """Databases PUBLIC may connect to that the operator does not close: others
+    (``postgres``, ``template1`` by default), and its own if it does not own it."""
 
     def missing(self) -> list[str]:
         """Each missing privilege, with what it is for and the statement granting it."""

@@ -428,10 +428,12 @@ def _close_operator_database(conn: psycopg.Connection[Any], server: Server) -> N
     groups, get CONNECT of their own first, so nobody who needs it loses it.
     """
     row = conn.execute(
-        "SELECT current_database(), has_database_privilege('public', current_database(), 'CONNECT')"
+        "SELECT datname, has_database_privilege('public', oid, 'CONNECT'),"
+        " pg_has_role(current_user, datdba, 'USAGE')"
+        " FROM pg_database WHERE datname = current_database()"
     ).fetchone()
-    if row is None or not row[1]:
-        return
+    if row is None or not row[1] or not row[2]:
+        return  # closed already, or not ours to close (``privileges`` reports it)
     roles = [*shared.ROLES, *registry.local_roles(conn, server.control_schema)]
     conn.execute(databases.close_to_public(str(row[0]), roles))
 
