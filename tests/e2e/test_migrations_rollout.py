@@ -15,6 +15,7 @@ import psycopg
 import pytest
 import yaml
 
+from tests.e2e import support
 from tests.e2e.kubectl import Kubectl
 from tests.e2e.support import eventually
 
@@ -297,3 +298,32 @@ def test_timeouts_reach_the_tenant_and_no_timeout_is_capped_by_the_operator(
     kubectl.apply(migration("bounded", 2, f"DROP TABLE {table}; {seen}", statementTimeout="90s"))
     wait_phase(kubectl, "bounded", "Succeeded")
     assert admin.execute(f"SELECT * FROM {table}").fetchone() == ("90s", "5s")
+
+
+def test_a_tenant_holding_locks_on_its_own_tables_is_reported_retrying_and_delays_no_other(
+    kubectl: Kubectl,
+) -> None:
+    """The application of a tenant can hold locks on its own tables; that tenant's
+    Migration waits a bounded time, says why in status, and the others go on."""
+    tenants(kubectl, ["holder", "bystander"])
+    kubectl.apply(migration("notes", 1, "CREATE TABLE notes (id int)"))
+    wait_phase(kubectl, "notes", "Succeeded")
+    with support.connect(kubectl.secret_data("holder-credentials")) as held:
+        held.execute("BEGIN")
+        held.execute("LOCK TABLE notes IN ACCESS EXCLUSIVE MODE")
+        kubectl.apply(
+            migration("note-body", 2, "ALTER TABLE notes ADD COLUMN body text", lockTimeout="200ms")
+        )
+
+        def retrying() -> list[dict[str, str]]:
+            found = kubectl.get("migration", "note-body").get("status") or {}
+            return list(found.get("retrying") or [])
+
+        eventually(lambda: [r["tenant"] for r in retrying()] == ["holder"], timeout=TIMEOUT)
+        status = kubectl.get("migration", "note-body")["status"]
+        assert "lock timeout" in status["retrying"][0]["reason"]
+        assert status["tenants"]["applied"] == 1  # the bystander did not wait
+        held.execute("ROLLBACK")
+    status = wait_phase(kubectl, "note-body", "Succeeded")
+    assert status.get("retrying", []) == []
+    assert status["tenants"] == {"total": 2, "applied": 2, "pending": 0, "failed": 0}

@@ -152,6 +152,16 @@ class TenantFailure(base.ApiModel):
     """The database's error message, with SQLSTATE and position."""
 
 
+class TenantWaiting(base.ApiModel):
+    """A tenant the rollout will try again, and why it could not finish yet."""
+
+    tenant: str
+    """The Tenant's name."""
+    reason: str = Field(max_length=4096)
+    """What held it back: its lock held by another operation, or the database's
+    message (a lock timeout on the tenant's own tables)."""
+
+
 class MigrationStatus(conditions.ObservedStatus):
     """The observed state of the rollout."""
 
@@ -163,6 +173,8 @@ class MigrationStatus(conditions.ObservedStatus):
     """How many targeted tenants are applied, pending and failed."""
     failures: list[TenantFailure] = Field(default_factory=list, max_length=20)
     """The first few failures."""
+    retrying: list[TenantWaiting] = Field(default_factory=list, max_length=20)
+    """Pending tenants whose last attempt could not finish for a passing reason."""
     started_at: str | None = None
     """When the rollout started (RFC 3339)."""
     finished_at: str | None = None

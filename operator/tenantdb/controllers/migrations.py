@@ -414,6 +414,10 @@ def _status(
             api.TenantFailure(tenant=name, error=error[:4096])
             for name, error in failures[:FAILURES_LISTED]
         ],
+        retrying=[
+            api.TenantWaiting(tenant=name, reason=reason[:4096])
+            for name, reason in counts.retrying[:FAILURES_LISTED]
+        ],
         started_at=started,
         finished_at=finished,
     )

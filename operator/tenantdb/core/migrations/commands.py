@@ -75,7 +75,20 @@ class Progress:
         applied = sum(1 for r in rows if r.state is ledger.State.APPLIED)
         failed = sum(1 for r in rows if r.state is ledger.State.FAILED)
         drifted = sorted(names[r.tenant_uid] for r in rows if r.drifted(self.checksum))
-        return planning.Counts(len(rows), applied, failed, len(rows) - applied - failed, drifted)
+        retrying = [
+            (names[r.tenant_uid], r.error)
+            for r in rows
+            if r.state is ledger.State.RETRY and r.error
+        ]
+        pending = len(rows) - applied - failed
+        return planning.Counts(
+            len(rows),
+            applied,
+            failed,
+            pending,
+            drifted,
+            sorted(retrying)[: planning.RETRYING_LISTED],
+        )
 
     def failures(self, mode: planning.Mode, limit: int = 20) -> list[tuple[str, str]]:
         """(tenant name, error) of failed targets, by name."""

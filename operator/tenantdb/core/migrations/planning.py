@@ -176,6 +176,10 @@ class Mode(StrEnum):
     ROLLBACK = "rollback"
 
 
+RETRYING_LISTED = 20
+"""Retrying tenants named in status, at most."""
+
+
 @dataclass(frozen=True)
 class Counts:
     """Targeted tenants by state, from the ledger (and, for a dry run, from memory)."""
@@ -186,6 +190,9 @@ class Counts:
     pending: int = 0
     drifted: list[str] = field(default_factory=list)
     """Tenants where the version is applied with another checksum."""
+    retrying: list[tuple[str, str]] = field(default_factory=list)
+    """(tenant, reason) of pending tenants the last attempt could not finish for a
+    passing reason: the tenant's lock held, a lock timeout on its own tables."""
 
 
 @dataclass(frozen=True)

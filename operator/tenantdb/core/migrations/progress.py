@@ -78,6 +78,7 @@ def _moved(
 ) -> planning.Counts:
     """Counts after one result; busy, blocked and retrying tenants stay pending."""
     outcome = result.outcome
+    counts = replace(counts, retrying=_retrying(counts.retrying, result))
     pending = max(counts.pending - 1, 0)
     rollback = mode is planning.Mode.ROLLBACK
     if outcome in (_BACKWARD if rollback else _FORWARD):
@@ -88,3 +89,18 @@ def _moved(
     if outcome is Outcome.DRIFT and not rollback:
         return replace(counts, drifted=[*counts.drifted, result.tenant.name], pending=pending)
     return counts
+
+
+BUSY_REASON = "another operation holds the tenant's lock (another replica, or the CLI)"
+
+
+def _retrying(listed: list[tuple[str, str]], result: outcomes.Result) -> list[tuple[str, str]]:
+    """The retrying tenants after one result: this one named with its reason while its
+    attempt could not finish for a passing reason, and no longer once it did."""
+    name = result.tenant.name
+    kept = [(tenant, reason) for tenant, reason in listed if tenant != name]
+    if result.outcome is Outcome.BUSY:
+        return [*kept, (name, BUSY_REASON)][: planning.RETRYING_LISTED]
+    if result.outcome is Outcome.RETRY:
+        return [*kept, (name, result.error or "retrying")][: planning.RETRYING_LISTED]
+    return kept
