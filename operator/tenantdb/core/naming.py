@@ -83,8 +83,9 @@ def tenant_names(name: str, uid: str) -> TenantNames:
     )
 
 
-SHARED_PREFIX = "tenantdb_shared_"
-"""Start of every per-namespace shared name (the legacy names have no hash after it)."""
+DEFAULT_SHARED_PREFIX = "tenantdb_shared"
+"""``DatabaseSettings.shared_schema``'s default: the legacy schema's name, and the start
+of every namespace's shared schema."""
 SHARED_SUFFIXES = ("_owner", "_tenants", "_pooled")
 """Suffixes of the shared space's roles, appended to its schema's name."""
 
@@ -119,8 +120,10 @@ class SharedNames:
         return (self.owner_role, self.members_role, self.pooled_role)
 
 
-def shared_names(namespace: str) -> SharedNames:
-    """The shared space of a namespace: ``tenantdb_shared_<namespace>_<hash>``.
+def shared_names(namespace: str, prefix: str = DEFAULT_SHARED_PREFIX) -> SharedNames:
+    """The shared space of a namespace: ``<prefix>_<namespace>_<hash>`` (the prefix is
+    ``DatabaseSettings.shared_schema``, so two installations on one database that
+    name different legacy schemas get different spaces).
 
     The readable part is cut so that the longest role name fits in 63 bytes;
     the hash of the whole namespace name keeps two namespaces that share a
@@ -128,9 +131,13 @@ def shared_names(namespace: str) -> SharedNames:
     """
     digest = hashlib.sha256(namespace_name(namespace).encode()).hexdigest()[:HASH_LENGTH]
     longest = max(len(suffix) for suffix in SHARED_SUFFIXES)
-    room = MAX_IDENTIFIER_BYTES - len(SHARED_PREFIX) - len("_") - HASH_LENGTH - longest
+    room = MAX_IDENTIFIER_BYTES - len(prefix) - 2 - HASH_LENGTH - longest
+    if room < 1:
+        raise errors.InvalidName(
+            f"shared schema prefix {prefix!r} leaves no room for the namespace in 63 bytes"
+        )
     readable = namespace.replace("-", "_")[:room].rstrip("_")
-    schema = f"{SHARED_PREFIX}{readable}_{digest}"
+    schema = f"{identifier(prefix)}_{readable}_{digest}"
     return SharedNames(
         schema=identifier(schema),
         owner_role=identifier(f"{schema}_owner"),

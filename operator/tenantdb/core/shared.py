@@ -54,7 +54,7 @@ def space_of(schema_name: str | None, namespace: str, legacy_schema: naming.Iden
     """The space a shared tenant's registry row names: its namespace's, or the legacy one."""
     if schema_name == legacy_schema:
         return legacy(legacy_schema)
-    space = naming.shared_names(namespace)
+    space = naming.shared_names(namespace, legacy_schema)
     if schema_name not in (None, space.schema):
         raise errors.InvalidName(
             f"shared schema {schema_name!r} is neither namespace {namespace}'s nor the legacy one"

@@ -84,15 +84,20 @@ def recorded(conn: Connection, control: naming.Identifier) -> dict[str, naming.S
 
 
 def ensure(
-    conn: Connection, control: naming.Identifier, namespace: str, verifier: str
+    conn: Connection,
+    control: naming.Identifier,
+    namespace: str,
+    prefix: naming.Identifier,
+    verifier: str,
 ) -> shared.Space:
     """The namespace's space, created first if missing (in its own transaction).
 
+    ``prefix``: the legacy schema's name, the start of every space's.
     ``verifier``: the SCRAM verifier of the owner's derived password. Cheap
     when the space exists (one query); creation holds the bootstrap lock, as
     it updates catalog rows other provisioning touches too.
     """
-    space = naming.shared_names(namespace)
+    space = naming.shared_names(namespace, prefix)
     found = conn.execute(present(control), (namespace,)).fetchone()
     if found and found[0]:
         return space

@@ -113,9 +113,15 @@ def prepare(server: Server) -> None:
 
 def shared_space(server: Server, namespace: str) -> shared.Space:
     """The namespace's shared space, created on first use."""
-    owner = naming.shared_names(namespace).owner_role
+    owner = naming.shared_names(namespace, server.shared_schema).owner_role
     with connecting.connection(server.pool) as conn:
-        return spaces.ensure(conn, server.control_schema, namespace, _owner_verifier(server, owner))
+        return spaces.ensure(
+            conn,
+            server.control_schema,
+            namespace,
+            server.shared_schema,
+            _owner_verifier(server, owner),
+        )
 
 
 def space_of(server: Server, record: registry.TenantRecord) -> shared.Space:

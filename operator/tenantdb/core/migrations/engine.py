@@ -117,7 +117,7 @@ def shared_target(server: commands.Server, namespace: str) -> scoping.TenantLoca
     makes nothing: the space is created when the migration first runs there
     (``apply``)."""
     database = str(conninfo.conninfo_to_dict(server.url).get("dbname") or "")
-    space = naming.shared_names(namespace)
+    space = naming.shared_names(namespace, server.shared_schema)
     return scoping.TenantLocation(
         uid=ledger.shared_uid(namespace),
         name=ledger.SHARED_TARGET,
