@@ -16,7 +16,8 @@ grants, catalogs, verification                                 ``search_path=pg_
 a ``database`` tenant's database   the operator's role         ``operator_connection`` (same
 (public schema, grants)                                        pinning)
 Migration SQL, tenant scope        the tenant's owner role     ``TenantSessions``
-Migration SQL, shared scope        the shared owner role       ``TenantSessions``
+Migration SQL, shared scope        the shared owner role of    ``TenantSessions``
+                                   the Migration's namespace
 seeders, a shared tenant's rows    the owner role, then        ``TenantSessions``
 removed on deletion                ``SET LOCAL ROLE`` login
 =================================  ==========================  =============================
