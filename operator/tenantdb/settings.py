@@ -88,7 +88,9 @@ class DatabaseSettings:
     control_schema: str = "tenantdb"
     """Schema holding the tenant registry and the ledgers."""
     shared_schema: str = "tenantdb_shared"
-    """Schema holding the shared tables of ``shared`` tenants (row-level security)."""
+    """The legacy shared schema (where earlier versions put every namespace's ``shared``
+    tenants; they stay there), and the start of each namespace's own shared schema and
+    roles: ``<shared_schema>_<namespace>_<hash>`` (docs/isolation.md). At most 43 bytes."""
     public_host: str | None = None
     """Host written into tenants' Secrets (default: the host of ``url``)."""
     credentials_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)

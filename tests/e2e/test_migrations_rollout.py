@@ -15,6 +15,7 @@ import psycopg
 import pytest
 import yaml
 
+from tenantdb.core import naming
 from tests.e2e import support
 from tests.e2e.kubectl import Kubectl
 from tests.e2e.support import eventually
@@ -250,29 +251,25 @@ def test_shared_migration_runs_once_and_shared_tables_get_row_level_security(
     kubectl: Kubectl, admin: psycopg.Connection
 ) -> None:
     suffix = uuid.uuid4().hex[:8]
-    version = 10**12 + int(suffix, 16)  # shared versions are global to the server
+    version = 10**12 + int(suffix, 16)
     up = (
         f"CREATE TABLE notes_{suffix} (tenant_id uuid NOT NULL, id bigint, body text);\n"
         f"CREATE TABLE loose_{suffix} (id bigint)"
     )
     kubectl.apply(migration("shared", version, up, scope="shared"))
-    try:
-        _check_shared(kubectl, admin, suffix)
-    finally:  # the shared schema is the whole server's: leave nothing behind
-        admin.execute(
-            f"DROP TABLE IF EXISTS tenantdb_shared.notes_{suffix}, tenantdb_shared.loose_{suffix}"
-        )
+    _check_shared(kubectl, admin, suffix)
 
 
 def _check_shared(kubectl: Kubectl, admin: psycopg.Connection, suffix: str) -> None:
+    space = naming.shared_names(kubectl.namespace)  # the namespace's own shared space
     status = wait_phase(kubectl, "shared", "Succeeded")
     assert status["tenants"] == {"total": 1, "applied": 1, "pending": 0, "failed": 0}
     owner, rls, forced = admin.execute(
         "SELECT pg_get_userbyid(relowner), relrowsecurity, relforcerowsecurity FROM pg_class"
         " WHERE oid = to_regclass(%s)",
-        (f"tenantdb_shared.notes_{suffix}",),
+        (f"{space.schema}.notes_{suffix}",),
     ).fetchone()  # type: ignore[misc]
-    assert (owner, rls, forced) == ("tenantdb_shared_owner", True, True)
+    assert (owner, rls, forced) == (space.owner_role, True, True)
     eventually(
         lambda: any(
             e["reason"] == "SharedTablesSecured" and f"loose_{suffix}" in e["message"]

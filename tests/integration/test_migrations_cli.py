@@ -65,9 +65,9 @@ def test_sample_migrations_up_status_and_down_on_every_isolation_mode(
 
     code, out = run(capsys, "migrate", "status", "--namespace", namespace)
     lines = out.splitlines()
-    assert lines[0].split()[:4] == ["VERSION", "SCOPE", "APPLIED", "FAILED"]
-    assert [line.split()[:3] for line in lines[1:]] == [
-        [str(s.version), "tenant", "3"] for s in scripts.load_directory(SAMPLE)
+    assert lines[0].split()[:5] == ["NAMESPACE", "VERSION", "SCOPE", "APPLIED", "FAILED"]
+    assert [line.split()[:4] for line in lines[1:]] == [
+        [namespace, str(s.version), "tenant", "3"] for s in scripts.load_directory(SAMPLE)
     ]
     code, out = run(
         capsys, "migrate", "status", "--namespace", namespace, "--tenant", schema_a.name

@@ -13,7 +13,7 @@ from psycopg import conninfo
 
 from tenantdb.api import migrations as api
 from tenantdb.api.tenants import Isolation
-from tenantdb.core import commands, locking, passwords, scoping
+from tenantdb.core import commands, locking, naming, passwords, scoping
 from tenantdb.core.migrations import commands as migration_commands
 from tenantdb.core.migrations import engine, errors, ledger, markers, rollout, scripts
 from tenantdb.settings import DEFAULT_PLANS
@@ -357,14 +357,16 @@ def test_shared_migration_runs_once_as_the_shared_owner_under_rls(
     target = engine.shared_target(server, "engine")
     result = engine.apply(ctx, target, change)
     assert result.outcome is Outcome.APPLIED, result.error
+    space = naming.shared_names("engine", server.shared_schema)
+    assert (target.uid, target.schema_name) == ("shared:engine", space.schema)
     owner, rls, forced = admin.execute(
         "SELECT pg_get_userbyid(relowner), relrowsecurity, relforcerowsecurity FROM pg_class"
         " WHERE oid = %s::regclass",
-        (f"tenantdb_shared.{table}",),
+        (f"{space.schema}.{table}",),
     ).fetchone()  # type: ignore[misc]
-    assert (owner, rls, forced) == ("tenantdb_shared_owner", True, True)
+    assert (owner, rls, forced) == (space.owner_role, True, True)
     assert engine.apply(ctx, target, change).outcome is Outcome.ALREADY_APPLIED
-    admin.execute(f"DROP TABLE tenantdb_shared.{table}")  # shared by the whole session
+    admin.execute(f"DROP TABLE {space.schema}.{table}")  # shared by the whole session
     with pytest.raises(errors.MigrationError):
         engine.apply(ctx, provision(server, Isolation.SHARED), script(1, "SELECT 1"))
 

@@ -125,15 +125,16 @@ def test_delete_policy_leaves_nothing_behind(
 ) -> None:
     req = request(f"gone-{mode}", mode)
     tenant = commands.provision(server, req, "pw", True)
+    space = naming.shared_names(req.namespace, server.shared_schema)
     if mode is Isolation.SHARED:
-        with server.sessions.session("tenantdb_shared_owner", tenant.database) as owner:
+        with server.sessions.session(space.owner_role, tenant.database) as owner:
             owner.execute(
-                "CREATE TABLE IF NOT EXISTS tenantdb_shared.notes"
+                f"CREATE TABLE IF NOT EXISTS {space.schema}.notes"
                 " (tenant_id uuid NOT NULL, body text)"
             )
             with owner.transaction():
-                shared.secure_tables(owner, server.shared_schema, as_owner=True)
-        admin.execute("INSERT INTO tenantdb_shared.notes VALUES (%s, 'bye')", (req.uid,))
+                shared.secure_tables(owner, space, as_owner=True)
+        admin.execute(f"INSERT INTO {space.schema}.notes VALUES (%s, 'bye')", (req.uid,))
     commands.deprovision(server, req.uid, req.name, drop=True)
     names = tenant.names
     assert (
@@ -146,13 +147,13 @@ def test_delete_policy_leaves_nothing_behind(
     assert names.login_role not in str(acl.fetchone())
     if mode is Isolation.SHARED:
         assert (
-            count(admin, "SELECT count(*) FROM tenantdb_shared.notes WHERE tenant_id = %s", req.uid)
+            count(admin, f"SELECT count(*) FROM {space.schema}.notes WHERE tenant_id = %s", req.uid)
             == 0
         )
         assert (
             count(
                 admin,
-                "SELECT count(*) FROM tenantdb_shared.tenant_roles WHERE tenant_id = %s",
+                f"SELECT count(*) FROM {space.schema}.tenant_roles WHERE tenant_id = %s",
                 req.uid,
             )
             == 0

@@ -211,15 +211,16 @@ def tenant_connection(
 
 
 def create_as_owner(server: commands.Server, location: scoping.TenantLocation, ddl: str) -> None:
-    """DDL the way migrations run it: as the tenant's owner (the shared owner for
-    shared tenants, then row-level security on every shared table)."""
+    """DDL the way migrations run it: as the tenant's owner (its namespace's shared owner
+    for shared tenants, then row-level security on every table of that space)."""
     with tenant_connection(server, location) as conn:
         with conn.transaction():
             scoping.enter(conn, location, "owner", server.shared_schema)
             conn.execute(ddl.encode())
         if location.isolation == "shared":
+            space = shared.space_of(location.schema_name, location.namespace, server.shared_schema)
             with conn.transaction():
-                shared.secure_tables(conn, server.shared_schema, as_owner=True)
+                shared.secure_tables(conn, space, as_owner=True)
 
 
 def migrate(server: commands.Server, location: scoping.TenantLocation) -> None:

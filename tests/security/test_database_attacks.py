@@ -75,7 +75,7 @@ def test_no_tenant_role_holds_a_dangerous_attribute_or_membership(
         (list(roles),),
     ).fetchall()
     if mode == "shared":
-        allowed = {(r, "tenantdb_shared_tenants") for r in roles}
+        allowed = {(r, f"{pair.a.status['schema']}_tenants") for r in roles}
     else:  # each owner may SET ROLE to its own login role, to seed as the application
         allowed = {(t.status["ownerRole"], t.status["role"]) for t in (pair.a, pair.b)}
     assert set(groups) <= allowed

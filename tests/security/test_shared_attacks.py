@@ -9,6 +9,7 @@ import psycopg_pool
 import pytest
 from psycopg import errors
 
+from tenantdb.core import naming
 from tests.security.conftest import Pair
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.operator]
@@ -18,6 +19,19 @@ RLS_VIOLATION = errors.InsufficientPrivilege  # "new row violates row-level secu
 @pytest.fixture(scope="module")
 def pair(world: dict[str, Pair]) -> Pair:
     return world["shared"]
+
+
+@pytest.fixture(scope="module")
+def space(pair: Pair) -> naming.SharedNames:
+    """The namespace's shared space both tenants live in (status.schema names it)."""
+    schema = pair.a.status["schema"]
+    assert pair.b.status["schema"] == schema
+    return naming.SharedNames(
+        naming.identifier(schema),
+        naming.identifier(f"{schema}_owner"),
+        naming.identifier(f"{schema}_tenants"),
+        naming.identifier(f"{schema}_pooled"),
+    )
 
 
 def visible_tenants(conn: psycopg.Connection, table: str = "sec_companies") -> set[str]:
@@ -51,7 +65,9 @@ def test_upsert_into_b_tenant_id(pair: Pair) -> None:
         )
 
 
-def test_update_and_delete_b_rows_touch_nothing(pair: Pair, admin: psycopg.Connection) -> None:
+def test_update_and_delete_b_rows_touch_nothing(
+    pair: Pair, admin: psycopg.Connection, space: naming.SharedNames
+) -> None:
     with pair.a.connect() as conn:
         assert (
             conn.execute(
@@ -63,7 +79,7 @@ def test_update_and_delete_b_rows_touch_nothing(pair: Pair, admin: psycopg.Conne
             conn.execute("DELETE FROM sec_leads WHERE tenant_id = %s", (pair.b.uid,)).rowcount == 0
         )
     remaining = admin.execute(
-        "SELECT count(*) FROM tenantdb_shared.sec_leads WHERE tenant_id = %s", (pair.b.uid,)
+        f"SELECT count(*) FROM {space.schema}.sec_leads WHERE tenant_id = %s", (pair.b.uid,)
     )
     assert remaining.fetchone() == (1,)
 
@@ -78,15 +94,13 @@ def test_set_config_of_the_session_variable_changes_nothing(pair: Pair) -> None:
 def test_forged_transaction_marker_changes_nothing(pair: Pair) -> None:
     with pair.a.connect() as conn:
         conn.execute("SELECT set_config('tenantdb.tenant_id', %s, true)", (pair.b.uid,))
-        conn.execute(
-            "SELECT set_config('tenantdb.tenant_scope', tenantdb_shared.transaction_marker(), true)"
-        )
+        conn.execute("SELECT set_config('tenantdb.tenant_scope', transaction_marker(), true)")
         assert visible_tenants(conn) == {pair.a.uid}
 
 
 def test_set_tenant_is_not_for_tenant_roles(pair: Pair) -> None:
     with pair.a.connect() as conn, pytest.raises(errors.InsufficientPrivilege):
-        conn.execute("SELECT tenantdb_shared.set_tenant(%s)", (pair.b.uid,))
+        conn.execute("SELECT set_tenant(%s)", (pair.b.uid,))
 
 
 def test_truncate_shared_table(pair: Pair) -> None:
@@ -115,16 +129,18 @@ def test_remap_self_to_b(pair: Pair) -> None:
         conn.execute("UPDATE tenant_roles SET tenant_id = %s", (pair.b.uid,))
 
 
-def test_set_role_to_shared_owner_or_pooled(pair: Pair) -> None:
-    for role in ("tenantdb_shared_owner", "tenantdb_pooled"):
+def test_set_role_to_shared_owner_or_pooled(pair: Pair, space: naming.SharedNames) -> None:
+    for role in (space.owner_role, space.pooled_role):
         with pair.a.connect() as conn, pytest.raises(errors.InsufficientPrivilege):
             conn.execute(f"SET ROLE {role}")
 
 
-def test_foreign_key_cannot_point_at_b_rows(pair: Pair, admin: psycopg.Connection) -> None:
+def test_foreign_key_cannot_point_at_b_rows(
+    pair: Pair, admin: psycopg.Connection, space: naming.SharedNames
+) -> None:
     """Foreign keys bypass RLS; the composite key keeps them inside the tenant."""
     b_company = admin.execute(
-        "SELECT id FROM tenantdb_shared.sec_companies WHERE tenant_id = %s LIMIT 1", (pair.b.uid,)
+        f"SELECT id FROM {space.schema}.sec_companies WHERE tenant_id = %s LIMIT 1", (pair.b.uid,)
     ).fetchone()
     assert b_company is not None
     with pair.a.connect() as conn:
@@ -137,11 +153,11 @@ def test_foreign_key_cannot_point_at_b_rows(pair: Pair, admin: psycopg.Connectio
 
 
 def test_unique_keys_do_not_leak_other_tenants_values(
-    pair: Pair, admin: psycopg.Connection
+    pair: Pair, admin: psycopg.Connection, space: naming.SharedNames
 ) -> None:
     def b_companies() -> list[tuple[object, ...]]:
         return admin.execute(
-            "SELECT id, name FROM tenantdb_shared.sec_companies WHERE tenant_id = %s ORDER BY id",
+            f"SELECT id, name FROM {space.schema}.sec_companies WHERE tenant_id = %s ORDER BY id",
             (pair.b.uid,),
         ).fetchall()
 
@@ -164,40 +180,42 @@ def test_unique_keys_do_not_leak_other_tenants_values(
     assert b_companies() == before
 
 
-def test_every_shared_table_forces_rls_and_no_tenant_owns_one(admin: psycopg.Connection) -> None:
+def test_every_shared_table_forces_rls_and_no_tenant_owns_one(
+    admin: psycopg.Connection, space: naming.SharedNames
+) -> None:
     rows = admin.execute(
         "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, pg_get_userbyid(c.relowner)"
         " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = 'tenantdb_shared' AND c.relkind IN ('r', 'p')"
+        " WHERE n.nspname = %s AND c.relkind IN ('r', 'p')",
+        (space.schema,),
     ).fetchall()
     assert rows
     for name, rls, forced, owner in rows:
         if name == "tenant_roles":  # the operator's own: RLS binds every other role
             assert rls and not forced and owner == "tenantdb_operator", name
         elif name == "tenantdb_migrations":  # the shared owner's markers: no tenant reads them
-            assert owner == "tenantdb_shared_owner", name
-            for group in ("tenantdb_shared_tenants", "tenantdb_pooled"):
+            assert owner == space.owner_role, name
+            for group in (space.members_role, space.pooled_role):
                 granted = admin.execute(
-                    "SELECT has_table_privilege(%s, 'tenantdb_shared.tenantdb_migrations',"
-                    " 'SELECT, INSERT, UPDATE, DELETE')",
-                    (group,),
+                    "SELECT has_table_privilege(%s, %s, 'SELECT, INSERT, UPDATE, DELETE')",
+                    (group, f"{space.schema}.tenantdb_migrations"),
                 ).fetchone()
                 assert granted == (False,), group
         else:
             assert rls and forced, name
-            assert owner == "tenantdb_shared_owner", name
+            assert owner == space.owner_role, name
 
 
 @pytest.fixture(scope="module")
-def pooled(database_url: str) -> Iterator[psycopg_pool.ConnectionPool]:
+def pooled(database_url: str, space: naming.SharedNames) -> Iterator[psycopg_pool.ConnectionPool]:
     """An application role shared by all tenants (made by the platform's admin), with a
     real connection pool."""
     admin = psycopg.connect(database_url, autocommit=True)
     admin.execute("DROP ROLE IF EXISTS sec_pooled_app")
     admin.execute(
-        "CREATE ROLE sec_pooled_app LOGIN PASSWORD 'pooled-secret' IN ROLE tenantdb_pooled"
+        f"CREATE ROLE sec_pooled_app LOGIN PASSWORD 'pooled-secret' IN ROLE {space.pooled_role}"
     )
-    admin.execute("ALTER ROLE sec_pooled_app SET search_path = tenantdb_shared")
+    admin.execute(f"ALTER ROLE sec_pooled_app SET search_path = {space.schema}")
     url = psycopg.conninfo.make_conninfo(
         database_url, user="sec_pooled_app", password="pooled-secret"
     )
@@ -217,9 +235,7 @@ def test_pooled_unset_means_zero_rows(pooled: psycopg_pool.ConnectionPool, pair:
 def test_pooled_empty_means_zero_rows(pooled: psycopg_pool.ConnectionPool, pair: Pair) -> None:
     with pooled.connection() as conn:
         conn.execute("SET LOCAL tenantdb.tenant_id = ''")
-        conn.execute(
-            "SELECT set_config('tenantdb.tenant_scope', tenantdb_shared.transaction_marker(), true)"
-        )
+        conn.execute("SELECT set_config('tenantdb.tenant_scope', transaction_marker(), true)")
         assert visible_tenants(conn) == set()
 
 
@@ -235,7 +251,7 @@ def test_pooled_set_tenant_sees_exactly_that_tenant(
     pooled: psycopg_pool.ConnectionPool, pair: Pair
 ) -> None:
     with pooled.connection() as conn:
-        conn.execute("SELECT tenantdb_shared.set_tenant(%s)", (pair.a.uid,))
+        conn.execute("SELECT set_tenant(%s)", (pair.a.uid,))
         assert visible_tenants(conn) == {pair.a.uid}
         with pytest.raises(RLS_VIOLATION):
             conn.execute(
@@ -248,9 +264,7 @@ def test_pooled_session_level_value_does_not_leak_to_next_transaction(
 ) -> None:
     with pooled.connection() as conn:  # tenant A's request, setting values without LOCAL
         conn.execute("SELECT set_config('tenantdb.tenant_id', %s, false)", (pair.a.uid,))
-        conn.execute(
-            "SELECT set_config('tenantdb.tenant_scope', tenantdb_shared.transaction_marker(), false)"
-        )
+        conn.execute("SELECT set_config('tenantdb.tenant_scope', transaction_marker(), false)")
         assert visible_tenants(conn) == {pair.a.uid}
     with pooled.connection() as conn:  # the next request on the same connection
         assert conn.execute("SELECT current_setting('tenantdb.tenant_id')").fetchone() == (

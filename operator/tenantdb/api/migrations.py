@@ -105,7 +105,7 @@ class MigrationSpec(base.ApiModel):
     """What the change does, recorded in the migration ledger."""
     scope: Scope = Field(default=Scope.TENANT, json_schema_extra=IMMUTABLE)
     """``tenant``: run inside every targeted tenant; ``shared``: run once on
-    the shared schema. Immutable."""
+    the shared schema of the Migration's namespace. Immutable."""
     up: str = Field(min_length=1, max_length=262_144)
     """SQL applying the change. Its sha256 is recorded; editing it after it
     has been applied is drift, reported and never re-applied."""

@@ -139,9 +139,19 @@ def _status(args: argparse.Namespace) -> int:
             )
             return 0
         summary = commands.status(server, args.namespace)
-        header = ["VERSION", "SCOPE", "APPLIED", "FAILED", "RETRYING", "ROLLED BACK", "LAST"]
+        header = [
+            "NAMESPACE",
+            "VERSION",
+            "SCOPE",
+            "APPLIED",
+            "FAILED",
+            "RETRYING",
+            "ROLLED BACK",
+            "LAST",
+        ]
         cells = [
             [
+                r["namespace"],
                 str(r["version"]),
                 r["scope"],
                 str(r["applied"]),

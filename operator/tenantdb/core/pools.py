@@ -7,22 +7,7 @@ AUTHORIZATION DEFAULT``, ``set_config('role', ...)``), so SQL someone else
 wrote must only ever run on a session whose session user has no more rights
 than they have.
 
-==================================  ===========================  ==========================
-work                                session user                 connection
-==================================  ===========================  ==========================
-registry, ledger, locks, roles,     the operator's role          ``Server.pool``, opened on
-grants, catalogs, verification                                   ``operator_url``: pinned
-                                                                 ``search_path``, bounded
-                                                                 ``lock_timeout``
-a ``database`` tenant's database    the operator's role          ``operator_connection``
-(public schema, grants)                                          (the same pinning)
-Migration SQL, tenant scope         the tenant's owner role      ``TenantSessions``
-Migration SQL, shared scope         the shared owner role        ``TenantSessions``
-seeders; a shared tenant's rows     the owner role, narrowed     ``TenantSessions``
-removed on deletion                 by ``SET LOCAL ROLE`` to
-                                    the login role
-==================================  ===========================  ==========================
-
+==================================  ===========================  ===================
 No tenant-written statement ever reaches an operator connection, so nothing
 a tenant can leave behind (session settings, temporary objects, prepared
 statements) can reach the operator's own work; and with ``search_path``

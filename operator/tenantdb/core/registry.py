@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tenantdb.core import locking, naming
+from tenantdb.core import locking, naming, spaces
 
 ControlStep = Callable[[naming.Identifier], sql.Composed]
 
@@ -101,6 +101,7 @@ CONTROL_STEPS: tuple[ControlStep, ...] = (
     _seed_history_table,
     _migration_ledger_table,
     locking.table_step,
+    spaces.table_step,
 )
 """Numbered from 1; append, never edit, so existing installations upgrade."""
 

@@ -16,11 +16,6 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from tenantdb.core import naming
-
-SHARED_OWNER_ROLE = naming.Identifier("tenantdb_shared_owner")
-"""NOLOGIN role owning every shared table (``shared`` isolation)."""
-
 Acting = Literal["owner", "login"]
 
 
@@ -38,9 +33,14 @@ class TenantLocation:
     login_role: str
 
     def search_path(self, shared_schema: str) -> str:
-        """The one schema unqualified names resolve to for this tenant."""
+        """The one schema unqualified names resolve to for this tenant.
+
+        A shared tenant's is the shared schema its registry row names (its
+        namespace's, or the legacy one); ``shared_schema`` (the legacy one) is
+        only a fallback for a row that names none.
+        """
         if self.isolation == "shared":
-            return shared_schema
+            return self.schema_name or shared_schema
         if self.isolation == "database":
             return "public"
         return self.schema_name or "public"
@@ -75,7 +75,7 @@ def enter(
     """Narrow the current transaction to one tenant.
 
     ``owner`` acts as the role owning the tenant's objects (DDL); for a
-    shared tenant that is the shared owner. ``login`` acts as the tenant's
+    shared tenant that is its space's shared owner (the registry's ``owner_role``). ``login`` acts as the tenant's
     own login role, so privileges and row-level security apply exactly as
     they do to the application. Must run inside a transaction: both
     settings are ``LOCAL`` and vanish at its end.
@@ -87,15 +87,12 @@ def enter(
 
 def acting_as(location: TenantLocation, acting: Acting, shared_schema: str) -> tuple[str, str]:
     """The role and the search_path that narrow a session to the tenant."""
-    if location.isolation == "shared" and acting == "owner":
-        role = str(SHARED_OWNER_ROLE)
-    else:
-        role = location.owner_role if acting == "owner" else location.login_role
+    role = location.owner_role if acting == "owner" else location.login_role
     return role, location.search_path(shared_schema)
 
 
 def session_login(location: TenantLocation) -> tuple[str, str]:
     """The role and database a session for this tenant logs in as: its owner role
-    (for a shared tenant, the shared owner), in the database holding its data."""
-    role = str(SHARED_OWNER_ROLE) if location.isolation == "shared" else location.owner_role
-    return role, location.database_name
+    (for a shared tenant, its space's shared owner, as the registry records it), in
+    the database holding its data."""
+    return location.owner_role, location.database_name

@@ -1,6 +1,12 @@
-"""The shared schema of ``shared`` tenants, and its row-level security.
+"""The shared schemas of ``shared`` tenants, and their row-level security.
 
-Shared tables live in one schema owned by ``tenantdb_shared_owner``. Every
+Shared tables live in a *shared space*: one schema per Kubernetes
+namespace, owned by that namespace's shared owner role, with its own
+tenants group and pooled group (``naming.shared_names``). Nothing of one
+space is granted to a role of another, so a namespace is a boundary. The
+legacy space (``tenantdb_shared``, owned by ``tenantdb_shared_owner``), made
+by earlier versions for every namespace at once, keeps serving the tenants
+provisioned there (``legacy``). Every builder takes the space it acts on. Every
 table carries ``tenant_id uuid``; row-level security is ENABLED and FORCED,
 and two policies (one permissive, one ``AS RESTRICTIVE``) require
 ``tenant_id = current_tenant_id()`` for every command, reads and writes.
@@ -23,14 +29,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tenantdb.core import naming, scoping
+from tenantdb.core import errors, naming
 
-OWNER = scoping.SHARED_OWNER_ROLE
-MEMBERS = naming.Identifier("tenantdb_shared_tenants")
-"""Group of every shared tenant's LOGIN role: table privileges go through it."""
-POOLED = naming.Identifier("tenantdb_pooled")
-"""Group of application roles that choose a tenant per transaction."""
-ROLES = (OWNER, MEMBERS, POOLED)
+LEGACY_OWNER = naming.Identifier("tenantdb_shared_owner")
+"""Owner of the legacy schema shared by every namespace (earlier versions)."""
+LEGACY_MEMBERS = naming.Identifier("tenantdb_shared_tenants")
+LEGACY_POOLED = naming.Identifier("tenantdb_pooled")
+Space = naming.SharedNames
 MAPPING_TABLE = "tenant_roles"
 MARKER_TABLE = "tenantdb_migrations"
 """The shared owner's record of applied shared-scope versions (``migrations.markers``)."""
@@ -40,6 +45,23 @@ POLICIES = ("tenantdb_tenant_rows", "tenantdb_isolation")
 """The permissive and the restrictive policy every shared table carries."""
 
 
+def legacy(schema: naming.Identifier) -> Space:
+    """The legacy space: ``DatabaseSettings.shared_schema`` and the fixed roles."""
+    return Space(schema, LEGACY_OWNER, LEGACY_MEMBERS, LEGACY_POOLED)
+
+
+def space_of(schema_name: str | None, namespace: str, legacy_schema: naming.Identifier) -> Space:
+    """The space a shared tenant's registry row names: its namespace's, or the legacy one."""
+    if schema_name == legacy_schema:
+        return legacy(legacy_schema)
+    space = naming.shared_names(namespace, legacy_schema)
+    if schema_name not in (None, space.schema):
+        raise errors.InvalidName(
+            f"shared schema {schema_name!r} is neither namespace {namespace}'s nor the legacy one"
+        )
+    return space
+
+
 def create_role(role: naming.Identifier) -> sql.Composed:
     """One of the shared-mode group roles (none can log in)."""
     return sql.SQL("CREATE ROLE {} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS").format(
@@ -47,13 +69,14 @@ def create_role(role: naming.Identifier) -> sql.Composed:
     )
 
 
-def bootstrap(schema: naming.Identifier) -> sql.Composed:
-    """The shared schema, its mapping table, its functions and default privileges."""
+def bootstrap(space: Space) -> sql.Composed:
+    """The space's schema, its mapping table, its functions and default privileges."""
+    schema = space.schema
     ids = {
         "schema": sql.Identifier(schema),
-        "owner": sql.Identifier(OWNER),
-        "members": sql.Identifier(MEMBERS),
-        "pooled": sql.Identifier(POOLED),
+        "owner": sql.Identifier(space.owner_role),
+        "members": sql.Identifier(space.members_role),
+        "pooled": sql.Identifier(space.pooled_role),
         "mapping": sql.Identifier(schema, MAPPING_TABLE),
         "current": sql.Identifier(schema, "current_tenant_id"),
         "marker": sql.Identifier(schema, "transaction_marker"),
@@ -101,7 +124,7 @@ def bootstrap(schema: naming.Identifier) -> sql.Composed:
         REVOKE ALL ON FUNCTION {set_tenant}(uuid) FROM PUBLIC;
         GRANT EXECUTE ON FUNCTION {set_tenant}(uuid) TO {pooled};
         """
-    ).format(pooled_name=sql.Literal(POOLED), **ids)
+    ).format(pooled_name=sql.Literal(space.pooled_role), **ids)
 
 
 def map_role(schema: naming.Identifier, login_role: naming.Identifier, uid: str) -> sql.Composed:
@@ -119,15 +142,15 @@ def unmap_role(schema: naming.Identifier) -> sql.Composed:
     )
 
 
-def join_members(login_role: naming.Identifier, server_version: int) -> sql.Composed:
-    """A shared tenant's LOGIN role gets the shared tables' privileges, nothing more.
+def join_members(space: Space, login_role: naming.Identifier, server_version: int) -> sql.Composed:
+    """A shared tenant's LOGIN role gets its space's tables' privileges, nothing more.
 
     From PostgreSQL 16 inheritance is a property of each grant; say it, and
     forbid SET ROLE to the group while at it.
     """
     options = sql.SQL(" WITH INHERIT TRUE, SET FALSE" if server_version >= 160000 else "")
     return sql.SQL("GRANT {} TO {}{}").format(
-        sql.Identifier(MEMBERS), sql.Identifier(login_role), options
+        sql.Identifier(space.members_role), sql.Identifier(login_role), options
     )
 
 
@@ -174,24 +197,28 @@ def secure_table(schema: naming.Identifier, table: str) -> sql.Composed:
     ).format(**ids)
 
 
-def lock_out(schema: naming.Identifier, table: str) -> sql.Composed:
+def lock_out(space: Space, table: str) -> sql.Composed:
     """A shared table without ``tenant_id`` cannot be isolated: nobody gets it.
 
     Privileges go, and forced row-level security with no policy hides every
     row even from a role that is granted access later by mistake.
     """
-    table_id = sql.Identifier(schema, table)
+    table_id = sql.Identifier(space.schema, table)
     return sql.SQL(
         "REVOKE ALL ON {table} FROM {members}, {pooled}, PUBLIC;\n"
         "ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;\n"
         "ALTER TABLE {table} FORCE ROW LEVEL SECURITY"
-    ).format(table=table_id, members=sql.Identifier(MEMBERS), pooled=sql.Identifier(POOLED))
+    ).format(
+        table=table_id,
+        members=sql.Identifier(space.members_role),
+        pooled=sql.Identifier(space.pooled_role),
+    )
 
 
-def give_to_owner(schema: naming.Identifier, table: str) -> sql.Composed:
+def give_to_owner(space: Space, table: str) -> sql.Composed:
     """No tenant role may own a shared table (owners bypass unforced RLS)."""
     return sql.SQL("ALTER TABLE {} OWNER TO {}").format(
-        sql.Identifier(schema, table), sql.Identifier(OWNER)
+        sql.Identifier(space.schema, table), sql.Identifier(space.owner_role)
     )
 
 
@@ -223,10 +250,8 @@ def read_tables(conn: psycopg.Connection[Any], schema: naming.Identifier) -> lis
     return [SharedTable(*row) for row in rows]
 
 
-def secure_tables(
-    conn: psycopg.Connection[Any], schema: naming.Identifier, as_owner: bool = False
-) -> list[str]:
-    """Bring every shared table under the isolation policies; return what was wrong.
+def secure_tables(conn: psycopg.Connection[Any], space: Space, as_owner: bool = False) -> list[str]:
+    """Bring every table of the space under the isolation policies; return what was wrong.
 
     Called inside each shared migration's transaction on the shared owner's
     session (``as_owner``: ownership cannot be fixed from there and is left
@@ -234,19 +259,21 @@ def secure_tables(
     by hand is covered at the latest on the next check.
     """
     findings: list[str] = []
+    schema = space.schema
     for table in read_tables(conn, schema):
         if not table.has_tenant_id:
             if not table.shut:
                 findings.append(
                     f"shared table {table.name} has no tenant_id column; access revoked"
                 )
-                conn.execute(lock_out(schema, table.name))
+                conn.execute(lock_out(space, table.name))
             continue
-        if table.owner != OWNER and not as_owner:
-            if not _take_over(conn, schema, table):
+        if table.owner != space.owner_role and not as_owner:
+            if not _take_over(conn, space, table):
                 findings.append(
                     f"shared table {table.name} is owned by {table.owner}, which the operator"
-                    f" cannot take over: a superuser must ALTER TABLE ... OWNER TO {OWNER}"
+                    " cannot take over: a superuser must ALTER TABLE ... OWNER TO"
+                    f" {space.owner_role}"
                 )
                 continue
             findings.append(f"shared table {table.name} was owned by {table.owner}")
@@ -258,13 +285,11 @@ def secure_tables(
     return findings
 
 
-def _take_over(
-    conn: psycopg.Connection[Any], schema: naming.Identifier, table: SharedTable
-) -> bool:
-    """Hand a table to the shared owner; False if the operator's role may not."""
+def _take_over(conn: psycopg.Connection[Any], space: Space, table: SharedTable) -> bool:
+    """Hand a table to the space's owner; False if the operator's role may not."""
     try:
         with conn.transaction():
-            conn.execute(give_to_owner(schema, table.name))
+            conn.execute(give_to_owner(space, table.name))
     except psycopg.errors.InsufficientPrivilege:
         return False
     return True

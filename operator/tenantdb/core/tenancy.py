@@ -28,6 +28,7 @@ from tenantdb.core import (
     registry,
     scoping,
     shared,
+    spaces,
 )
 from tenantdb.settings import DatabaseSettings, PlanLimits
 
@@ -43,6 +44,8 @@ class Server:
     password: never printed."""
     control_schema: naming.Identifier
     shared_schema: naming.Identifier
+    """The legacy shared schema (``DatabaseSettings.shared_schema``): tenants provisioned
+    there by earlier versions stay there; new ones go to their namespace's space."""
     sessions: pools.TenantSessions
     """Connections as tenants' owner roles, for the SQL tenants and users wrote."""
 
@@ -93,23 +96,38 @@ class Provisioned:
 
 
 def prepare(server: Server) -> None:
-    """Control schema, shared schema and group roles: once per operator start."""
+    """Control schema, and every existing shared space brought up to date (the legacy
+    one included, where it exists): once per operator start. Spaces of namespaces are
+    made on demand (``shared_space``)."""
     with connecting.connection(server.pool) as conn:
         registry.ensure_control_schema(conn, server.control_schema)
         with conn.transaction():
             locking.take(conn, server.control_schema, locking.BOOTSTRAP)
-            version = _server_version(conn)
-            for role in shared.ROLES:
-                if not _role_exists(conn, role):
-                    conn.execute(shared.create_role(role))
-            owner_key = _owner_verifier(server, shared.OWNER)
-            conn.execute(provisioning.allow_login(shared.OWNER, owner_key))
-            conn.execute(provisioning.join_operator(shared.OWNER, version))
             if _public_schema_open(conn):
                 conn.execute(provisioning.harden_public_schema())
             _close_operator_database(conn, server)
-            conn.execute(shared.bootstrap(server.shared_schema))
-            shared.secure_tables(conn, server.shared_schema)
+            legacy_owner = shared.LEGACY_OWNER
+            spaces.prepare_legacy(conn, server.shared_schema, _owner_verifier(server, legacy_owner))
+            for space in spaces.recorded(conn, server.control_schema).values():
+                spaces.build(conn, space, _owner_verifier(server, space.owner_role))
+
+
+def shared_space(server: Server, namespace: str) -> shared.Space:
+    """The namespace's shared space, created on first use."""
+    owner = naming.shared_names(namespace, server.shared_schema).owner_role
+    with connecting.connection(server.pool) as conn:
+        return spaces.ensure(
+            conn,
+            server.control_schema,
+            namespace,
+            server.shared_schema,
+            _owner_verifier(server, owner),
+        )
+
+
+def space_of(server: Server, record: registry.TenantRecord) -> shared.Space:
+    """The space a shared tenant's registry row names (its namespace's, or the legacy one)."""
+    return shared.space_of(record.schema_name, record.namespace, server.shared_schema)
 
 
 def provision(
@@ -118,9 +136,15 @@ def provision(
     """Create or converge a tenant; ``password`` is set on creation or when asked."""
     names = naming.tenant_names(request.name, request.uid)
     mode = request.isolation
+    space = None
     with connecting.connection(server.pool) as conn:
-        home, is_new = _orient(conn, server, request.uid)
-        location = _location(server, names, mode, home)
+        home, is_new, recorded = _orient(conn, server, request.uid)
+    if mode is Isolation.SHARED:
+        space = shared.space_of(recorded, request.namespace, server.shared_schema)
+        if space.schema != server.shared_schema:
+            space = shared_space(server, request.namespace)
+    with connecting.connection(server.pool) as conn:
+        location = _location(names, mode, home, space)
         try:
             with conn.transaction():
                 locking.take(conn, server.control_schema, request.uid)
@@ -128,7 +152,7 @@ def provision(
                 state = _inspect(conn, names)
                 verifier = passwords.scram_verifier(password)
                 statements = [
-                    *_role_statements(server, names, mode, state, verifier, reset_password),
+                    *_role_statements(server, names, space, state, verifier, reset_password),
                     provisioning.configure_login_role(
                         names,
                         request.limits,
@@ -136,8 +160,8 @@ def provision(
                         inherit=mode is Isolation.SHARED,
                         superuser=state.superuser,
                     ),
-                    *_grant_statements(server, names, mode, home, state, request.uid),
-                    *_membership_repairs(names, mode, state),
+                    *_grant_statements(server, names, mode, space, home, state, request.uid),
+                    *_membership_repairs(names, mode, space, state),
                 ]
                 conn.execute(sql.SQL(";\n").join(statements))
         except psycopg.errors.UniqueViolation as exc:
@@ -164,8 +188,9 @@ def deprovision(server: Server, uid: str, name: str, drop: bool) -> None:
             conn.execute(databases.drop(names))
         with conn.transaction():
             locking.take(conn, server.control_schema, uid)
-            if drop and mode is Isolation.SHARED:
-                _delete_shared_rows(server, conn, uid)
+            space = space_of(server, record) if record and mode is Isolation.SHARED else None
+            if drop and space is not None:
+                _delete_shared_rows(server, conn, uid, space)
             state = _inspect(conn, names)
             present = state.roles
             existing = [r for r in (names.login_role, names.owner_role) if r in present]
@@ -176,8 +201,8 @@ def deprovision(server: Server, uid: str, name: str, drop: bool) -> None:
                     conn.execute(provisioning.disable_login(existing))
                 conn.execute(registry.mark_retained(server.control_schema), (uid,))
                 return
-            if mode is Isolation.SHARED:
-                conn.execute(shared.unmap_role(server.shared_schema), (names.login_role,))
+            if space is not None:
+                conn.execute(shared.unmap_role(space.schema), (names.login_role,))
             conn.execute(provisioning.drop_schema(names))
             if existing:
                 for role in existing:
@@ -203,9 +228,11 @@ def rotate_password(server: Server, name: str, uid: str, password: str) -> None:
         conn.execute(provisioning.set_password(names, passwords.scram_verifier(password)))
 
 
-def _location(server: Server, names: naming.TenantNames, mode: Isolation, home: str) -> Provisioned:
-    if mode is Isolation.SHARED:
-        return Provisioned(names, home, server.shared_schema, shared.OWNER)
+def _location(
+    names: naming.TenantNames, mode: Isolation, home: str, space: shared.Space | None
+) -> Provisioned:
+    if space is not None:
+        return Provisioned(names, home, space.schema, space.owner_role)
     if mode is Isolation.DATABASE:
         return Provisioned(names, names.database, "public", names.owner_role)
     return Provisioned(names, home, names.schema, names.owner_role)
@@ -252,16 +279,18 @@ def _inspect(conn: psycopg.Connection[Any], names: naming.TenantNames) -> _State
 def _role_statements(
     server: Server,
     names: naming.TenantNames,
-    mode: Isolation,
+    space: shared.Space | None,
     state: _State,
     verifier: str,
     reset_password: bool,
 ) -> list[sql.Composable]:
     """The roles, and the memberships that let the operator act for the owner and the
-    owner act as the login role (seeders; never the other way round)."""
-    owner = shared.OWNER if mode is Isolation.SHARED else names.owner_role
+    owner act as the login role (seeders; never the other way round). A shared
+    tenant's owner is its space's: that owner may act as its own namespace's tenants
+    only."""
+    owner = names.owner_role if space is None else space.owner_role
     statements: list[sql.Composable] = []
-    if mode is not Isolation.SHARED and names.owner_role not in state.roles:
+    if space is None and names.owner_role not in state.roles:
         statements.append(
             provisioning.create_owner_role(names, _owner_verifier(server, names.owner_role))
         )
@@ -269,7 +298,7 @@ def _role_statements(
         statements.append(provisioning.create_login_role(names, verifier))
     elif reset_password:
         statements.append(provisioning.set_password(names, verifier))
-    if mode is not Isolation.SHARED:
+    if space is None:
         statements.append(provisioning.join_operator(names.owner_role, state.server_version))
     statements.append(provisioning.act_as_login(owner, names.login_role, state.server_version))
     return statements
@@ -282,7 +311,13 @@ def _owner_verifier(server: Server, role: str) -> str:
 
 
 def _grant_statements(
-    server: Server, names: naming.TenantNames, mode: Isolation, home: str, state: _State, uid: str
+    server: Server,
+    names: naming.TenantNames,
+    mode: Isolation,
+    space: shared.Space | None,
+    home: str,
+    state: _State,
+    uid: str,
 ) -> list[sql.Composable]:
     """Mode-specific objects and privileges."""
     statements: list[sql.Composable] = []
@@ -291,7 +326,7 @@ def _grant_statements(
         # database's catalog row, which tenants provisioned in parallel
         # would otherwise collide on ("tuple concurrently updated").
         statements.append(locking.take_statement(server.control_schema, locking.BOOTSTRAP))
-        owner = shared.OWNER if mode is Isolation.SHARED else names.owner_role
+        owner = names.owner_role if space is None else space.owner_role
         statements.append(provisioning.grant_connect(names, home, owner))
     if mode is Isolation.SCHEMA:
         statements += [
@@ -299,11 +334,11 @@ def _grant_statements(
             provisioning.grant_schema_access(names),
             provisioning.pin_search_path([names.login_role, names.owner_role], names.schema),
         ]
-    elif mode is Isolation.SHARED:
+    elif space is not None:
         statements += [
-            shared.join_members(names.login_role, state.server_version),
-            shared.map_role(server.shared_schema, names.login_role, uid),
-            provisioning.pin_search_path([names.login_role], server.shared_schema),
+            shared.join_members(space, names.login_role, state.server_version),
+            shared.map_role(space.schema, names.login_role, uid),
+            provisioning.pin_search_path([names.login_role], space.schema),
         ]
     else:
         statements.append(
@@ -313,11 +348,11 @@ def _grant_statements(
 
 
 def _membership_repairs(
-    names: naming.TenantNames, mode: Isolation, state: _State
+    names: naming.TenantNames, mode: Isolation, space: shared.Space | None, state: _State
 ) -> list[sql.Composable]:
-    """A tenant role is a member of nothing but the shared group (shared mode), and the
-    owner of its own login role."""
-    allowed = allowed_memberships(names, mode)
+    """A tenant role is a member of nothing but its space's tenants group (shared mode),
+    and the owner of its own login role."""
+    allowed = allowed_memberships(names, mode, space)
     return [
         provisioning.revoke_membership(group, naming.Identifier(member))
         for member, group in sorted(state.memberships)
@@ -325,10 +360,12 @@ def _membership_repairs(
     ]
 
 
-def allowed_memberships(names: naming.TenantNames, mode: Isolation) -> set[tuple[str, str]]:
+def allowed_memberships(
+    names: naming.TenantNames, mode: Isolation, space: shared.Space | None
+) -> set[tuple[str, str]]:
     """(member, group) pairs a tenant's roles may have."""
     if mode is Isolation.SHARED:
-        return {(names.login_role, shared.MEMBERS)}
+        return {(names.login_role, space.members_role)} if space else set()
     return {(names.owner_role, names.login_role)}
 
 
@@ -346,15 +383,17 @@ def _ensure_database(server: Server, names: naming.TenantNames) -> None:
         tenant_db.execute(databases.prepare_public_schema(names))
 
 
-def _delete_shared_rows(server: Server, conn: psycopg.Connection[Any], uid: str) -> None:
-    """A shared tenant's rows, deleted by the tenant itself: on a session as the shared
+def _delete_shared_rows(
+    server: Server, conn: psycopg.Connection[Any], uid: str, space: shared.Space
+) -> None:
+    """A shared tenant's rows, deleted by the tenant itself: on a session as its space's
     owner narrowed to the tenant's login role, so row-level security picks the rows and
     any trigger on the tables runs with no more than the tenant's rights."""
     location = scoping.load(conn, server.control_schema, uid)
     tables = [
         t.name
-        for t in shared.read_tables(conn, server.shared_schema)
-        if t.has_tenant_id and location and _may_delete(conn, server, location.login_role, t.name)
+        for t in shared.read_tables(conn, space.schema)
+        if t.has_tenant_id and location and _may_delete(conn, space, location.login_role, t.name)
     ]
     if not tables or location is None:
         return
@@ -366,26 +405,29 @@ def _delete_shared_rows(server: Server, conn: psycopg.Connection[Any], uid: str)
     ):
         scoping.enter(work, location, "login", server.shared_schema)
         for table in tables:
-            work.execute(shared.delete_rows(server.shared_schema, table))
+            work.execute(shared.delete_rows(space.schema, table))
 
 
-def _may_delete(conn: psycopg.Connection[Any], server: Server, role: str, table: str) -> bool:
+def _may_delete(conn: psycopg.Connection[Any], space: shared.Space, role: str, table: str) -> bool:
     """Whether a tenant may delete its rows of a shared table (a table a superuser made
     by hand and never handed over grants nothing; the isolation check reports it)."""
-    qualified = sql.Identifier(server.shared_schema, table).as_string(conn)
+    qualified = sql.Identifier(space.schema, table).as_string(conn)
     row = conn.execute("SELECT has_table_privilege(%s, %s, 'DELETE')", (role, qualified))
     found = row.fetchone()
     return bool(found and found[0])
 
 
-def _orient(conn: psycopg.Connection[Any], server: Server, uid: str) -> tuple[str, bool]:
-    """The operator's database, and whether the tenant is new (one round trip)."""
-    query = sql.SQL("SELECT current_database(), NOT EXISTS ({})").format(
-        registry.fetch(server.control_schema)
-    )
-    row = conn.execute(query, (uid,)).fetchone()
+def _orient(
+    conn: psycopg.Connection[Any], server: Server, uid: str
+) -> tuple[str, bool, str | None]:
+    """The operator's database, whether the tenant is new, and the schema its registry
+    row names (one round trip)."""
+    query = sql.SQL(
+        "SELECT current_database(), NOT EXISTS ({fetch}), (SELECT r.schema_name FROM ({fetch}) r)"
+    ).format(fetch=registry.fetch(server.control_schema))
+    row = conn.execute(query, (uid, uid)).fetchone()
     assert row is not None
-    return str(row[0]), bool(row[1])
+    return str(row[0]), bool(row[1]), row[2]
 
 
 def _register(
@@ -410,22 +452,14 @@ def _register(
     conn.execute(registry.upsert(server.control_schema), params)
 
 
-def _role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
-    return conn.execute(provisioning.role_exists(), (role,)).fetchone() is not None
-
-
-def _server_version(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
-    return int(row[0]) if row else 0
-
-
 def _close_operator_database(conn: psycopg.Connection[Any], server: Server) -> None:
     """Only tenants that live here may connect to the operator's database.
 
     By default PUBLIC may connect to every database, so a ``database``
     tenant could open the operator's and read its catalogs (every schema
-    tenant's name). The live tenants of the other modes, and the shared
-    groups, get CONNECT of their own first, so nobody who needs it loses it.
+    tenant's name). The live tenants of the other modes get CONNECT of their
+    own first, so nobody who needs it loses it; the shared spaces' owners and
+    pooled groups get theirs as ``spaces.build`` runs next.
     """
     row = conn.execute(
         "SELECT datname, has_database_privilege('public', oid, 'CONNECT'),"
@@ -434,7 +468,7 @@ def _close_operator_database(conn: psycopg.Connection[Any], server: Server) -> N
     ).fetchone()
     if row is None or not row[1] or not row[2]:
         return  # closed already, or not ours to close (``privileges`` reports it)
-    roles = [*shared.ROLES, *registry.local_roles(conn, server.control_schema)]
+    roles = registry.local_roles(conn, server.control_schema)
     conn.execute(databases.close_to_public(str(row[0]), roles))
 
 

@@ -39,6 +39,21 @@ _SCHEMA_STATE = sql.SQL(
     FROM pg_namespace n WHERE n.nspname = %(schema)s
     """
 )
+_SPACE_STATE = sql.SQL(
+    """
+    SELECT (SELECT pg_get_userbyid(n.nspowner) FROM pg_namespace n WHERE n.nspname = %(schema)s),
+           EXISTS (SELECT 1 FROM pg_namespace n, aclexplode(n.nspacl) a
+                   WHERE n.nspname = %(schema)s AND a.grantee = 0),
+           ARRAY(SELECT g.rolname::text FROM pg_auth_members m
+                 JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member
+                 WHERE r.rolname = %(owner)s AND NOT EXISTS (
+                     SELECT 1 FROM pg_auth_members t JOIN pg_roles tg ON tg.oid = t.roleid
+                     WHERE t.member = g.oid AND tg.rolname = %(members)s)
+                 ORDER BY 1)
+    """
+)
+"""The space's schema owner, PUBLIC's access, and the roles its owner is a member of
+that are not its own tenants' login roles."""
 _DATABASE_STATE = sql.SQL(
     """
     SELECT pg_get_userbyid(d.datdba),
@@ -64,14 +79,16 @@ def verify(
         if record is None:
             return ["the tenant is not in the registry"]
         mode = Isolation(record.isolation)
-        findings = _role_findings(conn, names, mode)
+        space = tenancy.space_of(server, record) if mode is Isolation.SHARED else None
+        findings = _role_findings(conn, names, mode, space)
         if mode is Isolation.SCHEMA:
             findings += _schema_findings(conn, names)
-        elif mode is Isolation.SHARED:
-            findings += _shared_findings(conn, server.shared_schema, names, uid)
+        elif space is not None:
+            findings += _shared_findings(conn, space, names, uid)
         else:
             findings += _database_findings(conn, names)
-        findings += _plan_findings(conn, server, names, mode, record.plan, plans)
+        schema = space.schema if space else server.shared_schema
+        findings += _plan_findings(conn, names, mode, schema, record.plan, plans)
     return findings
 
 
@@ -80,11 +97,13 @@ def repair(server: tenancy.Server, request: tenancy.TenantRequest, password: str
     tenancy.provision(server, request, password, reset_password=False)
     names = naming.tenant_names(request.name, request.uid)
     with connecting.connection(server.pool) as conn, conn.transaction():
-        role_settings.remove_unexpected(
-            conn, names, request.isolation, server.shared_schema, request.limits
-        )
-        if request.isolation is Isolation.SHARED:
-            shared.secure_tables(conn, server.shared_schema)
+        record = registry.load(conn, server.control_schema, request.uid)
+        shared_mode = request.isolation is Isolation.SHARED
+        space = tenancy.space_of(server, record) if record and shared_mode else None
+        schema = space.schema if space else server.shared_schema
+        role_settings.remove_unexpected(conn, names, request.isolation, schema, request.limits)
+        if space is not None:
+            shared.secure_tables(conn, space)
         elif request.isolation is Isolation.SCHEMA:
             state = conn.execute(_SCHEMA_STATE, _schema_params(names)).fetchone()
             for table in state[3] if state else []:
@@ -92,7 +111,10 @@ def repair(server: tenancy.Server, request: tenancy.TenantRequest, password: str
 
 
 def _role_findings(
-    conn: psycopg.Connection[Any], names: naming.TenantNames, mode: Isolation
+    conn: psycopg.Connection[Any],
+    names: naming.TenantNames,
+    mode: Isolation,
+    space: shared.Space | None,
 ) -> list[str]:
     roles = [names.login_role] if mode is Isolation.SHARED else [names.login_role, names.owner_role]
     findings = []
@@ -103,7 +125,7 @@ def _role_findings(
         if granted:
             findings.append(f"role {rolname} has {', '.join(granted).upper()}")
     findings += [f"role {role} is missing" for role in roles if role not in present]
-    allowed = tenancy.allowed_memberships(names, mode)
+    allowed = tenancy.allowed_memberships(names, mode, space)
     for role in roles:
         for (group,) in conn.execute(provisioning.memberships(), (role,)).fetchall():
             if (role, group) not in allowed:
@@ -113,9 +135,9 @@ def _role_findings(
 
 def _plan_findings(
     conn: psycopg.Connection[Any],
-    server: tenancy.Server,
     names: naming.TenantNames,
     mode: Isolation,
+    shared_schema: naming.Identifier,
     plan: str,
     plans: Mapping[str, PlanLimits],
 ) -> list[str]:
@@ -123,7 +145,7 @@ def _plan_findings(
     limits = plans.get(plan)
     if limits is None:
         return [f"plan {plan} is not configured, so its limits cannot be checked"]
-    return role_settings.findings(conn, names, mode, server.shared_schema, limits)
+    return role_settings.findings(conn, names, mode, shared_schema, limits)
 
 
 def _schema_params(names: naming.TenantNames) -> dict[str, str]:
@@ -147,9 +169,10 @@ def _schema_findings(conn: psycopg.Connection[Any], names: naming.TenantNames) -
 
 
 def _shared_findings(
-    conn: psycopg.Connection[Any], schema: naming.Identifier, names: naming.TenantNames, uid: str
+    conn: psycopg.Connection[Any], space: shared.Space, names: naming.TenantNames, uid: str
 ) -> list[str]:
-    findings = []
+    schema = space.schema
+    findings = _space_findings(conn, space)
     for table in shared.read_tables(conn, schema):
         if not table.has_tenant_id:
             if not table.shut:
@@ -160,7 +183,7 @@ def _shared_findings(
             findings.append(f"shared table {table.name} does not force row-level security")
         elif not table.isolated:
             findings.append(f"shared table {table.name} lacks its isolation policies")
-        if table.owner != shared.OWNER:
+        if table.owner != space.owner_role:
             findings.append(f"shared table {table.name} is owned by {table.owner}")
     mapped = conn.execute(
         sql.SQL("SELECT tenant_id::text FROM {} WHERE role_name = %s").format(
@@ -170,6 +193,24 @@ def _shared_findings(
     ).fetchone()
     if mapped != (uid,):
         findings.append(f"role {names.login_role} is not mapped to its tenant")
+    return findings
+
+
+def _space_findings(conn: psycopg.Connection[Any], space: shared.Space) -> list[str]:
+    """The space's schema is its owner's, closed to PUBLIC, and its owner may act as
+    no role but the login roles of its own space's tenants."""
+    params = {"schema": space.schema, "owner": space.owner_role, "members": space.members_role}
+    state = conn.execute(_SPACE_STATE, params)
+    row = state.fetchone()
+    if row is None or row[0] is None:
+        return [f"shared schema {space.schema} is missing"]
+    owner, public_access, foreign = row
+    findings = []
+    if owner != space.owner_role:
+        findings.append(f"shared schema {space.schema} is owned by {owner}")
+    if public_access:
+        findings.append(f"PUBLIC has privileges on shared schema {space.schema}")
+    findings += [f"role {space.owner_role} is a member of {group}" for group in foreign]
     return findings
 
 

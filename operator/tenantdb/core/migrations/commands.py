@@ -37,7 +37,7 @@ def targets(
 
     ``tenant``: the live ``schema`` and ``database`` tenants of the namespace
     (``shared`` tenants live in the shared tables), limited to ``uids`` if
-    given. ``shared``: the shared schema, once.
+    given. ``shared``: the namespace's shared space, once.
     """
     if scope is api.Scope.SHARED:
         return [engine.shared_target(server, namespace)]
@@ -213,7 +213,7 @@ def catch_up(
     if location is None:
         return None
     if location.isolation == "shared":
-        return tenant_version(server, ledger.SHARED_TARGET, api.Scope.SHARED)
+        return tenant_version(server, shared_uid_of(server, location), api.Scope.SHARED)
     ctx = engine.Context(server, applied_by)
     done: list[int] = []
     for script in sorted(plan, key=lambda s: s.version):
@@ -240,6 +240,14 @@ def catch_up(
                 "Migration is fixed, accepted or rolled back"
             )
     return tenant_version(server, tenant_uid, api.Scope.TENANT)
+
+
+def shared_uid_of(server: commands.Server, location: scoping.TenantLocation) -> str:
+    """The ledger uid whose versions a shared tenant has: its namespace's shared space,
+    or the legacy ``shared`` rows for a tenant still in the legacy schema."""
+    if location.schema_name == server.shared_schema:
+        return ledger.SHARED_TARGET
+    return ledger.shared_uid(location.namespace)
 
 
 def tenant_version(server: commands.Server, uid: str, scope: api.Scope) -> int | None:

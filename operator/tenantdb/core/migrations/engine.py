@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from psycopg import conninfo
 
 from tenantdb.api import migrations as api
-from tenantdb.core import commands, locking, scoping
+from tenantdb.core import commands, locking, naming, scoping, tenancy
 from tenantdb.core import errors as core_errors
 from tenantdb.core.migrations import errors, ledger, outcomes, running, scripts, sessions
 
@@ -103,25 +103,37 @@ def _on_tenant_session(
     outside the user's SQL means the tenant changed under us (its role or schema just
     went away): nothing ran, and the next pass looks at the registry again."""
     try:
+        _ensure_space(ctx, target)
         with sessions.tenant_session(ctx, target) as conn:
             return work(conn)
-    except core_errors.DatabaseError as exc:
+    except (core_errors.DatabaseError, core_errors.TenantBusy) as exc:
         return Result(target, Outcome.RETRY, str(exc))
 
 
 def shared_target(server: commands.Server, namespace: str) -> scoping.TenantLocation:
-    """The one "tenant" a ``scope: shared`` migration runs on: the shared schema."""
+    """The one "tenant" a ``scope: shared`` migration of a namespace runs on: that
+    namespace's shared space, as its owner. Its ledger rows and its lock are keyed
+    ``shared:<namespace>``, so no namespace reaches another's versions. Naming it
+    makes nothing: the space is created when the migration first runs there
+    (``apply``)."""
     database = str(conninfo.conninfo_to_dict(server.url).get("dbname") or "")
+    space = naming.shared_names(namespace, server.shared_schema)
     return scoping.TenantLocation(
-        uid=ledger.SHARED_TARGET,
+        uid=ledger.shared_uid(namespace),
         name=ledger.SHARED_TARGET,
         namespace=namespace,
         isolation="shared",
-        schema_name=server.shared_schema,
+        schema_name=space.schema,
         database_name=database,
-        owner_role=scoping.SHARED_OWNER_ROLE,
-        login_role=scoping.SHARED_OWNER_ROLE,
+        owner_role=space.owner_role,
+        login_role=space.owner_role,
     )
+
+
+def _ensure_space(ctx: Context, target: scoping.TenantLocation) -> None:
+    """The namespace's shared space exists before a shared migration logs in as its owner."""
+    if ledger.is_shared_uid(target.uid):
+        tenancy.shared_space(ctx.server, target.namespace)
 
 
 def _settled(
@@ -139,7 +151,11 @@ def _settled(
 
 def _check_target(target: scoping.TenantLocation, script: scripts.Script) -> None:
     """Tenant-scope scripts run on schema and database tenants; shared ones on the shared target."""
-    is_shared_target = target.uid == ledger.SHARED_TARGET
+    is_shared_target = ledger.is_shared_uid(target.uid)
+    if is_shared_target and target.uid != ledger.shared_uid(target.namespace):
+        raise errors.MigrationError(
+            f"the shared target {target.uid} is not namespace {target.namespace}'s"
+        )
     if (script.scope is api.Scope.SHARED) != is_shared_target or (
         not is_shared_target and target.isolation == "shared"
     ):

@@ -31,7 +31,20 @@ TABLE = "migration_ledger"
 """Created by step 2 of ``registry.CONTROL_STEPS``."""
 
 SHARED_TARGET = "shared"
-"""The ``tenant_uid`` of ``scope: shared`` migrations (Kubernetes UIDs are UUIDs)."""
+"""The ``tenant_uid`` of ``scope: shared`` migrations before shared spaces were per
+namespace: the legacy shared schema's rows, kept as its history (Kubernetes UIDs are
+UUIDs, so no tenant has it)."""
+SHARED_PREFIX = SHARED_TARGET + ":"
+
+
+def shared_uid(namespace: str) -> str:
+    """The ``tenant_uid`` (and lock key) of a namespace's ``scope: shared`` migrations."""
+    return SHARED_PREFIX + namespace
+
+
+def is_shared_uid(uid: str) -> bool:
+    """Whether a ledger ``tenant_uid`` is a shared space's (a namespace's or the legacy one)."""
+    return uid == SHARED_TARGET or uid.startswith(SHARED_PREFIX)
 
 
 class State(StrEnum):
@@ -211,11 +224,13 @@ def highest_applied(schema: naming.Identifier) -> sql.Composed:
 
 
 def summary(schema: naming.Identifier) -> sql.Composed:
-    """Per version: counts by state over the live tenants of a namespace, or all
-    (parameters: namespace or NULL, twice)."""
+    """Per version: counts by state over the live tenants of a namespace, or all, and
+    the namespace's shared space (parameters: namespace or NULL, twice). Grouped by
+    namespace too: versions are per namespace. The legacy ``shared`` rows are history
+    of the legacy schema and left out."""
     return sql.SQL(
         """
-        SELECT l.version, max(l.description), max(l.scope),
+        SELECT l.namespace, l.version, max(l.description), max(l.scope),
                count(*) FILTER (WHERE l.state = 'applied'),
                count(*) FILTER (WHERE l.state = 'failed'),
                count(*) FILTER (WHERE l.state IN ('retry', 'running')),
@@ -223,14 +238,15 @@ def summary(schema: naming.Identifier) -> sql.Composed:
                count(DISTINCT l.checksum) FILTER (WHERE l.state = 'applied'),
                max(l.applied_at)
         FROM {ledger} l LEFT JOIN {tenants} t ON t.uid = l.tenant_uid
-        WHERE ((t.uid IS NOT NULL AND t.retained_at IS NULL) OR l.tenant_uid = {shared})
+        WHERE ((t.uid IS NOT NULL AND t.retained_at IS NULL)
+               OR l.tenant_uid = {prefix} || l.namespace)
           AND (%s::text IS NULL OR l.namespace = %s)
-        GROUP BY l.version ORDER BY l.version
+        GROUP BY l.namespace, l.version ORDER BY l.namespace, l.version
         """
     ).format(
         ledger=_table(schema),
         tenants=sql.Identifier(schema, "tenants"),
-        shared=sql.Literal(SHARED_TARGET),
+        prefix=sql.Literal(SHARED_PREFIX),
     )
 
 
@@ -323,6 +339,7 @@ def summarise(
 ) -> list[dict[str, Any]]:
     """``summary`` as dicts, for the CLI."""
     keys = (
+        "namespace",
         "version",
         "description",
         "scope",

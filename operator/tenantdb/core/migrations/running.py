@@ -15,10 +15,11 @@ settings and no open transaction on ``work``; the ledger's
 own, committed at once, so a retry resumes after the last statement that
 completed.
 
-Shared scope: before the change commits, still on the shared owner's
-session, the search_path is pinned to ``pg_catalog`` and every shared
-table is brought under row-level security (``shared.secure_tables``), so
-no new table is ever committed without it.
+Shared scope: the target is one namespace's shared space, the session is
+as that space's owner. Before the change commits, still on that session,
+the search_path is pinned to ``pg_catalog`` and every table of the space
+is brought under row-level security (``shared.secure_tables``), so no new
+table is ever committed without it.
 """
 
 import time
@@ -64,6 +65,12 @@ class Run:
         self.target, self.script, self.row = target, script, row
         self.schema = ctx.server.control_schema
         self.shared_schema = ctx.server.shared_schema
+        self.space = (
+            shared.space_of(target.schema_name, target.namespace, self.shared_schema)
+            if target.isolation == "shared"
+            else None
+        )
+        """The shared space a shared-scope target is (None for a tenant)."""
         self._markers: bool | None = None
         """Whether the marker table exists; None: not asked yet."""
 
@@ -207,15 +214,18 @@ class Run:
             self.work.execute(markers.delete_marker(self.target, self.shared_schema), (version,))
             return ()
         if not self._markers_exist():
-            readers = markers.readers(self.target, [shared.MEMBERS, shared.POOLED])
+            groups: list[str] = (
+                [self.space.members_role, self.space.pooled_role] if self.space else []
+            )
+            readers = markers.readers(self.target, groups)
             self.work.execute(markers.create_markers(self.target, self.shared_schema, readers))
             self._markers = True
         self.work.execute(
             markers.insert_marker(self.target, self.shared_schema),
             (version, self.script.checksum),
         )
-        if self.script.scope is api.Scope.SHARED:
-            return tuple(shared.secure_tables(self.work, self.shared_schema, as_owner=True))
+        if self.script.scope is api.Scope.SHARED and self.space is not None:
+            return tuple(shared.secure_tables(self.work, self.space, as_owner=True))
         return ()
 
     def _enter_session(self) -> None:
