@@ -67,8 +67,8 @@ def _up(run: running.Run, dry_run: bool) -> Result:
     if dry_run:
         return run.dry_run()
     marker = run.marker()
-    if marker == run.script.checksum:
-        return run.record_applied(0.0, statements_done=0, attempt=False)
+    if marker == run.script.checksum:  # committed by an attempt the ledger never heard of
+        return run.record_applied(0.0, statements_done=0, attempt=True)
     if marker is not None:
         return Result(run.target, Outcome.DRIFT, f"applied with checksum {marker}")
     return run.in_transaction() if run.script.transactional else run.stepwise()
