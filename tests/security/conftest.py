@@ -3,6 +3,9 @@
 Tenant A attacks tenant B with A's own credentials, read from A's Secret,
 as an application would. The shared tables follow the sample schema's
 conventions: ``tenant_id`` first in every primary, unique and foreign key.
+
+``boundary``: two namespaces, each with a ServiceAccount token of its own
+(``rbac``), for the namespace-boundary attacks made through the API server.
 """
 
 from __future__ import annotations
