@@ -160,6 +160,10 @@ class Boundary:
     def tenant(self, name: str) -> Tenant:
         return self.tenants[name]
 
+    def current(self, name: str) -> Tenant:
+        """The tenant as its Secret and status are now (after a rotation, say)."""
+        return _tenant_of(self.b if name == "vic" else self.a, name)
+
 
 def _tenant_of(user: rbac.NamespaceUser, name: str) -> Tenant:
     obj = user.kubectl.get("tenant", name)

@@ -30,7 +30,7 @@ OLD_BOOTSTRAP = 0x7E4A7DB0
 def test_advisory_locks_held_by_a_tenant_block_no_other_tenant(
     boundary: Boundary, admin: psycopg.Connection
 ) -> None:
-    atk, vic, b = boundary.tenant("atk"), boundary.tenant("vic"), boundary.b
+    atk, vic, b = boundary.current("atk"), boundary.tenant("vic"), boundary.b
     with atk.connect(autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (OLD_CLASS, vic.uid))
         conn.execute("SELECT pg_advisory_lock(%s)", (OLD_BOOTSTRAP,))
@@ -112,7 +112,7 @@ def _retrying(admin: psycopg.Connection, uid: str, version: int) -> bool:
 def test_a_tenant_locking_its_own_table_holds_up_only_itself_and_completes(
     boundary: Boundary, admin: psycopg.Connection
 ) -> None:
-    atk, a, b = boundary.tenant("atk"), boundary.a, boundary.b
+    atk, a, b = boundary.current("atk"), boundary.a, boundary.b
     body, version = _held_up(boundary, "held-up")
     holder = atk.connect()
     try:
@@ -146,7 +146,7 @@ def test_a_tenant_locking_its_own_table_holds_up_only_itself_and_completes(
 def test_a_busy_tenant_is_reported_with_its_reason_in_status(
     boundary: Boundary, admin: psycopg.Connection
 ) -> None:
-    atk, a = boundary.tenant("atk"), boundary.a
+    atk, a = boundary.current("atk"), boundary.a
     body, version = _held_up(boundary, "held-again")
     holder = atk.connect()
     try:
