@@ -3,10 +3,15 @@
 Tenant A attacks tenant B with A's own credentials, read from A's Secret,
 as an application would. The shared tables follow the sample schema's
 conventions: ``tenant_id`` first in every primary, unique and foreign key.
+
+``boundary``: two namespaces, each with a ServiceAccount token of its own
+(``rbac``), for the namespace-boundary attacks made through the API server.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +23,7 @@ import pytest
 from tenantdb.core import commands, naming, shared
 from tenantdb.devenv import operator_process
 from tests.e2e.kubectl import Kubectl
+from tests.security import rbac
 
 SHARED_TABLES = """
 CREATE TABLE IF NOT EXISTS {schema}.sec_companies (
@@ -119,3 +125,90 @@ def _seed(server: commands.Server, pairs: dict[str, Pair]) -> None:
                 "INSERT INTO sec_leads (company_id, email) SELECT id, %s FROM sec_companies LIMIT 1",
                 (f"lead@{tenant.name}.example.com",),
             )
+
+
+WHOAMI = """
+CREATE TABLE whoami (
+    label text NOT NULL,
+    session_role text NOT NULL,
+    current_role_name text NOT NULL,
+    error text,
+    at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE tripwire (name text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL);
+INSERT INTO notes VALUES (1, 'secret of ' || current_schema());
+"""
+"""Version 1 in both namespaces: where attacks record who they ran as, where planted
+objects record being called, and a row the other namespace must never reach."""
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """Two namespaces, each with its user's token, and their tenants.
+
+    ``a`` attacks (tenants ``atk`` and ``doomed``); ``b`` is the other
+    namespace (tenant ``vic``). Tenants, Migrations and reads of Secrets go
+    through the users' own kubeconfigs.
+    """
+
+    a: rbac.NamespaceUser
+    b: rbac.NamespaceUser
+    tenants: dict[str, Tenant]
+    versions: Iterator[int]
+
+    def tenant(self, name: str) -> Tenant:
+        return self.tenants[name]
+
+    def current(self, name: str) -> Tenant:
+        """The tenant as its Secret and status are now (after a rotation, say)."""
+        return _tenant_of(self.b if name == "vic" else self.a, name)
+
+
+def _tenant_of(user: rbac.NamespaceUser, name: str) -> Tenant:
+    obj = user.kubectl.get("tenant", name)
+    secret = user.kubectl.secret_data(f"{name}-credentials")
+    return Tenant(name, obj["metadata"]["uid"], obj["status"], secret)
+
+
+@pytest.fixture(scope="package")
+def boundary(
+    kubeconfig: Path,
+    operator: operator_process.OperatorProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Boundary]:
+    """Users A and B in namespaces of their own, tenants provisioned through their tokens."""
+    suffix = uuid.uuid4().hex[:6]
+    directory = tmp_path_factory.mktemp("rbac")
+    a = rbac.create_user(kubeconfig, f"ns-a-{suffix}", directory)
+    b = rbac.create_user(kubeconfig, f"ns-b-{suffix}", directory)
+    try:
+        layout = [(a, ("atk", "doomed")), (b, ("vic",))]
+        for user, names in layout:
+            user.kubectl.apply(_whoami_migration())
+            for name in names:
+                user.kubectl.apply(
+                    f"apiVersion: tenantdb.io/v1alpha1\nkind: Tenant\nmetadata:\n  name: {name}\n"
+                    f"  labels:\n    boundary: {name}\n"
+                    "spec:\n  isolation: schema\n  plan: free\n  deletionPolicy: Delete\n"
+                )
+        tenants = {}
+        for user, names in layout:
+            for name in names:
+                user.kubectl.wait(f"tenant/{name}", "condition=Ready", timeout=120)
+                tenants[name] = _tenant_of(user, name)
+            user.kubectl.wait("migration/whoami", "jsonpath={.status.phase}=Succeeded")
+        yield Boundary(a, b, tenants, itertools.count(100))
+    finally:
+        rbac.delete_user(a)
+        rbac.delete_user(b)
+
+
+def _whoami_migration() -> str:
+    body = {
+        "apiVersion": "tenantdb.io/v1alpha1",
+        "kind": "Migration",
+        "metadata": {"name": "whoami"},
+        "spec": {"version": 1, "up": WHOAMI.strip()},
+    }
+    return json.dumps(body)

@@ -38,11 +38,16 @@ MAX_TRANSIENT_ATTEMPTS = 5
 Connection = sessions.Connection
 
 INVALID_INDEX = sql.SQL(
-    "SELECT n.nspname, c.relname FROM pg_index i"
-    " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
-    " WHERE i.indexrelid = to_regclass(%s) AND NOT i.indisvalid"
+    "SELECT n.nspname, c.relname FROM pg_catalog.pg_index i"
+    " JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid"
+    " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE i.indexrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(%s) AND NOT i.indisvalid"
 )
-"""An invalid index by name, resolved through the current search_path (parameter: name)."""
+"""An invalid index by name, resolved through the current search_path (parameter: name).
+
+It runs on the tenant's session between the script's statements, where the script may
+have made temporary relations (``pg_temp`` is searched first for relations unless
+named): every catalog is qualified, so only the index name goes through the path."""
 
 LEAVE_USER_SCOPE = "RESET ROLE; SET LOCAL search_path = pg_catalog, pg_temp"
 """Back to the session user, resolving nothing the user's SQL may have created
