@@ -124,3 +124,36 @@ def test_version_follows_rollouts_after_ready(kubectl: Kubectl) -> None:
     )
     kubectl.wait("migration/add-notes", "jsonpath={.status.phase}=Succeeded")
     kubectl.wait("tenant/follower", "jsonpath={.status.version}=7", timeout=60)
+
+
+def test_an_owner_password_a_migration_set_is_found_and_taken_back(
+    kubectl: Kubectl, admin: psycopg.Connection
+) -> None:
+    """Every role may change its own password, so a Migration can give its author a
+    login as the owner role; the isolation check finds it and the login is taken back."""
+    status = ready(kubectl, "keyholder")
+    kubectl.apply(
+        "apiVersion: tenantdb.io/v1alpha1\nkind: Migration\nmetadata:\n  name: own-key\n"
+        "spec:\n  version: 1\n  up: ALTER ROLE CURRENT_USER PASSWORD 'known-to-the-author'\n"
+    )
+    kubectl.wait("migration/own-key", "jsonpath={.status.phase}=Succeeded")
+    creds = kubectl.secret_data("keyholder-credentials")
+    url = psycopg.conninfo.make_conninfo(
+        creds["uri"], user=status["ownerRole"], password="known-to-the-author"
+    )
+    with psycopg.connect(url, connect_timeout=10) as conn:  # the window the check closes
+        assert conn.execute("SELECT session_user").fetchone() == (status["ownerRole"],)
+    kubectl.wait(
+        "tenant/keyholder",
+        'jsonpath={.status.conditions[?(@.type=="IsolationVerified")].reason}=Repaired',
+        timeout=60,
+    )
+    drift = [e for e in kubectl.events("keyholder") if e["reason"] == "IsolationDrift"]
+    assert any("password the operator did not set" in e["message"] for e in drift)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(url, connect_timeout=10).close()
+    kubectl.apply(  # and the operator still runs the tenant's Migrations as its owner
+        "apiVersion: tenantdb.io/v1alpha1\nkind: Migration\nmetadata:\n  name: after-key\n"
+        "spec:\n  version: 2\n  up: CREATE TABLE after_key (id int)\n"
+    )
+    kubectl.wait("migration/after-key", "jsonpath={.status.phase}=Succeeded")

@@ -103,6 +103,25 @@ class TenantSessions:
             raise
         self._give_back(key, conn)
 
+    def password_accepted(self, role: str, database: str) -> bool:
+        """Whether the server still takes the derived password on a fresh login.
+
+        Every role may change its own password, so a Migration can give its
+        author a login as the owner; the isolation check asks this, and
+        ``reset_password`` takes the login back.
+        """
+        try:
+            self._open(self._url(role, database)).close()
+        except psycopg.OperationalError as exc:
+            if _password_refused(exc):
+                return False
+            raise _unavailable(role, database, exc) from exc
+        return True
+
+    def reset_password(self, role: str) -> None:
+        """Set the derived password again (a role that changed its own loses it)."""
+        self._set_password(role, passwords.role_password(self.key, role))
+
     def close(self) -> None:
         """Close every idle connection."""
         with self._lock:
@@ -146,11 +165,15 @@ class TenantSessions:
         for old in surplus:
             old.close()
 
-    def _connect(self, role: str, database: str) -> Connection:
+    def _url(self, role: str, database: str) -> str:
         password = passwords.role_password(self.key, role)
-        url = conninfo.make_conninfo(
+        return conninfo.make_conninfo(
             self.server_url, user=role, password=password, dbname=database, options=""
         )
+
+    def _connect(self, role: str, database: str) -> Connection:
+        url = self._url(role, database)
+        password = passwords.role_password(self.key, role)
         try:
             return self._open(url)
         except psycopg.OperationalError as exc:

@@ -89,11 +89,20 @@ def verify(
             findings += _database_findings(conn, names)
         schema = space.schema if space else server.shared_schema
         findings += _plan_findings(conn, names, mode, schema, record.plan, plans)
-    return findings
+    return findings + _owner_login_findings(server, record)
+
+
+def _owner_login_findings(server: tenancy.Server, record: registry.TenantRecord) -> list[str]:
+    """A tenant's owner role whose password is no longer the operator's alone (a role
+    may change its own, so a Migration can): its author could log in as the owner."""
+    if server.sessions.password_accepted(record.owner_role, record.database_name):
+        return []
+    return [f"role {record.owner_role} has a password the operator did not set"]
 
 
 def repair(server: tenancy.Server, request: tenancy.TenantRequest, password: str) -> None:
-    """Converge the tenant again; hand stray objects back to their owners."""
+    """Converge the tenant again; hand stray objects back to their owners; take back an
+    owner's login that is no longer the operator's alone."""
     tenancy.provision(server, request, password, reset_password=False)
     names = naming.tenant_names(request.name, request.uid)
     with connecting.connection(server.pool) as conn, conn.transaction():
@@ -108,6 +117,8 @@ def repair(server: tenancy.Server, request: tenancy.TenantRequest, password: str
             state = conn.execute(_SCHEMA_STATE, _schema_params(names)).fetchone()
             for table in state[3] if state else []:
                 conn.execute(provisioning.give_to_owner(names, table))
+    if record is not None:
+        server.sessions.reset_password(record.owner_role)
 
 
 def _role_findings(
