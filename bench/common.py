@@ -1,41 +1,103 @@
-"""What every benchmark shares: a PostgreSQL server and the results page.
+"""What every benchmark shares: a durable PostgreSQL server, the operator's Server, the results page.
 
 Benchmarks are not tests: they print figures and, with ``--write``,
 replace their own section of ``docs/benchmarks.md``. The machines are
 shared and noisy, so every benchmark alternates the measured tool and its
 baseline, repeats, and reports medians and ratios, never a single time.
+
+The tool under test runs as the operator does: as the non-superuser
+operator role (``Database.operator_url``), with the tenants' owner roles
+logging in with passwords derived from one credentials key. The
+superuser's URL is for set-up and clean-up only. The embedded server is
+started durable (fsync, synchronous_commit and full_page_writes on), unlike
+the one the tests use, so commits cost what they cost in production.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import os
 import platform
+import secrets
 import statistics
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import psycopg
+
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "benchmarks.md"
 if str(REPO / "operator") not in sys.path:
     sys.path.insert(0, str(REPO / "operator"))
 
+from tenantdb.core import commands  # noqa: E402
 from tenantdb.devenv import postgres  # noqa: E402
+from tenantdb.settings import DatabaseSettings  # noqa: E402
+
+DURABILITY = (
+    "SELECT current_setting('fsync'), current_setting('synchronous_commit'),"
+    " current_setting('full_page_writes')"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Database:
+    """The server of one benchmark run."""
+
+    operator_url: str = dataclasses.field(repr=False)
+    """The operator's role (no superuser): what the tool under test and the baselines use."""
+    superuser_url: str = dataclasses.field(repr=False)
+    """For set-up and clean-up only."""
+    key_text: str = dataclasses.field(repr=False)
+    """``TENANTDB_CREDENTIALS_KEY`` of the run: owner passwords derive from it."""
+
+    @property
+    def key(self) -> bytes:
+        """The key bytes, as the operator derives them from ``key_text``."""
+        return hashlib.sha256(self.key_text.encode()).digest()
+
+    def settings(self, **changes: object) -> DatabaseSettings:
+        """The operator's database settings for this server."""
+        base = DatabaseSettings(url=self.operator_url, credentials_key=self.key)
+        return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+    def durability(self) -> str:
+        """``fsync on, synchronous_commit on, full_page_writes on`` as the server says."""
+        with psycopg.connect(self.operator_url) as conn:
+            row = conn.execute(DURABILITY).fetchone()
+        assert row is not None
+        names = ("fsync", "synchronous_commit", "full_page_writes")
+        return ", ".join(f"{name} {value}" for name, value in zip(names, row, strict=True))
 
 
 @contextlib.contextmanager
-def database() -> Iterator[str]:
-    """``DATABASE_URL`` if set, else a fresh embedded server for the run."""
+def database() -> Iterator[Database]:
+    """``DATABASE_URL`` (superuser) and ``TENANTDB_OPERATOR_URL`` if set, else a fresh
+    durable embedded server for the run."""
+    key = secrets.token_urlsafe(32)
     if os.environ.get("DATABASE_URL"):
-        yield os.environ["DATABASE_URL"]
+        superuser = os.environ["DATABASE_URL"]
+        yield Database(os.environ.get("TENANTDB_OPERATOR_URL") or superuser, superuser, key)
         return
     with (
         tempfile.TemporaryDirectory(prefix="tenantdb-bench-") as directory,
-        postgres.EmbeddedPostgres(Path(directory)) as server,
+        postgres.EmbeddedPostgres(Path(directory), durable=True) as server,
     ):
-        yield server.url
+        yield Database(server.operator_url, server.superuser_url(), key)
+
+
+def open_server(db: Database, name: str, size: int, **changes: object) -> commands.Server:
+    """The operator's Server (``commands.open_server``), its pool opened and filled
+    before anything is timed, control and shared schemas prepared."""
+    settings = db.settings(pool_min_size=size, pool_max_size=size, **changes)
+    server = commands.open_server(settings, name, size)
+    server.pool.wait()
+    commands.prepare(server)
+    return server
 
 
 def median(values: Sequence[float]) -> float:

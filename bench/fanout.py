@@ -1,17 +1,27 @@
 """Benchmark: one migration fanned out to N schema-mode tenants, engine against raw psycopg.
 
-Three measurements, all in the same run:
+Three measurements, all in the same run, on a durable server, everything
+as the non-superuser operator role:
 
 1. **Fan-out.** One migration (``ALTER TABLE ... ADD COLUMN`` + ``CREATE
    INDEX``) on N tenants with P workers, through the engine
-   (``core.migrations.commands.upgrade``: advisory lock, ledger read,
-   ``SET LOCAL`` timeouts, ``scoping.enter``, the DDL, ledger write, one
-   transaction per tenant), against a raw baseline sending the same
-   statements (``scoping.enter``: ``SET LOCAL ROLE`` owner and ``SET LOCAL
-   search_path``; the DDL; one transaction per tenant) with the same P
-   workers. Each side has its own pool of P connections, opened and filled
-   before anything is timed. Each run adds a fresh column, so both do the same work; the
-   two alternate which goes first.
+   (``core.migrations.commands.upgrade``: the tenant's lock row and ledger
+   read on an operator connection; on a session as the tenant's owner role
+   from ``TenantSessions``, the timeouts and search_path, the DDL and a
+   marker row in one transaction; the ledger row committing with the
+   lock), against two raw baselines with the same P workers:
+
+   a. **warm pool**: P operator connections, opened and filled before
+      anything is timed, each tenant's DDL in one transaction after
+      ``scoping.enter`` (``SET LOCAL ROLE`` owner, ``SET LOCAL
+      search_path``) — what a tool on a privileged session would do;
+   b. **login per tenant**: a fresh connection authenticated as the
+      tenant's owner role (SCRAM, the derived password), ``SET LOCAL
+      search_path``, the DDL, COMMIT, close — what a least-privilege tool
+      must do.
+
+   Each run adds fresh columns, so all three do the same work; the order
+   rotates from run to run.
 2. **Nothing pending.** A second reconcile of the applied migration
    (``reconciling.reconcile``: targets, one progress query, verdict), as
    the controller runs it; and for scale, the naive alternative that visits
@@ -21,7 +31,7 @@ Three measurements, all in the same run:
    apply`` until ``status.phase`` is ``Succeeded``, against the engine alone
    on the same T tenants.
 
-    .venv/bin/python bench/fanout.py --tenants 1000 --parallel 4 --runs 5 --operator-tenants 200 --write
+    .venv/bin/python bench/fanout.py --tenants 1000 --parallel 4 --runs 6 --write
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 import tempfile
 import time
@@ -42,10 +53,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import psycopg
 import yaml
+from psycopg import conninfo, sql
 
 from tenantdb.api import migrations as api
 from tenantdb.api.tenants import Isolation
-from tenantdb.core import commands, connecting, naming, passwords, scoping
+from tenantdb.core import commands, connecting, passwords, scoping
 from tenantdb.core.migrations import commands as migrations
 from tenantdb.core.migrations import reconciling, rollout, scripts
 from tenantdb.settings import DEFAULT_PLANS
@@ -57,51 +69,40 @@ BASE = scripts.Script(
 )
 
 
+SIDES = ("engine", "warm", "login")
+"""The engine, baseline (a) on a warm operator pool, baseline (b) logging in per tenant."""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenants", type=int, default=1000)
     parser.add_argument("--parallel", type=int, default=4, help="workers (and pool size)")
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=6)
     parser.add_argument("--operator-tenants", type=int, default=0, help="0 skips part 3")
-    parser.add_argument(
-        "--durable",
-        action="store_true",
-        help="turn fsync, synchronous_commit and full_page_writes back on (the embedded "
-        "server runs without them): commits cost what they cost in production",
-    )
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
-    with common.database() as url:
-        if args.durable:
-            durable(url)
-        server = prepare(url, args.parallel)
-        targets = tenants(server, NAMESPACE, args.tenants)
-        engine_s, raw_s, cpu = fanout(server, targets, args.parallel, args.runs)
-        noop_s, visit_s = nothing_pending(server, targets, args.runs)
-        server.pool.close()
-        operator = through_operator(url, args) if args.operator_tenants else None
-    section = render(args, engine_s, raw_s, cpu, noop_s, visit_s, operator)
+    args.load = os.getloadavg()[0]
+    with common.database() as db:
+        args.durability = db.durability()
+        server = common.open_server(db, "tenantdb-bench", args.parallel)
+        try:
+            targets = tenants(server, NAMESPACE, args.tenants)
+            times, cpu = fanout(db, server, targets, args.parallel, args.runs)
+            args.load_end = os.getloadavg()[0]
+            noop_s, visit_s = nothing_pending(server, targets, args.runs)
+        finally:
+            server.close()
+        operator = None
+        if args.operator_tenants:
+            try:
+                operator = through_operator(db, args)
+            except Exception as exc:  # parts 1 and 2 are still worth writing
+                print(f"through the operator: not measured: {exc}", flush=True)
+    section = render(args, times, cpu, noop_s, visit_s, operator)
     print(section)
     if args.write:
         common.write_section(HEADING, section)
     return 0
-
-
-def durable(url: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
-            conn.execute(f"ALTER SYSTEM SET {setting} = on".encode())
-        conn.execute("SELECT pg_reload_conf()")
-
-
-def prepare(url: str, parallel: int) -> commands.Server:
-    pool = connecting.open_pool(url, parallel, parallel, name="tenantdb-bench")
-    pool.wait()
-    server = commands.Server(
-        pool, url, naming.identifier("tenantdb"), naming.identifier("tenantdb_shared")
-    )
-    commands.prepare(server)
-    return server
 
 
 def tenants(server: commands.Server, namespace: str, count: int) -> list[scoping.TenantLocation]:
@@ -137,15 +138,16 @@ def run_engine(
     assert done == len(targets), f"{script.name}: {done}/{len(targets)}"
 
 
-def run_raw(
+def run_warm(
     pool: connecting.Pool,
     shared_schema: str,
     statements: str,
     targets: list[scoping.TenantLocation],
     parallel: int,
 ) -> None:
-    """The same statements by hand over a warm pool: one transaction per tenant,
-    the tenant's scope entered first (``scoping.enter``, as the engine does)."""
+    """Baseline (a): the same statements by hand over a warm pool of operator
+    connections, one transaction per tenant, the tenant's scope entered first
+    (``scoping.enter``: ``SET LOCAL ROLE`` owner, ``SET LOCAL search_path``)."""
 
     def one(target: scoping.TenantLocation) -> None:
         with pool.connection() as conn, conn.transaction():
@@ -156,39 +158,77 @@ def run_raw(
         list(workers.map(one, targets))
 
 
+def run_login(
+    db: common.Database,
+    shared_schema: str,
+    statements: str,
+    targets: list[scoping.TenantLocation],
+    parallel: int,
+) -> None:
+    """Baseline (b): per tenant a fresh connection as its owner role (SCRAM with the
+    derived password), ``SET LOCAL search_path``, the statements, COMMIT, close."""
+
+    def one(target: scoping.TenantLocation) -> None:
+        role, database = scoping.session_login(target)
+        url = conninfo.make_conninfo(
+            db.operator_url,
+            user=role,
+            password=passwords.role_password(db.key, role),
+            dbname=database,
+        )
+        path = sql.Identifier(target.search_path(shared_schema))
+        with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+            conn.execute(sql.SQL("SET LOCAL search_path = {}").format(path))
+            conn.execute(statements.encode())
+
+    with ThreadPoolExecutor(parallel) as workers:
+        list(workers.map(one, targets))
+
+
 def fanout(
-    server: commands.Server, targets: list[scoping.TenantLocation], parallel: int, runs: int
-) -> tuple[list[float], list[float], dict[str, list[float]]]:
-    """Wall seconds of each run, engine and raw, and this process's CPU seconds
-    (the client's: every worker thread) by side."""
-    engine_s: list[float] = []
-    raw_s: list[float] = []
-    cpu: dict[str, list[float]] = {"engine": [], "raw": []}
-    # The raw side gets what the engine has: a pool of the same size, opened and
-    # filled before anything is timed.
-    raw_pool = connecting.open_pool(server.url, parallel, parallel, name="tenantdb-bench-raw")
-    raw_pool.wait()
+    db: common.Database,
+    server: commands.Server,
+    targets: list[scoping.TenantLocation],
+    parallel: int,
+    runs: int,
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall seconds of each run by side, and this process's CPU seconds (the
+    client's: every worker thread) by side. The order rotates each run."""
+    times: dict[str, list[float]] = {side: [] for side in SIDES}
+    cpu: dict[str, list[float]] = {side: [] for side in SIDES}
+    # Baseline (a) gets what the engine's operator side has: a pool of the same
+    # size, opened and filled before anything is timed.
+    warm_pool = connecting.open_pool(server.url, parallel, parallel, name="tenantdb-bench-raw")
+    warm_pool.wait()
     shared = server.shared_schema
     try:
         for run in range(runs):
             script = scripts.Script(version=100 + run, name=f"add_e{run}", up=ddl(f"e{run}"))
-            order: list[tuple[str, list[float], Callable[[], None]]] = [
-                ("engine", engine_s, lambda s=script: run_engine(server, s, targets, parallel)),  # type: ignore[misc]
-                (
-                    "raw",
-                    raw_s,
-                    functools.partial(run_raw, raw_pool, shared, ddl(f"r{run}"), targets, parallel),
+            work: dict[str, Callable[[], None]] = {
+                "engine": functools.partial(run_engine, server, script, targets, parallel),
+                "warm": functools.partial(
+                    run_warm, warm_pool, shared, ddl(f"w{run}"), targets, parallel
                 ),
-            ]
-            for side, samples, work in order if run % 2 == 0 else list(reversed(order)):
+                "login": functools.partial(
+                    run_login, db, shared, ddl(f"l{run}"), targets, parallel
+                ),
+            }
+            order = SIDES[run % 3 :] + SIDES[: run % 3]
+            if run // 3 % 2:
+                order = tuple(reversed(order))
+            for side in order:
                 started, cpu_started = time.perf_counter(), time.process_time()
-                work()
-                samples.append(time.perf_counter() - started)
+                work[side]()
+                times[side].append(time.perf_counter() - started)
                 cpu[side].append(time.process_time() - cpu_started)
-            print(f"run {run + 1}: engine {engine_s[-1]:.2f}s raw {raw_s[-1]:.2f}s", flush=True)
+            print(
+                f"run {run + 1} ({' '.join(order)}): "
+                + " ".join(f"{side} {times[side][-1]:.2f}s" for side in SIDES),
+                flush=True,
+            )
     finally:
-        raw_pool.close()
-    return engine_s, raw_s, cpu
+        warm_pool.close()
+    return times, cpu
 
 
 def nothing_pending(
@@ -213,7 +253,7 @@ def nothing_pending(
     return noop_s, visit_s
 
 
-def through_operator(url: str, args: argparse.Namespace) -> dict[str, float]:
+def through_operator(db: common.Database, args: argparse.Namespace) -> dict[str, float]:
     """T tenants through the API server; one Migration until Succeeded vs the engine alone."""
     from tenantdb.devenv import controlplane, operator_process, stack  # noqa: PLC0415
 
@@ -225,7 +265,10 @@ def through_operator(url: str, args: argparse.Namespace) -> dict[str, float]:
         kubeconfig = plane.kubeconfig
         stack.install_crds(kubeconfig)
         process = operator_process.OperatorProcess(
-            kubeconfig, url, Path(directory) / "operator.log"
+            kubeconfig,
+            db.operator_url,
+            Path(directory) / "operator.log",
+            extra_env={"TENANTDB_CREDENTIALS_KEY": db.key_text},
         )
         process.start()
         try:
@@ -261,7 +304,7 @@ def through_operator(url: str, args: argparse.Namespace) -> dict[str, float]:
             operator_s = time.perf_counter() - started
         finally:
             process.stop()
-        server = prepare(url, args.parallel)
+        server = common.open_server(db, "tenantdb-bench", args.parallel)
         try:
             targets = migrations.targets(server, namespace, api.Scope.TENANT)
             script = scripts.Script(version=3, name="engine_alone", up=ddl("en"))
@@ -269,7 +312,7 @@ def through_operator(url: str, args: argparse.Namespace) -> dict[str, float]:
             run_engine(server, script, targets, args.parallel)
             engine_s = time.perf_counter() - started
         finally:
-            server.pool.close()
+            server.close()
     print(f"operator: {operator_s:.2f}s, engine alone: {engine_s:.2f}s", flush=True)
     return {"tenants": count, "operator": operator_s, "engine": engine_s}
 
@@ -309,58 +352,81 @@ def wait_succeeded(kubeconfig: Path, namespace: str, name: str, timeout: float =
 
 def render(
     args: argparse.Namespace,
-    engine_s: list[float],
-    raw_s: list[float],
+    times: dict[str, list[float]],
     cpu: dict[str, list[float]],
     noop_s: list[float],
     visit_s: list[float],
     operator: dict[str, float] | None,
 ) -> str:
-    engine, raw = common.median(engine_s), common.median(raw_s)
-    cpu_engine, cpu_raw = (
-        common.median(cpu[side]) / args.tenants * 1000 for side in ("engine", "raw")
-    )
+    med = {side: common.median(times[side]) for side in SIDES}
+    per_tenant = {side: med[side] / args.tenants * 1000 for side in SIDES}
+    cpu_ms = {side: common.median(cpu[side]) / args.tenants * 1000 for side in SIDES}
+    engine, warm, login = (med[side] for side in SIDES)
     rows = "\n".join(
-        f"| {i + 1} | {e:.2f} | {r:.2f} | {e / r:.2f} |"
-        for i, (e, r) in enumerate(zip(engine_s, raw_s, strict=True))
+        f"| {i + 1} | {e:.2f} | {w:.2f} | {lg:.2f} | {e / w:.2f} | {e / lg:.2f} | {lg / w:.2f} |"
+        for i, (e, w, lg) in enumerate(zip(*(times[side] for side in SIDES), strict=True))
     )
+    met = "met" if engine / warm <= 2 else "**not met**"
+
+    def spread(side: str, baseline: str) -> str:
+        ratios = [s / b for s, b in zip(times[side], times[baseline], strict=True)]
+        return f"{min(ratios):.2f}–{max(ratios):.2f}"
+
+    added_a = per_tenant["engine"] - per_tenant["warm"]
+    boundary = per_tenant["login"] - per_tenant["warm"]
+    own = per_tenant["engine"] - per_tenant["login"]
     lines = [
         HEADING,
         "",
         "`bench/fanout.py`: one migration (`ALTER TABLE leads ADD COLUMN` + `CREATE INDEX`) on",
-        f"{args.tenants} schema-mode tenants with {args.parallel} workers, through the engine",
-        "(`core.migrations.commands.upgrade`: advisory lock, ledger read, `SET LOCAL` timeouts,",
-        "the tenant's role and search_path as `scoping.enter` sets them, the DDL, ledger write,",
-        "one transaction per tenant) against raw psycopg",
-        "sending the same statements (`scoping.enter`: `SET LOCAL ROLE` owner and",
-        "`SET LOCAL search_path`; the DDL; one transaction per tenant) with the same workers,",
-        "each side over its own pool of that many connections, opened and filled before",
-        f"timing, alternating which goes first, in the same run. Runs: {args.runs}; machine: {common.machine()}, embedded",
-        "PostgreSQL. Targets: engine ≤ 2× raw; a reconcile with nothing pending ≤ 1 s.",
+        f"{args.tenants} schema-mode tenants with {args.parallel} workers, everything as the",
+        "non-superuser operator role, three ways in the same run (the order rotates every run):",
         "",
-        "| run | engine (s) | raw (s) | ratio |",
-        "|---:|---:|---:|---:|",
+        "- **engine**: `core.migrations.commands.upgrade` — on an operator connection the",
+        "  tenant's lock row and the ledger read; on a session as the tenant's owner role",
+        "  (`TenantSessions`, which keeps at most 16 idle sessions, so with 1000 tenants",
+        "  every tenant is a fresh login) the timeouts and search_path, the DDL and the marker",
+        "  row in one transaction; then the ledger row, committed with the lock;",
+        "- **(a) warm pool**: raw psycopg on a pool of operator connections opened and filled",
+        "  before timing, `SET LOCAL ROLE` owner + `SET LOCAL search_path` + the DDL in one",
+        "  transaction per tenant — the old baseline, what a tool on a privileged session does;",
+        "- **(b) login per tenant**: raw psycopg opening a connection as the tenant's owner role",
+        "  (SCRAM-SHA-256, the derived password, the 64-iteration verifier), `SET LOCAL",
+        "  search_path` + the DDL in one transaction, then closing it — what a least-privilege",
+        "  tool must do.",
+        "",
+        f"Runs: {args.runs}; machine: {common.machine()}; embedded PostgreSQL, durable",
+        f"({args.durability}); load average {args.load:.1f} before the fan-out,",
+        f"{args.load_end:.1f} after it (other test suites ran on the machine meanwhile).",
+        "Targets: engine ≤ 2× raw; a reconcile with nothing pending ≤ 1 s.",
+        "",
+        "| run | engine (s) | (a) warm pool (s) | (b) login per tenant (s) | engine/(a) | engine/(b) | (b)/(a) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
         rows,
-        f"| **median** | **{engine:.2f}** | **{raw:.2f}** | **{engine / raw:.2f}** |",
+        f"| **median** | **{engine:.2f}** | **{warm:.2f}** | **{login:.2f}** |"
+        f" **{engine / warm:.2f}** | **{engine / login:.2f}** | **{login / warm:.2f}** |",
         "",
-        f"- Fan-out: {args.tenants / engine:.0f} tenants/s through the engine, "
-        f"{args.tenants / raw:.0f} raw; ratio of medians **{engine / raw:.2f}×** "
-        f"(target ≤ 2×: {'met' if engine / raw <= 2 else 'not met on this machine'}). "
-        "Per tenant the engine sends nine statements in three round trips of one `execute` "
-        "each (a batch of BEGIN, the try-lock with the timeouts, the ledger read and the "
-        "tenant's role and search_path; the DDL; a batch of `RESET ROLE`, the ledger write "
-        "and COMMIT; the batches bind their parameters client-side and go by the simple "
-        "protocol) where the raw script sends five statements in five round trips. The "
-        f"client's CPU per tenant (median): {cpu_engine:.2f} ms for the engine, "
-        f"{cpu_raw:.2f} ms raw; the difference in wall time is "
-        f"about {(engine - raw) / args.tenants * 1000:.2f} ms per tenant "
-        f"with {args.parallel} workers, with the client, {args.parallel} backends and the server "
-        "sharing the machine's cores. That buys the lock, the ordering check, drift "
-        "detection and a ledger row committed with the change.",
-        f"- Nothing pending (the controller's second reconcile: targets, one progress query, verdict): "
-        f"median **{common.median(noop_s) * 1000:.0f} ms** for {args.tenants} tenants "
-        f"(target ≤ 1 s: {'met' if common.median(noop_s) <= 1 else 'not met'}); visiting every "
-        f"tenant instead (lock + ledger read each) takes {common.median(visit_s) * 1000:.0f} ms.",
+        f"- Throughput (medians): {args.tenants / engine:.0f} tenants/s through the engine,"
+        f" {args.tenants / warm:.0f} for (a), {args.tenants / login:.0f} for (b).",
+        f"- Against (a), the old baseline: **{engine / warm:.2f}×** (target ≤ 2×: {met};"
+        f" per run {spread('engine', 'warm')}).",
+        f"  Of the {added_a:.2f} ms of wall time per tenant the engine adds over (a)"
+        f" ({args.parallel} workers), {boundary:.2f} ms ({boundary / added_a:.0%}) is the"
+        " login as the tenant's owner role, which (b) pays too: (b)/(a) is"
+        f" **{login / warm:.2f}×**, the price of the new boundary itself (connect + SCRAM +"
+        " first query alone: see [Connections](#connections));"
+        f" {own:.2f} ms is the engine's own work on top of the login.",
+        f"- Against (b), the same boundary by hand: **{engine / login:.2f}×**"
+        f" (target ≤ 2×: {'met' if engine / login <= 2 else '**not met**'};"
+        f" per run {spread('engine', 'login')}).",
+        ENGINE_ROUND_TRIPS,
+        f"- Client CPU per tenant (median): {cpu_ms['engine']:.2f} ms engine,"
+        f" {cpu_ms['warm']:.2f} ms (a), {cpu_ms['login']:.2f} ms (b); the client, the"
+        f" {args.parallel} backends and the server share the machine's 2 cores.",
+        f"- Nothing pending (the controller's second reconcile: targets, one progress query,"
+        f" verdict): median **{common.median(noop_s) * 1000:.0f} ms** for {args.tenants} tenants"
+        f" (target ≤ 1 s: {'met' if common.median(noop_s) <= 1 else 'not met'}); visiting every"
+        f" tenant instead (lock + ledger read each) takes {common.median(visit_s) * 1000:.0f} ms.",
     ]
     if operator:
         lines.append(
@@ -373,6 +439,23 @@ def render(
               f"--parallel {args.parallel} --runs {args.runs} --operator-tenants "
               f"{args.operator_tenants} --write`."]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+ENGINE_ROUND_TRIPS = (
+    "- Round trips per tenant. Engine: on the operator connection 3 (the pool's check of"
+    " the connection; one message with BEGIN, the lock row's claim and try-lock and the"
+    " ledger read; one with the ledger row and COMMIT), on the owner's session a login and"
+    " 5 (whether the marker table exists; this version's marker; one message with BEGIN,"
+    " the timeouts, the search_path and the DDL; one with `RESET ROLE`, the search_path,"
+    " the marker row and COMMIT; `DISCARD ALL` as the session goes back to the cache, which"
+    " then closes its least recently used session): 8 and a login, two commits. (b): a"
+    " login and 4 (BEGIN, `SET LOCAL search_path`, the DDL, COMMIT), one commit. (a): 5"
+    " (BEGIN, `SET LOCAL ROLE`, `SET LOCAL search_path`, the DDL, COMMIT), one commit, no"
+    " login. On a durable server each commit waits for its WAL flush; the second one, the"
+    " ledger's, is what lets a crash between the two be told apart (the marker) and the"
+    " outcome be recorded with the lock. The rest of what the engine adds buys the lock,"
+    " the ordering check, drift detection and a ledger row per tenant."
+)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,14 @@ the sample seeders' data, then
   with two plain COPY statements (users, then messages) in one transaction
   as the tenant's login role, timed from the first COPY to the commit.
 
-The two alternate which goes first. The report gives every run, the
-medians and their ratio, and (with ``--write``) replaces the "Seeding"
-section of ``docs/benchmarks.md``. PostgreSQL is the embedded server of
-``tenantdb.devenv`` unless ``DATABASE_URL`` names another.
+Both write on a session as the tenant's owner role (``TenantSessions``)
+narrowed to its login role, as the operator's seeding does; the operator
+itself runs as its non-superuser role. The two alternate which goes first.
+The report gives every run, the medians and their ratio, and (with
+``--write``) replaces the "Seeding" section of ``docs/benchmarks.md``.
+PostgreSQL is the embedded server of ``tenantdb.devenv``, started durable
+(fsync, synchronous_commit, full_page_writes on), unless ``DATABASE_URL``
+names another.
 
     .venv/bin/python bench/seed.py --users 200 --days 180 --runs 5 --write
 """
@@ -33,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,21 +75,21 @@ def main() -> int:
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
     args.load = os.getloadavg()[0]
-    with (
-        common.database() as url,
-        support.prepared_server(url, "bench_seeding", "bench_seeding_shared") as server,
-    ):
+    with common.database() as db:
+        args.durability = db.durability()
+        server = common.open_server(db, "tenantdb-bench", 4)
         seeder_runs: list[Sample] = []
         raw_runs: list[Sample] = []
         for run in range(args.runs):
             order = [bench_seeder, bench_raw] if run % 2 == 0 else [bench_raw, bench_seeder]
             for bench in order:
-                sample = bench(server, args.users, args.days)
+                sample = bench(db, server, args.users, args.days)
                 (seeder_runs if bench is bench_seeder else raw_runs).append(sample)
                 print(
                     f"run {run + 1} {bench.__name__[6:]:7} {sample.rows} rows in {sample.seconds:.2f}s = {sample.rate:,.0f} rows/s",
                     flush=True,
                 )
+        server.close()
     report = render(args, seeder_runs, raw_runs)
     print(report)
     if args.write:
@@ -93,14 +98,15 @@ def main() -> int:
 
 
 @contextlib.contextmanager
-def sample_tenant(server: commands.Server) -> Iterator[scoping.TenantLocation]:
+def sample_tenant(db: common.Database, server: commands.Server) -> Iterator[scoping.TenantLocation]:
     """A schema tenant migrated by ``migrations/``, with the seeders demo_history depends on."""
     location = support.provision(server, f"bench-{uuid.uuid4().hex[:8]}", Isolation.SCHEMA)
     try:
         support.migrate(server, location)
         seed(server, location, ["sample_crm"], {})
+        with psycopg.connect(db.superuser_url, autocommit=True) as admin:
+            admin.execute("CHECKPOINT")
         with support.tenant_connection(server, location) as conn:
-            conn.execute("CHECKPOINT")
             conn.execute(
                 sql.SQL("VACUUM ANALYZE {}.users").format(
                     sql.Identifier(location.schema_name or "")
@@ -121,7 +127,7 @@ def seed(
         server.pool,
         server.control_schema,
         server.shared_schema,
-        server.url,
+        server.sessions,
         location.uid,
         "development",
         only,
@@ -131,8 +137,8 @@ def seed(
     )
 
 
-def bench_seeder(server: commands.Server, users: int, days: int) -> Sample:
-    with sample_tenant(server) as location:
+def bench_seeder(db: common.Database, server: commands.Server, users: int, days: int) -> Sample:
+    with sample_tenant(db, server) as location:
         options = {
             "demo_history.users": str(users),
             "demo_history.days": str(days),
@@ -145,9 +151,12 @@ def bench_seeder(server: commands.Server, users: int, days: int) -> Sample:
         return Sample(result.rows, seconds)
 
 
-def bench_raw(server: commands.Server, users: int, days: int) -> Sample:
+def bench_raw(db: common.Database, server: commands.Server, users: int, days: int) -> Sample:
     demo = demo_module()
-    with sample_tenant(server) as location, support.tenant_connection(server, location) as conn:
+    with (
+        sample_tenant(db, server) as location,
+        support.tenant_connection(server, location) as conn,
+    ):
         leads = [
             (int(i), c)
             for i, c in conn.execute(
@@ -189,16 +198,16 @@ def render(args: argparse.Namespace, seeder_runs: list[Sample], raw_runs: list[S
         "`bench/seed.py` times the `demo_history` seeder (through `seed_tenant`: discovery,",
         "connection, generation, COPY, history row, commit) against a raw COPY of the very same",
         "rows generated beforehand (two COPY statements in one transaction as the tenant's login",
-        "role), on fresh `schema` tenants migrated by `migrations/` (same tables, indexes and",
-        "foreign keys), alternating which goes first. Wall-clock rows/s, so only the ratio",
-        "travels between machines.",
+        "role, on a session as its owner role like the seeder's), on fresh `schema` tenants",
+        "migrated by `migrations/` (same tables, indexes and foreign keys), alternating which",
+        "goes first. Wall-clock rows/s, so only the ratio travels between machines.",
         "Both pay for five indexes and three foreign-key checks per message (user, lead,",
         "campaign), which is most of the time: PostgreSQL, not the generator, sets the pace.",
         "",
         f"- demo history: {args.users} users x {args.days} days, seed {SEED}:"
         f" {seeder_runs[0].rows:,} rows per run, {args.runs} runs each",
         f"- machine: {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs,"
-        f" Python {platform.python_version()}, embedded PostgreSQL (fsync off);"
+        f" Python {platform.python_version()}, embedded PostgreSQL, durable ({args.durability});"
         f" load average {args.load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end",
         "",
         "| run | seeder rows/s | raw COPY rows/s | seeder / raw |",

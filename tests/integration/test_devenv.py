@@ -80,6 +80,22 @@ def test_postgres_restart_keeps_data_and_password(tmp_path: Path) -> None:
             assert connection.execute("select count(*) from kept").fetchone() == (0,)
 
 
+DURABILITY = "SELECT current_setting('fsync'), current_setting('synchronous_commit'), current_setting('full_page_writes')"
+
+
+@pytest.mark.postgres
+def test_postgres_is_fast_by_default_and_durable_when_asked(
+    embedded: postgres.EmbeddedPostgres, tmp_path: Path
+) -> None:
+    with psycopg.connect(embedded.url) as connection:
+        assert connection.execute(DURABILITY).fetchone() == ("off", "off", "off")
+    with (
+        postgres.EmbeddedPostgres(tmp_path / "durable", durable=True) as durable,
+        psycopg.connect(durable.url) as connection,
+    ):
+        assert connection.execute(DURABILITY).fetchone() == ("on", "on", "on")
+
+
 @pytest.mark.postgres
 def test_postgres_stop_leaves_no_postmaster(tmp_path: Path) -> None:
     server = postgres.EmbeddedPostgres(tmp_path / "pg")

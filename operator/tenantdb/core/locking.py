@@ -10,16 +10,19 @@ operator up by holding them.
 A lock is held by an open transaction on an operator connection and ends
 with it. ``hold`` waits at most the operator pool's ``lock_timeout``
 (``DatabaseSettings.lock_wait``) and then raises ``TenantBusy``;
-``attempt`` never waits.
+``attempt`` and ``attempt_reading`` never wait. ``attempt_reading`` sends
+BEGIN, the lock and a first read in one round trip, and ``commit_with``
+the last write and COMMIT in another: the whole of a lock's life on the
+common path of a migration is two round trips.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 import psycopg_pool
-from psycopg import sql
+from psycopg import pq, sql
 
 from tenantdb.core import connecting, errors, naming
 
@@ -106,3 +109,67 @@ def attempt(
     """
     with connecting.connection(pool) as conn, conn.transaction():
         yield conn if take_now(conn, schema, key) else None
+
+
+Held = tuple[psycopg.Connection[Any], tuple[Any, ...] | None]
+"""A connection whose transaction holds a lock, and the first row of a read made with it."""
+
+
+@contextmanager
+def attempt_reading(
+    pool: psycopg_pool.ConnectionPool,
+    schema: naming.Identifier,
+    key: str,
+    read: sql.Composable,
+    params: Sequence[Any],
+) -> Iterator[Held | None]:
+    """``attempt`` and ``read`` in one round trip: BEGIN, the claim, the try-lock and
+    ``read`` go in one simple-protocol message, parameters bound client-side
+    (``params`` are ``read``'s). Yields the connection and ``read``'s first row
+    with the lock held, or None when someone else holds it (the read is then
+    dropped unseen).
+
+    Work written on the connection commits with the lock's release when the
+    block ends without an exception (``commit_with`` commits earlier, with a
+    last write); an exception rolls it back.
+    """
+    query = sql.SQL(";\n").join(
+        [sql.SQL("BEGIN"), _claim(schema), _select(schema, skip_locked=True), read]
+    )
+    with connecting.connection(pool) as conn:
+        try:
+            cursor = psycopg.ClientCursor(conn)
+            cursor.execute(query, (key, key, *params))
+            cursor.nextset()  # the claim
+            cursor.nextset()  # the try-lock
+            locked = cursor.fetchone() is not None
+            cursor.nextset()
+            row = cursor.fetchone()
+            yield (conn, row) if locked else None
+        except BaseException:
+            _end(conn, commit=False)
+            raise
+        _end(conn, commit=True)
+
+
+def commit_with(
+    conn: psycopg.Connection[Any],
+    statement: sql.Composable,
+    params: Sequence[Any] | Mapping[str, Any],
+) -> None:
+    """``statement`` and COMMIT in one round trip, ending the transaction that holds the
+    lock (parameters bound client-side). If ``statement`` fails, nothing is committed
+    and the transaction is left aborted, for the lock's block to roll back."""
+    query = sql.SQL(";\n").join([statement, sql.SQL("COMMIT")])
+    psycopg.ClientCursor(conn).execute(query, params)
+
+
+def _end(conn: psycopg.Connection[Any], commit: bool) -> None:
+    """COMMIT (ROLLBACK after an error, or if asked) unless no transaction is open."""
+    if conn.broken:
+        return
+    status = conn.info.transaction_status
+    if status == pq.TransactionStatus.IDLE:
+        return
+    ok = commit and status != pq.TransactionStatus.INERROR
+    conn.execute("COMMIT" if ok else "ROLLBACK")

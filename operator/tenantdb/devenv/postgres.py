@@ -67,6 +67,9 @@ SERVER_SETTINGS = {
     "shared_buffers": "128MB",
 }
 """Passed on the command line, so the cluster's own config files stay as initdb wrote them."""
+DURABLE_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+"""What ``durable=True`` puts back over ``SERVER_SETTINGS``: PostgreSQL's own defaults, so
+commits cost what they cost on a production server (benchmarks)."""
 
 _COMMAND_TIMEOUT = 120.0
 _MAX_SOCKET_PATH = 100  # sockaddr_un holds 107 bytes; PostgreSQL's name is 16 more.
@@ -80,10 +83,14 @@ class EmbeddedPostgres(processes.Service):
     running on the directory from an earlier run (its ``postmaster.pid``
     alive) is stopped first, so the server always runs with the settings
     and the port this object chose, and ``url`` is always right.
+
+    ``durable``: start with fsync, synchronous_commit and full_page_writes on
+    (``DURABLE_SETTINGS``) instead of the fast, crash-unsafe settings tests use.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, durable: bool = False) -> None:
         self.data_dir = data_dir.absolute()
+        self.durable = durable
         self.pgdata = self.data_dir / "pgdata"
         self.log_file = self.data_dir / "logs" / "postgres.log"
         self._commands_log = self.data_dir / "logs" / "commands.log"
@@ -228,7 +235,7 @@ class EmbeddedPostgres(processes.Service):
         A failure is reported with the server's log, which says why; pg_ctl's
         own output only says that it failed.
         """
-        options = _options(port, self._socket_dir)
+        options = _options(port, self._socket_dir, self.durable)
         try:
             self._pg_ctl("-w", "-t", "60", "-l", str(self.log_file), "-o", options, "start")
         except processes.ComponentError as exc:
@@ -316,13 +323,15 @@ class EmbeddedPostgres(processes.Service):
         _open_tree_to_others(install_dir)
 
 
-def _options(port: int, socket_dir: Path) -> str:
+def _options(port: int, socket_dir: Path, durable: bool = False) -> str:
     """The server's command line, quoted for the shell ``pg_ctl -o`` goes through.
 
     A socket path too long for ``sockaddr_un`` would stop the server from
     starting; then there is no Unix socket, and TCP alone serves.
     """
     settings = dict(SERVER_SETTINGS, port=str(port))
+    if durable:
+        settings.update(DURABLE_SETTINGS)
     socket_path = socket_dir / f".s.PGSQL.{port}"
     settings["unix_socket_directories"] = (
         str(socket_dir) if len(str(socket_path)) <= _MAX_SOCKET_PATH else ""

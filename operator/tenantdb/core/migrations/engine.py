@@ -6,7 +6,8 @@ operator connection), so two operator replicas, or the operator and a
 person with the CLI, never work on one tenant at once; a worker that finds
 the lock taken returns ``BUSY`` at once and moves on. The lock's
 transaction also reads and writes the ledger: the outcome commits as the
-lock is released.
+lock is released. ``apply`` takes the lock and reads the ledger in one
+round trip (``locking.attempt_reading``).
 
 With the lock held the ledger decides first (applied already, drifted,
 lower versions missing); only then does ``running`` run the user's SQL, on
@@ -46,12 +47,14 @@ def apply(
             "a dry run needs transactional: true (it runs up in a transaction and rolls it back)"
         )
     schema = ctx.server.control_schema
-    with locking.attempt(ctx.server.pool, schema, target.uid) as conn:
-        if conn is None:
+    read = ledger.select_row_and_missing(schema)
+    params = ledger.row_and_missing_params(target.uid, script.version, requires)
+    with locking.attempt_reading(ctx.server.pool, schema, target.uid, read, params) as held:
+        if held is None:
             return Result(target, Outcome.BUSY)
-        row, missing = ledger.fetch_row_and_missing(
-            conn, schema, target.uid, script.version, requires
-        )
+        conn, raw = held
+        assert raw is not None  # the LEFT JOIN from one row always yields a row
+        row, missing = ledger.parse_row_and_missing(raw)
         settled = _settled(target, script, row, missing)
         if settled is not None:
             return settled

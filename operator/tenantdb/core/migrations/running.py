@@ -9,6 +9,11 @@ Transactional: one transaction on ``work`` with ``SET LOCAL`` timeouts and
 the tenant's search_path, the user's SQL and a marker row (``markers``),
 committed together; then the ledger row on ``conn``. A marker without a
 ledger row is a crash between the two commits, recorded on the next run.
+Round trips on ``work``: BEGIN, the settings and the user's SQL in one
+message (``sessions.scope_prefix``); leaving the user's scope, the marker
+and COMMIT in another (shared scope commits after securing the tables);
+the ledger row and the lock's COMMIT in one more on ``conn``
+(``locking.commit_with``).
 ``transactional: false``: statement by statement with session-level
 settings and no open transaction on ``work``; the ledger's
 ``statements_done`` advances after each statement on a connection of its
@@ -78,6 +83,9 @@ class Run:
         """The shared space a shared-scope target is (None for a tenant)."""
         self._markers: bool | None = None
         """Whether the marker table exists; None: not asked yet."""
+        self._offset = 0
+        """Characters of our own statements sent before the user's SQL in the message
+        being run: error positions are made relative to the user's SQL."""
 
     def marker(self) -> str | None:
         """The tenant's own record of this version (its checksum), if any.
@@ -102,11 +110,14 @@ class Run:
         """The change and its marker commit on the tenant's session, then the ledger row."""
         started = time.monotonic()
         findings: tuple[str, ...] = ()
+        prefix = sessions.scope_prefix(self.work, self.ctx, self.target, self.script)
         try:
-            with sessions.open_scope(self.work, self.ctx, self.target, self.script):
-                sessions.execute(self.work, self.script.up)
+            with sessions.Transaction(self.work):
+                self._offset = len(prefix)
+                sessions.execute(self.work, self.script.up, prefix)
+                self._offset = 0
                 seconds = time.monotonic() - started
-                findings = self._after_change(up=True)
+                findings = self._after_change(up=True, commit=True)
         except psycopg.Error as exc:
             return self._failed(exc, self.script.up, attempt=True, statements_done=0)
         result = self.record_applied(seconds, 0, attempt=True)
@@ -205,31 +216,36 @@ class Run:
     def record_applied(
         self, seconds: float, statements_done: int, attempt: bool
     ) -> outcomes.Result:
-        with self.conn.transaction():
-            record = self._record(ledger.State.APPLIED, seconds, statements_done, attempt)
-            self.conn.execute(ledger.upsert(self.schema), record)
+        """The ledger row, committed with the lock's release in the same round trip."""
+        record = self._record(ledger.State.APPLIED, seconds, statements_done, attempt)
+        locking.commit_with(self.conn, ledger.upsert(self.schema), record)
         return outcomes.Result(self.target, outcomes.Outcome.APPLIED, seconds=seconds)
 
-    def _after_change(self, up: bool) -> tuple[str, ...]:
+    def _after_change(self, up: bool, commit: bool = False) -> tuple[str, ...]:
         """Still in the change's transaction, back to the session user with nothing the
-        user's SQL created on the search_path: the marker, and RLS on shared tables."""
-        self.work.execute(LEAVE_USER_SCOPE)
+        user's SQL created on the search_path: the marker, and RLS on shared tables.
+
+        One round trip (RLS on shared tables aside); ``commit``: COMMIT goes with it,
+        except for a shared-scope script (the caller's transaction commits after RLS)."""
         version = self.script.version
+        statements: list[sql.Composable] = [sql.SQL(LEAVE_USER_SCOPE)]
         if not up:
-            self.work.execute(markers.delete_marker(self.target, self.shared_schema), (version,))
+            statements.append(markers.delete_marker(self.target, self.shared_schema))
+            sessions.batch(self.work, sql.SQL(";\n").join(statements), (version,))
             return ()
         if not self._markers_exist():
             groups: list[str] = (
                 [self.space.members_role, self.space.pooled_role] if self.space else []
             )
             readers = markers.readers(self.target, groups)
-            self.work.execute(markers.create_markers(self.target, self.shared_schema, readers))
-            self._markers = True
-        self.work.execute(
-            markers.insert_marker(self.target, self.shared_schema),
-            (version, self.script.checksum),
-        )
-        if self.script.scope is api.Scope.SHARED and self.space is not None:
+            statements.append(markers.create_markers(self.target, self.shared_schema, readers))
+        statements.append(markers.insert_marker(self.target, self.shared_schema))
+        secure = self.script.scope is api.Scope.SHARED and self.space is not None
+        if commit and not secure:
+            statements.append(sql.SQL("COMMIT"))
+        sessions.batch(self.work, sql.SQL(";\n").join(statements), (version, self.script.checksum))
+        self._markers = True
+        if secure and self.space is not None:  # committed by the caller's transaction, after this
             return tuple(shared.secure_tables(self.work, self.space, as_owner=True))
         return ()
 
@@ -288,7 +304,8 @@ class Run:
         if sessions.unavailable(exc):
             raise errors.DatabaseUnavailable(connecting.describe(exc)) from exc
         if part is None:
-            message = sessions.describe(exc, text)
+            message = sessions.describe(exc, text, offset=self._offset)
+            self._offset = 0
         else:
             index, statement = part
             message = f"statement {index + 1} at line {statement.line}: " + sessions.describe(

@@ -5,10 +5,11 @@ role (``scoping.session_login``, connections from ``pools.TenantSessions``),
 never on the operator's: whatever the SQL does to its session (``SET
 ROLE``, ``set_config``, ``SET SESSION AUTHORIZATION``), it has no more
 rights than the owner. ``open_scope`` sends BEGIN, the script's timeouts
-and the tenant's ``search_path`` in one round trip; ``Transaction`` ends a
-transaction a batch began; ``describe`` turns a server error into the
-message users see, with its line and column; ``execute`` is the one place
-the user's SQL is sent, as given.
+and the tenant's ``search_path`` in one round trip, and ``scope_prefix``
+the same statements (bound client-side) to send in the user's SQL's own
+message; ``Transaction`` ends a transaction a batch began; ``describe``
+turns a server error into the message users see, with its line and column;
+``execute`` is the one place the user's SQL is sent, as given.
 """
 
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg import pq
+from psycopg import pq, sql
 
 from tenantdb.core import connecting, scoping
 from tenantdb.core.migrations import outcomes, scripts
@@ -75,7 +76,19 @@ def open_scope(
     return Transaction(work)
 
 
-def batch(conn: Connection, query: bytes, params: Any) -> psycopg.ClientCursor[Any]:
+def scope_prefix(
+    work: Connection,
+    ctx: outcomes.Context,
+    target: scoping.TenantLocation,
+    script: scripts.Script,
+) -> str:
+    """``OPEN_SCOPE`` with its parameters bound client-side, ending in a statement
+    separator: what ``execute`` sends before the user's SQL in the same message."""
+    bound = psycopg.ClientCursor(work).mogrify(OPEN_SCOPE, scope_params(ctx, target, script))
+    return bound + ";\n"
+
+
+def batch(conn: Connection, query: bytes | sql.Composed, params: Any) -> psycopg.ClientCursor[Any]:
     """Send several statements in one simple-protocol message, parameters bound
     client-side: one round trip and one ``execute``. Positioned on the first
     statement's result."""
@@ -107,18 +120,30 @@ class Transaction:
         self.end(commit=kind is None)
 
 
-def describe(exc: psycopg.Error, text: str, first_line: int = 1) -> str:
-    """The database's message, with the error's line and column in the script."""
+def describe(exc: psycopg.Error, text: str, first_line: int = 1, offset: int = 0) -> str:
+    """The database's message, with the error's line and column in the script.
+
+    ``offset``: characters sent before ``text`` in the same message (our own
+    statements): the server's position counts them, the message does not (an
+    error among them has no place in the script)."""
     message = connecting.describe(exc)
     position = exc.diag.statement_position
-    if not position or not position.isdigit() or int(position) > len(text) + 1:
+    if not position or not position.isdigit():
         return message
-    before = text[: int(position) - 1]
+    at = int(position) - offset
+    if offset and at >= 1:
+        message = message.replace(f", at character {position}", f", at character {at}", 1)
+    if at < 1 or at > len(text) + 1:
+        return message
+    before = text[: at - 1]
     line = first_line + before.count("\n")
     column = len(before) - (before.rfind("\n") + 1) + 1
     return f"{message} (line {line}, column {column})"
 
 
-def execute(conn: Connection, text: str) -> None:
-    """The one place user-written SQL is sent: as given, on a tenant's own session."""
-    conn.execute(text.encode())
+def execute(conn: Connection, text: str, prefix: str = "") -> None:
+    """The one place user-written SQL is sent: as given, on a tenant's own session.
+
+    ``prefix``: our own statements (``scope_prefix``), sent first in the same
+    simple-protocol message, so they and the user's SQL take one round trip."""
+    conn.execute((prefix + text).encode())
