@@ -193,12 +193,13 @@ def test_every_shared_table_forces_rls_and_no_tenant_owns_one(
     for name, rls, forced, owner in rows:
         if name == "tenant_roles":  # the operator's own: RLS binds every other role
             assert rls and not forced and owner == "tenantdb_operator", name
-        elif name == "tenantdb_migrations":  # the shared owner's markers: no tenant reads them
-            assert owner == space.owner_role, name
+        elif name in ("tenantdb_migrations", "tenantdb_policy_reference"):  # no tenant reads them
+            expected = space.owner_role if name == "tenantdb_migrations" else "tenantdb_operator"
+            assert owner == expected, name
             for group in (space.members_role, space.pooled_role):
                 granted = admin.execute(
                     "SELECT has_table_privilege(%s, %s, 'SELECT, INSERT, UPDATE, DELETE')",
-                    (group, f"{space.schema}.tenantdb_migrations"),
+                    (group, f"{space.schema}.{name}"),
                 ).fetchone()
                 assert granted == (False,), group
         else:

@@ -39,7 +39,11 @@ Space = naming.SharedNames
 MAPPING_TABLE = "tenant_roles"
 MARKER_TABLE = "tenantdb_migrations"
 """The shared owner's record of applied shared-scope versions (``migrations.markers``)."""
-BOOKKEEPING_TABLES = (MAPPING_TABLE, MARKER_TABLE)
+REFERENCE_TABLE = "tenantdb_policy_reference"
+"""An empty table carrying exactly the policies ``secure_table`` installs: every shared
+table's policies are compared with its (deparsed by the same server, in the same
+session), never by name alone."""
+BOOKKEEPING_TABLES = (MAPPING_TABLE, MARKER_TABLE, REFERENCE_TABLE)
 """Tables of the shared schema that hold no tenant's rows."""
 POLICIES = ("tenantdb_tenant_rows", "tenantdb_isolation")
 """The permissive and the restrictive policy every shared table carries."""
@@ -70,7 +74,13 @@ def create_role(role: naming.Identifier) -> sql.Composed:
 
 
 def bootstrap(space: Space) -> sql.Composed:
-    """The space's schema, its mapping table, its functions and default privileges."""
+    """The space's schema, its mapping table, its functions and default privileges.
+
+    Default privileges give tenants nothing: a new table is theirs only once
+    ``secure_table`` has put it under row-level security, so no statement of
+    a Migration (transactional or not, failed or not) ever leaves a table
+    tenants can read without it.
+    """
     schema = space.schema
     ids = {
         "schema": sql.Identifier(schema),
@@ -78,6 +88,7 @@ def bootstrap(space: Space) -> sql.Composed:
         "members": sql.Identifier(space.members_role),
         "pooled": sql.Identifier(space.pooled_role),
         "mapping": sql.Identifier(schema, MAPPING_TABLE),
+        "reference": sql.Identifier(schema, REFERENCE_TABLE),
         "current": sql.Identifier(schema, "current_tenant_id"),
         "marker": sql.Identifier(schema, "transaction_marker"),
         "set_tenant": sql.Identifier(schema, "set_tenant"),
@@ -88,15 +99,17 @@ def bootstrap(space: Space) -> sql.Composed:
         REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;
         GRANT USAGE ON SCHEMA {schema} TO {members}, {pooled};
         ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema}
-            GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {members}, {pooled};
+            REVOKE ALL ON TABLES FROM {members}, {pooled};
         ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema}
-            GRANT USAGE, SELECT ON SEQUENCES TO {members}, {pooled};
+            REVOKE ALL ON SEQUENCES FROM {members}, {pooled};
         CREATE TABLE IF NOT EXISTS {mapping} (
             role_name name PRIMARY KEY,
             tenant_id uuid NOT NULL UNIQUE
         );
         REVOKE ALL ON {mapping} FROM PUBLIC;
         GRANT SELECT ON {mapping} TO {members}, {pooled};
+        CREATE TABLE IF NOT EXISTS {reference} (tenant_id uuid);
+        REVOKE ALL ON {reference} FROM PUBLIC;
         ALTER TABLE {mapping} ENABLE ROW LEVEL SECURITY;
         ALTER TABLE {mapping} NO FORCE ROW LEVEL SECURITY;
         DROP POLICY IF EXISTS own_mapping_only ON {mapping};
@@ -155,25 +168,40 @@ def join_members(space: Space, login_role: naming.Identifier, server_version: in
 
 
 def tables() -> sql.SQL:
-    """Shared tables with their RLS flags and whether they have ``tenant_id``
-    (parameters: policy names, schema, bookkeeping table names)."""
+    """Shared tables with their RLS flags, whether they have ``tenant_id``, their policies
+    (all, and those equal to the reference table's in name, kind, command, roles and
+    both expressions), owner, and whether tenants were granted them
+    (parameters: schema, reference table, bookkeeping table names, members group)."""
     return sql.SQL(
         """
         SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
                EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
                        AND a.attname = 'tenant_id' AND NOT a.attisdropped) AS has_tenant_id,
-               (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid
-                AND p.polname = ANY(%s)) AS policies,
-               pg_get_userbyid(c.relowner) AS owner
+               ARRAY(SELECT p.polname::text FROM pg_policy p WHERE p.polrelid = c.oid
+                     ORDER BY 1) AS policy_names,
+               (SELECT count(*) FROM pg_policy p JOIN pg_policy r
+                  ON r.polrelid = ref.oid AND r.polname = p.polname
+                 AND r.polpermissive = p.polpermissive AND r.polcmd = p.polcmd
+                 AND r.polroles = p.polroles
+                 AND pg_get_expr(r.polqual, r.polrelid)
+                     IS NOT DISTINCT FROM pg_get_expr(p.polqual, p.polrelid)
+                 AND pg_get_expr(r.polwithcheck, r.polrelid)
+                     IS NOT DISTINCT FROM pg_get_expr(p.polwithcheck, p.polrelid)
+                WHERE p.polrelid = c.oid) AS matching,
+               pg_get_userbyid(c.relowner) AS owner,
+               has_table_privilege(%(members)s, c.oid, 'SELECT') AS granted
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND c.relname <> ALL(%s)
+        LEFT JOIN pg_class ref ON ref.relnamespace = n.oid AND ref.relname = %(reference)s
+        WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p')
+          AND c.relname <> ALL(%(bookkeeping)s)
         ORDER BY c.relname
         """
     )
 
 
 def secure_table(schema: naming.Identifier, table: str) -> sql.Composed:
-    """RLS on, forced, both policies, ``tenant_id`` defaulting to the caller's tenant."""
+    """RLS on, forced, both policies, ``tenant_id`` defaulting to the caller's tenant
+    (tenants' privileges follow with ``grant_tenants``)."""
     ids = {
         "table": sql.Identifier(schema, table),
         "current": sql.Identifier(schema, "current_tenant_id"),
@@ -195,6 +223,28 @@ def secure_table(schema: naming.Identifier, table: str) -> sql.Composed:
             WITH CHECK (tenant_id = (SELECT {current}()))
         """
     ).format(**ids)
+
+
+def grant_tenants(space: Space, table: str) -> sql.Composed:
+    """Tenants' privileges on a table that is under row-level security (and on the
+    space's sequences, which serial and identity columns draw from)."""
+    return sql.SQL(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {members}, {pooled};\n"
+        "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {members}, {pooled}"
+    ).format(
+        table=sql.Identifier(space.schema, table),
+        schema=sql.Identifier(space.schema),
+        members=sql.Identifier(space.members_role),
+        pooled=sql.Identifier(space.pooled_role),
+    )
+
+
+def drop_policies(schema: naming.Identifier, table: str, names: list[str]) -> sql.Composed:
+    """Every policy of a table, whatever its name (a Migration may have added its own)."""
+    target = sql.Identifier(schema, table)
+    return sql.SQL(";\n").join(
+        sql.SQL("DROP POLICY {} ON {}").format(sql.Identifier(n), target) for n in names
+    )
 
 
 def lock_out(space: Space, table: str) -> sql.Composed:
@@ -230,8 +280,12 @@ class SharedTable:
     rls: bool
     forced: bool
     has_tenant_id: bool
-    policies: int
+    policy_names: list[str]
+    matching: int
+    """Policies equal to the reference table's in every part, not just the name."""
     owner: str
+    granted: bool
+    """Whether tenants may read it."""
 
     @property
     def shut(self) -> bool:
@@ -240,14 +294,21 @@ class SharedTable:
 
     @property
     def isolated(self) -> bool:
-        """Shut, and both isolation policies in place."""
-        return self.shut and self.policies == len(POLICIES)
+        """Shut, exactly the two isolation policies as installed, and tenants granted it."""
+        expected = len(POLICIES)
+        policies_right = len(self.policy_names) == self.matching == expected
+        return self.shut and policies_right and self.granted
 
 
-def read_tables(conn: psycopg.Connection[Any], schema: naming.Identifier) -> list[SharedTable]:
-    """Every shared table (the role mapping excepted), in name order."""
-    rows = conn.execute(tables(), (list(POLICIES), schema, list(BOOKKEEPING_TABLES))).fetchall()
-    return [SharedTable(*row) for row in rows]
+def read_tables(conn: psycopg.Connection[Any], space: Space) -> list[SharedTable]:
+    """Every shared table (the bookkeeping tables excepted), in name order."""
+    params = {
+        "schema": space.schema,
+        "reference": REFERENCE_TABLE,
+        "bookkeeping": list(BOOKKEEPING_TABLES),
+        "members": space.members_role,
+    }
+    return [SharedTable(*row) for row in conn.execute(tables(), params).fetchall()]
 
 
 def secure_tables(conn: psycopg.Connection[Any], space: Space, as_owner: bool = False) -> list[str]:
@@ -255,14 +316,20 @@ def secure_tables(conn: psycopg.Connection[Any], space: Space, as_owner: bool = 
 
     Called inside each shared migration's transaction on the shared owner's
     session (``as_owner``: ownership cannot be fixed from there and is left
-    to the operator), and by the periodic isolation check, so a table added
-    by hand is covered at the latest on the next check.
+    to the operator; a key that would tell one tenant about another's rows
+    fails the migration there, see ``refuse_key_leaks``), and by the periodic
+    isolation check, so a table added by hand is covered at the latest on the
+    next check. The reference table is brought up to date first: it is what
+    every table's policies are compared with.
     """
+    _secure_reference(conn, space)
+    if as_owner:
+        refuse_key_leaks(conn, space)
     findings: list[str] = []
     schema = space.schema
-    for table in read_tables(conn, schema):
+    for table in read_tables(conn, space):
         if not table.has_tenant_id:
-            if not table.shut:
+            if not table.shut or table.granted:
                 findings.append(
                     f"shared table {table.name} has no tenant_id column; access revoked"
                 )
@@ -281,8 +348,96 @@ def secure_tables(conn: psycopg.Connection[Any], space: Space, as_owner: bool = 
             findings.append(
                 f"shared table {table.name} lacked forced row-level security or its policies"
             )
+            if table.policy_names:
+                conn.execute(drop_policies(schema, table.name, table.policy_names))
             conn.execute(secure_table(schema, table.name))
-    return findings
+            conn.execute(grant_tenants(space, table.name))
+    return findings + (shared_counters(conn, space) if as_owner else [])
+
+
+def _secure_reference(conn: psycopg.Connection[Any], space: Space) -> None:
+    """The reference table carries exactly what ``secure_table`` installs."""
+    names = conn.execute(
+        "SELECT ARRAY(SELECT polname::text FROM pg_catalog.pg_policy"
+        " WHERE polrelid = to_regclass(%s) ORDER BY 1)",
+        (sql.Identifier(space.schema, REFERENCE_TABLE).as_string(conn),),
+    ).fetchone()
+    if names and sorted(names[0]) == sorted(POLICIES):
+        return
+    if names and names[0]:
+        conn.execute(drop_policies(space.schema, REFERENCE_TABLE, list(names[0])))
+    conn.execute(secure_table(space.schema, REFERENCE_TABLE))
+
+
+_KEY_LEAKS = sql.SQL(
+    """
+    SELECT c.relname::text, i.relname::text
+    FROM pg_catalog.pg_index x
+    JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
+    JOIN pg_catalog.pg_class c ON c.oid = x.indrelid
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = %(schema)s AND c.relname <> ALL(%(bookkeeping)s)
+      AND (x.indisunique OR x.indisexclusion)
+      AND (x.indkey[0] = 0 OR NOT EXISTS (
+            SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid
+            AND a.attnum = x.indkey[0] AND a.attname = 'tenant_id'))
+    ORDER BY 1, 2
+    """
+)
+"""Unique, primary-key and exclusion indexes of shared tables whose first column is not
+``tenant_id``: an insert failing on one tells a tenant that another has that value."""
+
+
+def key_leaks(conn: psycopg.Connection[Any], space: Space) -> list[str]:
+    """Each key of the space that spans tenants, said as a finding."""
+    params = {"schema": space.schema, "bookkeeping": list(BOOKKEEPING_TABLES)}
+    return [
+        f"shared table {table} has a unique key {index} that does not start with tenant_id:"
+        " a duplicate-key error would tell one tenant what another has"
+        for table, index in conn.execute(_KEY_LEAKS, params).fetchall()
+    ]
+
+
+def refuse_key_leaks(conn: psycopg.Connection[Any], space: Space) -> None:
+    """Fail the current transaction (a shared migration's) if it left a key spanning
+    tenants, with the database's own kind of error so the rollout reports it."""
+    leaks = key_leaks(conn, space)
+    if not leaks:
+        return
+    message = "; ".join(leaks) + "; make it UNIQUE (tenant_id, ...)"
+    body = (
+        "BEGIN RAISE EXCEPTION USING ERRCODE = 'invalid_table_definition', MESSAGE = "
+        + sql.Literal(message).as_string(conn)
+        + "; END"
+    )
+    conn.execute(sql.SQL("DO {}").format(sql.Literal(body)))
+
+
+_SHARED_COUNTERS = sql.SQL(
+    """
+    SELECT c.relname::text, a.attname::text
+    FROM pg_catalog.pg_attribute a
+    JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p') AND a.attnum > 0
+      AND NOT a.attisdropped AND c.relname <> ALL(%(bookkeeping)s)
+      AND (a.attidentity <> ''
+           OR pg_catalog.pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%%')
+    ORDER BY 1, 2
+    """
+)
+
+
+def shared_counters(conn: psycopg.Connection[Any], space: Space) -> list[str]:
+    """Warnings for identity and serial columns of shared tables: one sequence serves
+    every tenant, so the values a tenant gets reveal how many rows the others insert."""
+    params = {"schema": space.schema, "bookkeeping": list(BOOKKEEPING_TABLES)}
+    return [
+        f"warning: shared table {table} column {column} takes its values from a sequence"
+        " all tenants share, which reveals other tenants' insert counts; prefer uuid keys"
+        for table, column in conn.execute(_SHARED_COUNTERS, params).fetchall()
+    ]
 
 
 def _take_over(conn: psycopg.Connection[Any], space: Space, table: SharedTable) -> bool:

@@ -392,7 +392,7 @@ def _delete_shared_rows(
     location = scoping.load(conn, server.control_schema, uid)
     tables = [
         t.name
-        for t in shared.read_tables(conn, space.schema)
+        for t in shared.read_tables(conn, space)
         if t.has_tenant_id and location and _may_delete(conn, space, location.login_role, t.name)
     ]
     if not tables or location is None:

@@ -184,7 +184,7 @@ def _shared_findings(
 ) -> list[str]:
     schema = space.schema
     findings = _space_findings(conn, space)
-    for table in shared.read_tables(conn, schema):
+    for table in shared.read_tables(conn, space):
         if not table.has_tenant_id:
             if not table.shut:
                 findings.append(
@@ -196,6 +196,7 @@ def _shared_findings(
             findings.append(f"shared table {table.name} lacks its isolation policies")
         if table.owner != space.owner_role:
             findings.append(f"shared table {table.name} is owned by {table.owner}")
+    findings += shared.key_leaks(conn, space)
     mapped = conn.execute(
         sql.SQL("SELECT tenant_id::text FROM {} WHERE role_name = %s").format(
             sql.Identifier(schema, shared.MAPPING_TABLE)
