@@ -99,7 +99,14 @@ def outside(admin: psycopg.Connection, boundary: Boundary, attacker: Tenant) -> 
         (namespaces,),
     ).fetchall()
     roles = sorted({r for pair in ours for r in pair})
-    watched = "(rolname = ANY(%(roles)s) OR rolname NOT LIKE 't\\_%%')"
+    # The boundary's tenant roles, the privileged ones (predefined, superusers, the
+    # operator's), and any role holding a dangerous attribute: what an escape would
+    # change. Other suites' roles come and go with the operator's own work meanwhile.
+    privileged = (
+        "rolname LIKE 'pg\\_%%' OR rolname IN ('postgres', 'tenantdb_operator')"
+        " OR rolsuper OR rolbypassrls OR rolreplication OR rolcreaterole OR rolcreatedb"
+    )
+    watched = f"(rolname = ANY(%(roles)s) OR {privileged})"
     found: dict[str, Any] = {
         "roles": admin.execute(
             "SELECT rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin,"
@@ -112,7 +119,8 @@ def outside(admin: psycopg.Connection, boundary: Boundary, attacker: Tenant) -> 
             " FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.roleid"
             " JOIN pg_roles m ON m.oid = a.member"
             " WHERE r.rolname = ANY(%(roles)s) OR m.rolname = ANY(%(roles)s)"
-            " OR r.rolname NOT LIKE 't\\_%%' ORDER BY 1, 2",
+            " OR r.rolname LIKE 'pg\\_%%' OR r.rolname IN ('postgres', 'tenantdb_operator')"
+            " ORDER BY 1, 2",
             {"roles": roles},
         ).fetchall(),
         "settings": admin.execute(

@@ -217,14 +217,19 @@ def test_a_pooled_app_cannot_select_another_namespace_tenant(
     world: World, pooled_a: psycopg.Connection
 ) -> None:
     conn = pooled_a
+    a_token, b_token = world.a.secret["tenantToken"], world.b.secret["tenantToken"]
     with conn.transaction():
-        conn.execute("SELECT set_tenant(%s)", (world.a.tenant_uid,))
+        conn.execute("SELECT set_tenant(%s, %s)", (world.a.tenant_uid, a_token))
         assert conn.execute("SELECT count(*) FROM notes").fetchone() == (1,)  # it works for A
-    with conn.transaction():
-        conn.execute("SELECT set_tenant(%s)", (world.b.tenant_uid,))  # A's function, B's tenant
-        assert conn.execute("SELECT count(*) FROM notes").fetchone() == (0,)
+    with (  # A's function, B's tenant and B's own token: B's token is no good in A's space
+        pytest.raises(errors.InvalidAuthorizationSpecification),
+        conn.transaction(),
+    ):
+        conn.execute("SELECT set_tenant(%s, %s)", (world.b.tenant_uid, b_token))
     with pytest.raises(errors.InsufficientPrivilege), conn.transaction():
-        conn.execute(f"SELECT {world.b.space.schema}.set_tenant(%s)", (world.b.tenant_uid,))
+        conn.execute(
+            f"SELECT {world.b.space.schema}.set_tenant(%s, %s)", (world.b.tenant_uid, b_token)
+        )
     with conn.transaction():
         assert conn.execute("SELECT count(*) FROM notes").fetchone() == (0,)
     with pytest.raises(errors.InsufficientPrivilege), conn.transaction():

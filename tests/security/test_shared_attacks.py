@@ -100,7 +100,7 @@ def test_forged_transaction_marker_changes_nothing(pair: Pair) -> None:
 
 def test_set_tenant_is_not_for_tenant_roles(pair: Pair) -> None:
     with pair.a.connect() as conn, pytest.raises(errors.InsufficientPrivilege):
-        conn.execute("SELECT set_tenant(%s)", (pair.b.uid,))
+        conn.execute("SELECT set_tenant(%s, %s)", (pair.b.uid, pair.b.secret["tenantToken"]))
 
 
 def test_truncate_shared_table(pair: Pair) -> None:
@@ -193,8 +193,11 @@ def test_every_shared_table_forces_rls_and_no_tenant_owns_one(
     for name, rls, forced, owner in rows:
         if name == "tenant_roles":  # the operator's own: RLS binds every other role
             assert rls and not forced and owner == "tenantdb_operator", name
-        elif name in ("tenantdb_migrations", "tenantdb_policy_reference"):  # no tenant reads them
-            expected = space.owner_role if name == "tenantdb_migrations" else "tenantdb_operator"
+        elif name in ("tenantdb_migrations", "tenantdb_policy_reference", "tenantdb_token_keys"):
+            # bookkeeping no tenant may read
+            expected = (
+                "tenantdb_operator" if name == "tenantdb_policy_reference" else space.owner_role
+            )
             assert owner == expected, name
             for group in (space.members_role, space.pooled_role):
                 granted = admin.execute(
@@ -252,7 +255,7 @@ def test_pooled_set_tenant_sees_exactly_that_tenant(
     pooled: psycopg_pool.ConnectionPool, pair: Pair
 ) -> None:
     with pooled.connection() as conn:
-        conn.execute("SELECT set_tenant(%s)", (pair.a.uid,))
+        conn.execute("SELECT set_tenant(%s, %s)", (pair.a.uid, pair.a.secret["tenantToken"]))
         assert visible_tenants(conn) == {pair.a.uid}
         with pytest.raises(RLS_VIOLATION):
             conn.execute(
@@ -265,6 +268,9 @@ def test_pooled_session_level_value_does_not_leak_to_next_transaction(
 ) -> None:
     with pooled.connection() as conn:  # tenant A's request, setting values without LOCAL
         conn.execute("SELECT set_config('tenantdb.tenant_id', %s, false)", (pair.a.uid,))
+        conn.execute(
+            "SELECT set_config('tenantdb.tenant_token', %s, false)", (pair.a.secret["tenantToken"],)
+        )
         conn.execute("SELECT set_config('tenantdb.tenant_scope', transaction_marker(), false)")
         assert visible_tenants(conn) == {pair.a.uid}
     with pooled.connection() as conn:  # the next request on the same connection
@@ -272,3 +278,66 @@ def test_pooled_session_level_value_does_not_leak_to_next_transaction(
             pair.a.uid,
         )
         assert visible_tenants(conn) == set()
+
+
+def test_pooled_set_tenant_without_the_tenants_token_is_refused(
+    pooled: psycopg_pool.ConnectionPool, pair: Pair
+) -> None:
+    """A request for A, fully injected, knows A's token only: it cannot choose B."""
+    a_token = pair.a.secret["tenantToken"]
+    for tenant, token in ((pair.b.uid, a_token), (pair.b.uid, ""), (pair.b.uid, "0" * 64)):
+        with (
+            pooled.connection() as conn,
+            pytest.raises(psycopg.errors.InvalidAuthorizationSpecification),
+        ):
+            conn.execute("SELECT set_tenant(%s, %s)", (tenant, token))
+    with pooled.connection() as conn:  # control: B's own token chooses B
+        conn.execute("SELECT set_tenant(%s, %s)", (pair.b.uid, pair.b.secret["tenantToken"]))
+        assert visible_tenants(conn) == {pair.b.uid}
+
+
+def test_pooled_settings_written_by_hand_without_a_valid_token_mean_zero_rows(
+    pooled: psycopg_pool.ConnectionPool, pair: Pair
+) -> None:
+    """Going around ``set_tenant``: the token is checked again on every query."""
+    with pooled.connection() as conn:
+        conn.execute(
+            "SELECT set_config('tenantdb.tenant_id', %s, true),"
+            " set_config('tenantdb.tenant_token', %s, true),"
+            " set_config('tenantdb.tenant_scope', transaction_marker(), true)",
+            (pair.b.uid, pair.a.secret["tenantToken"]),
+        )
+        assert visible_tenants(conn) == set()
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        "CREATE TEMPORARY TABLE carried AS SELECT 1 AS n",
+        "DECLARE carried CURSOR WITH HOLD FOR SELECT 1",
+    ],
+    ids=["temporary-table", "held-cursor"],
+)
+def test_pooled_switch_refused_while_state_could_carry_rows(
+    pooled: psycopg_pool.ConnectionPool, pair: Pair, state: str
+) -> None:
+    with pooled.connection() as conn:
+        conn.autocommit = True
+        try:
+            conn.execute(state)
+            with pytest.raises(psycopg.errors.InvalidTransactionState):
+                conn.execute(
+                    "SELECT set_tenant(%s, %s)", (pair.a.uid, pair.a.secret["tenantToken"])
+                )
+            conn.execute("DISCARD ALL")
+            conn.execute(
+                "SELECT set_tenant(%s, %s)", (pair.a.uid, pair.a.secret["tenantToken"])
+            )  # control: a clean session may
+        finally:
+            conn.autocommit = False
+
+
+def test_each_shared_tenant_secret_carries_a_token_of_its_own(pair: Pair) -> None:
+    tokens = {pair.a.secret.get("tenantToken"), pair.b.secret.get("tenantToken")}
+    assert None not in tokens and len(tokens) == 2
+    assert all(len(str(t)) == 64 for t in tokens)

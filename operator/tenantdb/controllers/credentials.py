@@ -33,6 +33,8 @@ class Credentials:
     """Never in ``repr()``: credentials objects end up in logs and tracebacks."""
     tenant_id: str | None = None
     """The ``tenant_id`` of the tenant's rows, for ``shared`` tenants."""
+    tenant_token: str | None = field(default=None, repr=False)
+    """What a pooled application passes to ``set_tenant`` with ``tenant_id``."""
 
     @property
     def uri(self) -> str:
@@ -52,6 +54,7 @@ class Credentials:
             "password": self.password,
             "uri": self.uri,
             **({"tenantId": self.tenant_id} if self.tenant_id else {}),
+            **({"tenantToken": self.tenant_token} if self.tenant_token else {}),
         }
 
 
@@ -62,17 +65,21 @@ def secret_name(tenant: str) -> str:
 
 def existing_password(namespace: str, tenant: str, owner_uid: str) -> str | None:
     """The password stored for this Tenant, if its Secret exists."""
+    return existing(namespace, tenant, owner_uid).get("password")
+
+
+def existing(namespace: str, tenant: str, owner_uid: str) -> dict[str, str]:
+    """What this Tenant's Secret holds (empty if there is none yet)."""
     secret = kube.read_secret(namespace, secret_name(tenant))
     if secret is None:
-        return None
+        return {}
     owners = secret.get("metadata", {}).get("ownerReferences") or []
     if not any(ref.get("uid") == owner_uid for ref in owners):
         raise SecretConflict(
             f"Secret {secret_name(tenant)!r} exists and is not owned by this Tenant; "
             "rename or delete it"
         )
-    password = secret["data"].get("password")
-    return str(password) if password else None
+    return {str(k): str(v) for k, v in (secret.get("data") or {}).items()}
 
 
 def write(namespace: str, tenant: str, owner: dict[str, Any], credentials: Credentials) -> None:

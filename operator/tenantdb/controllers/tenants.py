@@ -192,12 +192,14 @@ def _converge(
     request = _request(rt, tenant, meta)
     rotation = dict(meta.get("annotations") or {}).get(ROTATE_ANNOTATION)
     rotate = rotation is not None and rotation != dict(status).get("credentialsRotation")
-    stored = credentials.existing_password(namespace, name, uid)
+    secret = credentials.existing(namespace, name, uid)
+    stored = secret.get("password")
     password = passwords.generate() if rotate or stored is None else stored
     provisioned = commands.provision(
         rt.server, request, password, reset_password=password != stored
     )
-    if password != stored:
+    rewrite = password != stored or provisioned.token != secret.get("tenantToken")
+    if rewrite:
         endpoint = connecting.public_parameters(
             rt.settings.database.url, rt.settings.database.public_host
         )
@@ -208,11 +210,10 @@ def _converge(
             username=provisioned.names.login_role,
             password=password,
             tenant_id=uid if tenant.isolation is api.Isolation.SHARED else None,
+            tenant_token=provisioned.token,
         )
         credentials.write(namespace, name, dict(kopf.build_owner_reference(body)), creds)
-    return Outcome(
-        provisioned, secret_written=password != stored, rotated=rotation if rotate else None
-    )
+    return Outcome(provisioned, secret_written=rewrite, rotated=rotation if rotate else None)
 
 
 def _seed(

@@ -15,12 +15,18 @@ and two policies (one permissive, one ``AS RESTRICTIVE``) require
 
 * a tenant's own LOGIN role is mapped to its tenant in ``tenant_roles``, a
   table nobody but the operator (its owner, exempt from its row-level
-  security) can write, whose rows each other role can only see for itself. No session variable can change that answer.
-* a member of ``tenantdb_pooled`` (an application sharing one role for all
-  tenants) picks a tenant per transaction with ``set_tenant(uuid)``. The
+  security) can write, whose rows each other role can only see for itself.
+  No session variable can change that answer.
+* a member of the space's pooled group (an application sharing one role for
+  all tenants) picks a tenant per transaction with ``set_tenant(uuid,
+  token)``; the token is an HMAC of the tenant's id under a key of the space
+  only its owner can read (its Secret carries it as ``tenantToken``), and
+  ``current_tenant_id()`` checks it again on every query, so a request for
+  tenant A, even fully injected, cannot reach B without B's token. The
   choice is bound to the transaction, so a value left behind on a pooled
-  connection is worth nothing in the next transaction: unset, empty or
-  stale means zero rows, never all.
+  connection is worth nothing in the next transaction: unset, empty, stale
+  or without its token means zero rows, never all. Temporary tables and
+  held cursors (which could carry rows across) make ``set_tenant`` refuse.
 """
 
 from dataclasses import dataclass
@@ -43,7 +49,10 @@ REFERENCE_TABLE = "tenantdb_policy_reference"
 """An empty table carrying exactly the policies ``secure_table`` installs: every shared
 table's policies are compared with its (deparsed by the same server, in the same
 session), never by name alone."""
-BOOKKEEPING_TABLES = (MAPPING_TABLE, MARKER_TABLE, REFERENCE_TABLE)
+TOKEN_KEYS_TABLE = "tenantdb_token_keys"  # noqa: S105 - a table name
+"""The keys tenant tokens are HMACs under: owned by the space's owner, readable by
+nobody else; ``tenant_token_valid`` (a definer function) answers only yes or no."""
+BOOKKEEPING_TABLES = (MAPPING_TABLE, MARKER_TABLE, REFERENCE_TABLE, TOKEN_KEYS_TABLE)
 """Tables of the shared schema that hold no tenant's rows."""
 POLICIES = ("tenantdb_tenant_rows", "tenantdb_isolation")
 """The permissive and the restrictive policy every shared table carries."""
@@ -92,6 +101,9 @@ def bootstrap(space: Space) -> sql.Composed:
         "current": sql.Identifier(schema, "current_tenant_id"),
         "marker": sql.Identifier(schema, "transaction_marker"),
         "set_tenant": sql.Identifier(schema, "set_tenant"),
+        "keys": sql.Identifier(schema, TOKEN_KEYS_TABLE),
+        "hmac": sql.Identifier(schema, "tenant_token_hmac"),
+        "token_valid": sql.Identifier(schema, "tenant_token_valid"),
     }
     return sql.SQL(
         """
@@ -118,6 +130,43 @@ def bootstrap(space: Space) -> sql.Composed:
             LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog
             AS $$ SELECT pg_backend_pid()::text || ':'
                   || (extract(epoch FROM transaction_timestamp()) * 1000000)::bigint::text $$;
+        CREATE TABLE IF NOT EXISTS {keys} (
+            created_at timestamptz PRIMARY KEY DEFAULT clock_timestamp(),
+            key bytea NOT NULL CHECK (length(key) = 32)
+        );
+        ALTER TABLE {keys} OWNER TO {owner};
+        REVOKE ALL ON {keys} FROM PUBLIC;
+        INSERT INTO {keys} (key)
+            SELECT sha256(convert_to(gen_random_uuid()::text || gen_random_uuid()::text
+                                     || clock_timestamp()::text, 'UTF8'))
+            WHERE NOT EXISTS (SELECT 1 FROM {keys});
+        CREATE OR REPLACE FUNCTION {hmac}(key bytea, message bytea) RETURNS bytea
+            LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog
+            AS $$
+              DECLARE
+                block bytea := key || decode(repeat('00', 64 - length(key)), 'hex');
+                inner_pad bytea := block;
+                outer_pad bytea := block;
+              BEGIN
+                FOR i IN 0..63 LOOP
+                  inner_pad := set_byte(inner_pad, i, get_byte(block, i) # 54);
+                  outer_pad := set_byte(outer_pad, i, get_byte(block, i) # 92);
+                END LOOP;
+                RETURN sha256(outer_pad || sha256(inner_pad || message));
+              END
+            $$;
+        ALTER FUNCTION {hmac}(bytea, bytea) OWNER TO {owner};
+        REVOKE ALL ON FUNCTION {hmac}(bytea, bytea) FROM PUBLIC;
+        CREATE OR REPLACE FUNCTION {token_valid}(tenant uuid, token text) RETURNS boolean
+            LANGUAGE sql STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog
+            AS $$
+              SELECT EXISTS (SELECT 1 FROM {keys} k
+                             WHERE encode({hmac}(k.key, convert_to(tenant::text, 'UTF8')), 'hex')
+                                   = lower(token))
+            $$;
+        ALTER FUNCTION {token_valid}(uuid, text) OWNER TO {owner};
+        REVOKE ALL ON FUNCTION {token_valid}(uuid, text) FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION {token_valid}(uuid, text) TO {members}, {pooled};
         CREATE OR REPLACE FUNCTION {current}() RETURNS uuid
             LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog
             AS $$
@@ -125,19 +174,46 @@ def bootstrap(space: Space) -> sql.Composed:
                 (SELECT m.tenant_id FROM {mapping} m WHERE m.role_name = current_user),
                 CASE WHEN pg_has_role(current_user, {pooled_name}, 'MEMBER')
                       AND current_setting('tenantdb.tenant_scope', true) = {marker}()
+                      AND {token_valid}(
+                            nullif(current_setting('tenantdb.tenant_id', true), '')::uuid,
+                            current_setting('tenantdb.tenant_token', true))
                      THEN nullif(current_setting('tenantdb.tenant_id', true), '')::uuid
                 END)
             $$;
-        CREATE OR REPLACE FUNCTION {set_tenant}(tenant uuid) RETURNS void
+        DROP FUNCTION IF EXISTS {set_tenant}(uuid);
+        CREATE OR REPLACE FUNCTION {set_tenant}(tenant uuid, token text) RETURNS void
             LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog
             AS $$ BEGIN
+              IF NOT coalesce({token_valid}(tenant, token), false) THEN
+                RAISE EXCEPTION 'tenant token does not match tenant %', tenant
+                  USING ERRCODE = 'invalid_authorization_specification';
+              END IF;
+              IF EXISTS (SELECT 1 FROM pg_class WHERE relnamespace = pg_my_temp_schema())
+                 OR EXISTS (SELECT 1 FROM pg_cursors WHERE is_holdable) THEN
+                RAISE EXCEPTION 'temporary tables or held cursors could carry rows across tenants'
+                  USING ERRCODE = 'invalid_transaction_state',
+                        HINT = 'DISCARD ALL before choosing another tenant';
+              END IF;
               PERFORM set_config('tenantdb.tenant_id', tenant::text, true);
+              PERFORM set_config('tenantdb.tenant_token', token, true);
               PERFORM set_config('tenantdb.tenant_scope', {marker}(), true);
             END $$;
-        REVOKE ALL ON FUNCTION {set_tenant}(uuid) FROM PUBLIC;
-        GRANT EXECUTE ON FUNCTION {set_tenant}(uuid) TO {pooled};
+        REVOKE ALL ON FUNCTION {set_tenant}(uuid, text) FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION {set_tenant}(uuid, text) TO {pooled};
         """
     ).format(pooled_name=sql.Literal(space.pooled_role), **ids)
+
+
+def tenant_token(space: Space) -> sql.Composed:
+    """A shared tenant's token under the newest key (parameter: the tenant's uuid); the
+    key never leaves the server."""
+    return sql.SQL(
+        "SELECT encode({hmac}(k.key, convert_to(%s::text, 'UTF8')), 'hex')"
+        " FROM {keys} k ORDER BY k.created_at DESC LIMIT 1"
+    ).format(
+        hmac=sql.Identifier(space.schema, "tenant_token_hmac"),
+        keys=sql.Identifier(space.schema, TOKEN_KEYS_TABLE),
+    )
 
 
 def map_role(schema: naming.Identifier, login_role: naming.Identifier, uid: str) -> sql.Composed:

@@ -7,6 +7,7 @@ CREATE DATABASE, which PostgreSQL runs outside transactions; if that part
 fails for a new tenant, what the first transaction made is dropped again.
 """
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -93,6 +94,8 @@ class Provisioned:
     database: str
     schema: str
     owner_role: str
+    token: str | None = field(default=None, repr=False)
+    """A shared tenant's token for its space's ``set_tenant`` (a secret)."""
 
 
 def prepare(server: Server) -> None:
@@ -168,6 +171,9 @@ def provision(
             raise _domain_conflict(conn, server.control_schema, request) from exc
         if request.suspended:
             conn.execute(provisioning.terminate_sessions(), (names.login_role,))
+        if space is not None:
+            row = conn.execute(shared.tenant_token(space), (request.uid,)).fetchone()
+            location = dataclasses.replace(location, token=str(row[0]) if row else None)
     if mode is Isolation.DATABASE:
         try:
             _ensure_database(server, names)
