@@ -261,7 +261,9 @@ def render(
     lines += [
         "",
         "Core does more than the raw script: it checks whether each role exists (idempotency),",
-        "takes the tenant's lock row, revokes stray memberships and reads the registry first.",
+        "takes the tenant's lock row, revokes stray memberships and reads the registry first;",
+        "for a shared tenant it also looks up its namespace's shared space and computes the",
+        "tenant's token (an HMAC in PL/pgSQL on the server) for its Secret.",
         "",
     ]
     return "\n".join(lines)
