@@ -9,7 +9,7 @@ import pytest
 from psycopg import conninfo
 
 from tenantdb.api.tenants import Isolation
-from tenantdb.core import commands, errors, naming, passwords, shared
+from tenantdb.core import commands, errors, naming, passwords, securing
 from tenantdb.settings import DEFAULT_PLANS
 from tests import servers
 
@@ -133,7 +133,7 @@ def test_delete_policy_leaves_nothing_behind(
                 " (tenant_id uuid NOT NULL, body text)"
             )
             with owner.transaction():
-                shared.secure_tables(owner, space, as_owner=True)
+                securing.secure_tables(owner, space, as_owner=True)
         admin.execute(f"INSERT INTO {space.schema}.notes VALUES (%s, 'bye')", (req.uid,))
     commands.deprovision(server, req.uid, req.name, drop=True)
     names = tenant.names

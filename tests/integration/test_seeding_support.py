@@ -4,7 +4,7 @@ The sample application's tables come either from ``migrations/`` through
 the migration engine (``migrate``; ``schema`` and ``database`` tenants), or
 from the DDL below, created as the tenant's owner: the same tables with
 ``tenant_id`` first in every primary, unique and foreign key for
-``shared`` tenants, row-level security applied by ``shared.secure_tables``.
+``shared`` tenants, row-level security applied by ``securing.secure_tables``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from tenantdb.api.tenants import Isolation
-from tenantdb.core import commands, connecting, scoping, shared
+from tenantdb.core import commands, connecting, scoping, securing, shared
 from tenantdb.core.migrations import commands as migrations
 from tenantdb.core.migrations import scripts
 from tenantdb.settings import DEFAULT_PLANS
@@ -220,7 +220,7 @@ def create_as_owner(server: commands.Server, location: scoping.TenantLocation, d
         if location.isolation == "shared":
             space = shared.space_of(location.schema_name, location.namespace, server.shared_schema)
             with conn.transaction():
-                shared.secure_tables(conn, space, as_owner=True)
+                securing.secure_tables(conn, space, as_owner=True)
 
 
 def migrate(server: commands.Server, location: scoping.TenantLocation) -> None:

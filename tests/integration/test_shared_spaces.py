@@ -11,7 +11,17 @@ import pytest
 
 from tenantdb.api import migrations as api
 from tenantdb.api.tenants import Isolation
-from tenantdb.core import commands, connecting, naming, passwords, registry, scoping, shared, spaces
+from tenantdb.core import (
+    commands,
+    connecting,
+    naming,
+    passwords,
+    registry,
+    scoping,
+    securing,
+    shared,
+    spaces,
+)
 from tenantdb.core.migrations import commands as migration_commands
 from tenantdb.core.migrations import engine, ledger, scripts
 from tenantdb.settings import DEFAULT_PLANS
@@ -231,7 +241,7 @@ def test_a_legacy_shared_tenant_keeps_working(
     with server.sessions.session(legacy.owner_role, location.database) as owner:
         owner.execute(f"CREATE TABLE {legacy.schema}.diary (tenant_id uuid NOT NULL, note text)")
         with owner.transaction():
-            shared.secure_tables(owner, legacy, as_owner=True)
+            securing.secure_tables(owner, legacy, as_owner=True)
     url = psycopg.conninfo.make_conninfo(
         server.url, user=names.login_role, password=password, options=""
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tenantdb.core import commands, naming, shared
+from tenantdb.core import commands, naming, securing
 from tenantdb.devenv import operator_process
 from tests.e2e.kubectl import Kubectl
 from tests.security import rbac
@@ -100,7 +100,7 @@ def world(
     with server.sessions.session(space.owner_role, pairs["shared"].a.status["database"]) as conn:
         conn.execute(SHARED_TABLES.format(schema=space.schema).encode())
         with conn.transaction():
-            shared.secure_tables(conn, space, as_owner=True)
+            securing.secure_tables(conn, space, as_owner=True)
     _seed(server, pairs)
     yield pairs
     kubectl.run("delete", "namespace", kubectl.namespace, "--wait=false", check=False)

@@ -18,7 +18,7 @@ from psycopg import conninfo
 
 from tenantdb.api import migrations as api
 from tenantdb.api.tenants import Isolation
-from tenantdb.core import commands, naming, passwords, shared
+from tenantdb.core import commands, naming, passwords, securing
 from tenantdb.core.migrations import engine, scripts
 from tenantdb.settings import DEFAULT_PLANS
 
@@ -178,12 +178,12 @@ def test_policies_are_compared_by_what_they_say_not_by_name(
     table, schema = space.table("notes"), f'"{space.names.schema}"'
     admin.execute(tampering.format(table=table, schema=schema))
     with server.pool.connection() as conn:
-        found = shared.read_tables(conn, space.names)
+        found = securing.read_tables(conn, space.names)
         assert [t.isolated for t in found if t.name == "notes"] == [False]
         with conn.transaction():
-            findings = shared.secure_tables(conn, space.names)
+            findings = securing.secure_tables(conn, space.names)
         assert any("notes lacked" in f for f in findings), findings
-        again = shared.read_tables(conn, space.names)
+        again = securing.read_tables(conn, space.names)
     assert [t.isolated for t in again if t.name == "notes"] == [True]
     policies = admin.execute(
         "SELECT polname, polpermissive FROM pg_policy WHERE polrelid = to_regclass(%s) ORDER BY 1",

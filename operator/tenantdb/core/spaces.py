@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tenantdb.core import locking, naming, provisioning, shared
+from tenantdb.core import locking, naming, provisioning, securing, shared
 
 TABLE = "shared_spaces"
 """Created by step 5 of ``registry.CONTROL_STEPS``."""
@@ -123,7 +123,7 @@ def build(conn: Connection, space: shared.Space, verifier: str) -> None:
     if not public_connects:
         conn.execute(grant_connect(space, database))
     conn.execute(shared.bootstrap(space))
-    shared.secure_tables(conn, space)
+    securing.secure_tables(conn, space)
 
 
 def prepare_legacy(conn: Connection, legacy_schema: naming.Identifier, verifier: str) -> bool:

@@ -28,6 +28,7 @@ from tenantdb.core import (
     provisioning,
     registry,
     scoping,
+    securing,
     shared,
     spaces,
 )
@@ -398,7 +399,7 @@ def _delete_shared_rows(
     location = scoping.load(conn, server.control_schema, uid)
     tables = [
         t.name
-        for t in shared.read_tables(conn, space)
+        for t in securing.read_tables(conn, space)
         if t.has_tenant_id and location and _may_delete(conn, space, location.login_role, t.name)
     ]
     if not tables or location is None:

@@ -14,7 +14,16 @@ import psycopg
 from psycopg import sql
 
 from tenantdb.api.tenants import Isolation
-from tenantdb.core import connecting, naming, provisioning, registry, role_settings, shared, tenancy
+from tenantdb.core import (
+    connecting,
+    naming,
+    provisioning,
+    registry,
+    role_settings,
+    securing,
+    shared,
+    tenancy,
+)
 from tenantdb.settings import DEFAULT_PLANS, PlanLimits
 
 DANGEROUS_ATTRIBUTES = (
@@ -112,7 +121,7 @@ def repair(server: tenancy.Server, request: tenancy.TenantRequest, password: str
         schema = space.schema if space else server.shared_schema
         role_settings.remove_unexpected(conn, names, request.isolation, schema, request.limits)
         if space is not None:
-            shared.secure_tables(conn, space)
+            securing.secure_tables(conn, space)
         elif request.isolation is Isolation.SCHEMA:
             state = conn.execute(_SCHEMA_STATE, _schema_params(names)).fetchone()
             for table in state[3] if state else []:
@@ -184,7 +193,7 @@ def _shared_findings(
 ) -> list[str]:
     schema = space.schema
     findings = _space_findings(conn, space)
-    for table in shared.read_tables(conn, space):
+    for table in securing.read_tables(conn, space):
         if not table.has_tenant_id:
             if not table.shut:
                 findings.append(
@@ -196,7 +205,7 @@ def _shared_findings(
             findings.append(f"shared table {table.name} lacks its isolation policies")
         if table.owner != space.owner_role:
             findings.append(f"shared table {table.name} is owned by {table.owner}")
-    findings += shared.key_leaks(conn, space)
+    findings += securing.key_leaks(conn, space)
     mapped = conn.execute(
         sql.SQL("SELECT tenant_id::text FROM {} WHERE role_name = %s").format(
             sql.Identifier(schema, shared.MAPPING_TABLE)

@@ -48,7 +48,7 @@ class Result:
     seconds: float = 0.0
     waiting_for: tuple[int, ...] = ()
     findings: tuple[str, ...] = ()
-    """For shared migrations: what ``shared.secure_tables`` had to fix."""
+    """For shared migrations: what ``securing.secure_tables`` had to fix."""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ completed.
 Shared scope: the target is one namespace's shared space, the session is
 as that space's owner. Before the change commits, still on that session,
 the search_path is pinned to ``pg_catalog`` and every table of the space
-is brought under row-level security (``shared.secure_tables``), so no new
+is brought under row-level security (``securing.secure_tables``), so no new
 table is ever committed without it.
 """
 
@@ -34,7 +34,7 @@ import psycopg
 from psycopg import sql
 
 from tenantdb.api import migrations as api
-from tenantdb.core import connecting, errors, locking, scoping, shared
+from tenantdb.core import connecting, errors, locking, scoping, securing, shared
 from tenantdb.core.migrations import ledger, markers, outcomes, scripts, sessions, statements
 
 MAX_TRANSIENT_ATTEMPTS = 5
@@ -246,7 +246,7 @@ class Run:
         sessions.batch(self.work, sql.SQL(";\n").join(statements), (version, self.script.checksum))
         self._markers = True
         if secure and self.space is not None:  # committed by the caller's transaction, after this
-            return tuple(shared.secure_tables(self.work, self.space, as_owner=True))
+            return tuple(securing.secure_tables(self.work, self.space, as_owner=True))
         return ()
 
     def _enter_session(self) -> None:
