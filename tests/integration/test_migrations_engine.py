@@ -281,7 +281,7 @@ def test_non_transactional_runs_statement_by_statement_and_resumes(
     login = scoping.session_login(tenant)
     with ctx.server.sessions.session(*login) as conn:  # nor does the next tenant session
         assert scalar(conn, "SHOW statement_timeout") == "0"
-        assert scalar(conn, "SHOW search_path") in (schema, f'"{schema}"')
+        assert scalar(conn, "SHOW search_path") == "pg_catalog,pg_temp"  # not the role's
 
 
 def test_revert_goes_in_reverse_order(
@@ -342,7 +342,13 @@ def test_database_tenant_runs_in_its_own_database_and_recovers_a_lost_ledger_wri
     assert engine.revert(ctx, tenant, first).outcome is Outcome.ROLLED_BACK
     with in_tenant(database_url, tenant) as conn:
         assert scalar(conn, "SELECT count(*) FROM pg_tables WHERE tablename = 'leads'") == 0
-        assert scalar(conn, "SELECT count(*) FROM public.tenantdb_migrations") == 0
+        assert (
+            scalar(
+                conn,
+                "SELECT count(*) FROM public.tenantdb_migrations WHERE rolled_back_at IS NULL",
+            )
+            == 0
+        )
 
 
 def test_shared_migration_runs_once_as_the_shared_owner_under_rls(
@@ -439,3 +445,37 @@ def test_timeouts_the_server_refuses_fail_the_migration_with_its_message(
     fine = dataclasses.replace(too_long, statement_timeout="596h")
     report = migration_commands.upgrade(server, fine, [tenant], applied_by="tests", policy=policy)
     assert [r.outcome for r in report.results] == [Outcome.APPLIED]
+
+
+def test_a_version_applied_before_markers_existed_is_really_rolled_back(
+    ctx: engine.Context, tenant: scoping.TenantLocation, admin: psycopg.Connection
+) -> None:
+    """An installation upgraded from a version without markers has ledger rows and no
+    marker: its ``down`` must run, not be taken for one that already committed."""
+    one = script(1, "CREATE TABLE early (id int)", down="DROP TABLE early")
+    assert engine.apply(ctx, tenant, one).outcome is Outcome.APPLIED
+    admin.execute(f'DELETE FROM "{tenant.schema_name}".{markers.MARKER_TABLE}')
+    assert engine.revert(ctx, tenant, one).outcome is Outcome.ROLLED_BACK
+    table = f'"{tenant.schema_name}".early'
+    assert scalar(admin, "SELECT to_regclass(%s) IS NULL", table) is True
+
+
+def test_a_down_that_committed_before_its_ledger_row_is_not_run_again(
+    ctx: engine.Context, tenant: scoping.TenantLocation, admin: psycopg.Connection
+) -> None:
+    one = script(1, "CREATE TABLE once (id int)", down="DROP TABLE once")
+    assert engine.apply(ctx, tenant, one).outcome is Outcome.APPLIED
+    # The operator died after the tenant's commit of the down and before the ledger's:
+    admin.execute(f'DROP TABLE "{tenant.schema_name}".once')
+    admin.execute(
+        f'UPDATE "{tenant.schema_name}".{markers.MARKER_TABLE} SET rolled_back_at = now()'
+    )
+    result = engine.revert(ctx, tenant, one)
+    assert result.outcome is Outcome.ROLLED_BACK, result.error  # running DROP again would fail
+    assert row(admin, tenant.uid, 1)["state"] == "rolled_back"  # type: ignore[index]
+    assert engine.apply(ctx, tenant, one).outcome is Outcome.APPLIED  # and up again
+    marked = scalar(
+        admin,
+        f'SELECT rolled_back_at IS NULL FROM "{tenant.schema_name}".{markers.MARKER_TABLE}',
+    )
+    assert marked is True

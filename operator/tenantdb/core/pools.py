@@ -35,6 +35,12 @@ Connection = psycopg.Connection[Any]
 
 TENANT_APPLICATION = "tenantdb-tenant"
 """``application_name`` of sessions as a tenant's roles (seen in ``pg_stat_activity``)."""
+TENANT_OPTIONS = "-c search_path=pg_catalog,pg_temp"
+"""Tenant sessions start resolving nothing a tenant made, whatever ``search_path`` the
+owner role has given itself (``ALTER ROLE CURRENT_USER SET``): the operator's own
+statements on them (marker probes) run before any scope is entered, and a startup
+option outlives ``DISCARD ALL``. The tenant's SQL runs under the ``search_path`` its
+scope sets (``SET LOCAL``)."""
 CONNECT_TIMEOUT = 10
 """Seconds a new connection may take."""
 
@@ -168,7 +174,7 @@ class TenantSessions:
     def _url(self, role: str, database: str) -> str:
         password = passwords.role_password(self.key, role)
         return conninfo.make_conninfo(
-            self.server_url, user=role, password=password, dbname=database, options=""
+            self.server_url, user=role, password=password, dbname=database, options=TENANT_OPTIONS
         )
 
     def _connect(self, role: str, database: str) -> Connection:

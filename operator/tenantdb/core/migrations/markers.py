@@ -35,14 +35,16 @@ def create_markers(
     revoke = sql.SQL(", ").join([sql.SQL("PUBLIC"), *(sql.Identifier(r) for r in readers)])
     return sql.SQL(
         "CREATE TABLE IF NOT EXISTS {table} (version bigint PRIMARY KEY,"
-        " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());\n"
+        " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),"
+        " rolled_back_at timestamptz);\n"
         "REVOKE ALL ON {table} FROM {revoke}"
     ).format(table=table, revoke=revoke)
 
 
 def select_marker(target: scoping.TenantLocation, shared_schema: str) -> sql.Composed:
-    """The marker of one version (parameter: version)."""
-    return sql.SQL("SELECT checksum FROM {} WHERE version = %s").format(
+    """The marker of one version: its checksum, and whether its ``down`` committed
+    (parameter: version)."""
+    return sql.SQL("SELECT checksum, rolled_back_at IS NOT NULL FROM {} WHERE version = %s").format(
         _table(target, shared_schema)
     )
 
@@ -51,13 +53,22 @@ def insert_marker(target: scoping.TenantLocation, shared_schema: str) -> sql.Com
     """Mark a version applied (parameters: version, checksum)."""
     return sql.SQL(
         "INSERT INTO {} (version, checksum) VALUES (%s, %s)"
-        " ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()"
+        " ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now(),"
+        " rolled_back_at = NULL"
     ).format(_table(target, shared_schema))
 
 
-def delete_marker(target: scoping.TenantLocation, shared_schema: str) -> sql.Composed:
-    """Unmark a version after its ``down`` (parameter: version)."""
-    return sql.SQL("DELETE FROM {} WHERE version = %s").format(_table(target, shared_schema))
+def mark_rolled_back(target: scoping.TenantLocation, shared_schema: str) -> sql.Composed:
+    """Record that a version's ``down`` committed (parameters: version, checksum).
+
+    Kept as a row, not deleted: a retry after a crash before the ledger write
+    tells "its down ran" (this row) from "applied before markers existed" (no
+    row at all), and runs ``down`` only in the second case.
+    """
+    return sql.SQL(
+        "INSERT INTO {} (version, checksum, rolled_back_at) VALUES (%s, %s, now())"
+        " ON CONFLICT (version) DO UPDATE SET rolled_back_at = now()"
+    ).format(_table(target, shared_schema))
 
 
 def readers(target: scoping.TenantLocation, shared_roles: list[str]) -> list[str]:
@@ -69,4 +80,4 @@ def readers(target: scoping.TenantLocation, shared_roles: list[str]) -> list[str
 
 def exists_query() -> sql.SQL:
     """Whether the marker table exists (parameter: its qualified name)."""
-    return sql.SQL("SELECT to_regclass(%s) IS NOT NULL")
+    return sql.SQL("SELECT pg_catalog.to_regclass(%s) IS NOT NULL")

@@ -93,11 +93,16 @@ class Run:
         Present while the ledger says otherwise: the change committed and
         the operator stopped before the ledger write.
         """
+        found = self._marker_row()
+        return str(found[0]) if found and not found[1] else None
+
+    def _marker_row(self) -> tuple[str, bool] | None:
+        """This version's marker: (checksum, whether its ``down`` committed), or None."""
         if not self._markers_exist():
             return None
         query = markers.select_marker(self.target, self.shared_schema)
         row = self.work.execute(query, (self.script.version,)).fetchone()
-        return str(row[0]) if row else None
+        return (str(row[0]), bool(row[1])) if row else None
 
     def _markers_exist(self) -> bool:
         if self._markers is None:
@@ -181,7 +186,8 @@ class Run:
         down = self.script.down or ""
         started = time.monotonic()
         try:
-            if self.marker() is None:
+            found = self._marker_row()
+            if found is not None and found[1]:
                 pass  # the down committed on the tenant's session; only the ledger is behind
             elif self.script.transactional:
                 with sessions.open_scope(self.work, self.ctx, self.target, self.script):
@@ -229,18 +235,15 @@ class Run:
         except for a shared-scope script (the caller's transaction commits after RLS)."""
         version = self.script.version
         statements: list[sql.Composable] = [sql.SQL(LEAVE_USER_SCOPE)]
-        if not up:
-            statements.append(markers.delete_marker(self.target, self.shared_schema))
-            sessions.batch(self.work, sql.SQL(";\n").join(statements), (version,))
-            return ()
         if not self._markers_exist():
             groups: list[str] = (
                 [self.space.members_role, self.space.pooled_role] if self.space else []
             )
             readers = markers.readers(self.target, groups)
             statements.append(markers.create_markers(self.target, self.shared_schema, readers))
-        statements.append(markers.insert_marker(self.target, self.shared_schema))
-        secure = self.script.scope is api.Scope.SHARED and self.space is not None
+        mark = markers.insert_marker if up else markers.mark_rolled_back
+        statements.append(mark(self.target, self.shared_schema))
+        secure = up and self.script.scope is api.Scope.SHARED and self.space is not None
         if commit and not secure:
             statements.append(sql.SQL("COMMIT"))
         sessions.batch(self.work, sql.SQL(";\n").join(statements), (version, self.script.checksum))
