@@ -1,0 +1,164 @@
+"""Further attacks by a namespace user and a tenant application: role defaults set on
+the owner role, a temporary marker table planted before the marker write, and a
+tenant's open snapshot during another tenant's ``CREATE INDEX CONCURRENTLY``.
+
+What each must show: whatever a Migration does to its owner role reaches its own
+tenant only, the ledger says a version is applied exactly when the tenant's marker
+table does, and every wait the operator makes ends and is reported.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.e2e.support import eventually
+from tests.security import attacking
+from tests.security.conftest import Boundary, Tenant
+
+pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.operator]
+
+RECORD = (
+    "INSERT INTO whoami (label, session_role, current_role_name)"
+    " VALUES ('{label}', session_user, current_user)"
+)
+
+
+def _ledger_and_marker(admin: psycopg.Connection, tenant: Tenant, version: int) -> tuple[Any, Any]:
+    ledger = admin.execute(
+        "SELECT state FROM tenantdb.migration_ledger WHERE tenant_uid = %s AND version = %s",
+        (tenant.uid, version),
+    ).fetchone()
+    marker = admin.execute(
+        f'SELECT count(*) FROM "{tenant.status["schema"]}".tenantdb_migrations WHERE version = %s',
+        (version,),
+    ).fetchone()
+    return (ledger[0] if ledger else None), (marker[0] if marker else 0)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["role = {login}", "default_transaction_read_only = on", "lock_timeout = 1"],
+    ids=["role", "read-only", "lock-timeout"],
+)
+def test_owner_role_defaults_set_by_a_migration_reach_only_its_own_tenant(
+    boundary: Boundary, admin: psycopg.Connection, setting: str
+) -> None:
+    atk, vic = boundary.current("atk"), boundary.tenant("vic")
+    owner, login = atk.status["ownerRole"], atk.status["role"]
+    name = setting.split(" ", maxsplit=1)[0]
+    statement = setting.format(login=f'"{login}"')
+    try:
+        poison = attacking.migration(
+            boundary.a,
+            "owner-default",
+            next(boundary.versions),
+            f"ALTER ROLE CURRENT_USER SET {statement}",
+            "atk",
+        )
+        assert poison["phase"] == "Succeeded", poison
+        version = next(boundary.versions)
+        label = f"after-{name}"
+        own = attacking.migration(
+            boundary.a, "after-default", version, RECORD.format(label=label), "atk"
+        )
+        assert own["phase"] in attacking.TERMINAL, own
+        state, marked = _ledger_and_marker(admin, atk, version)
+        assert (state == "applied") == (marked == 1), (state, marked, own)
+        for row in attacking.whoami(admin, atk, label):
+            assert row[1] == owner and row[2] in (owner, login), row
+        other = attacking.migration(
+            boundary.b,
+            f"beside-{name.replace('_', '-')}",
+            next(boundary.versions),
+            RECORD.format(label=f"vic-{name}"),
+            "vic",
+        )
+        assert other["phase"] == "Succeeded", other
+        assert [r[1:3] for r in attacking.whoami(admin, vic, f"vic-{name}")] == [
+            (vic.status["ownerRole"], vic.status["ownerRole"])
+        ]
+    finally:
+        admin.execute(f'ALTER ROLE "{owner}" RESET {name}')
+
+
+TEMP_MARKERS = """CREATE OR REPLACE FUNCTION marker_trap() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO tripwire (name) VALUES ('temp ' || TG_TABLE_NAME); RETURN NEW; END $$;
+CREATE TEMP TABLE tenantdb_migrations (version bigint, checksum text, applied_at timestamptz);
+CREATE TEMP TABLE migration_ledger (version bigint);
+CREATE TRIGGER trap BEFORE INSERT ON pg_temp.tenantdb_migrations
+  FOR EACH ROW EXECUTE FUNCTION marker_trap();
+CREATE TRIGGER trap BEFORE INSERT ON pg_temp.migration_ledger
+  FOR EACH ROW EXECUTE FUNCTION marker_trap();
+SELECT set_config('search_path', 'pg_temp, ' || current_schema(), true);
+CREATE TABLE after_temp_markers (id int)"""
+
+
+@pytest.mark.parametrize("transactional", [True, False], ids=["transaction", "statements"])
+def test_a_temporary_marker_table_never_takes_the_marker_write(
+    boundary: Boundary, admin: psycopg.Connection, transactional: bool
+) -> None:
+    atk = boundary.current("atk")
+    version = next(boundary.versions)
+    up = TEMP_MARKERS.replace("after_temp_markers", f"after_temp_markers_{int(transactional)}")
+    if not transactional:
+        up = up.replace(", true)", ", false)")
+    status = attacking.migration(
+        boundary.a, "temp-markers", version, up, "atk", transactional=transactional
+    )
+    assert status["phase"] == "Succeeded", status
+    assert _ledger_and_marker(admin, atk, version) == ("applied", 1)
+    assert not [t for t in attacking.tripwire(admin, atk) if t.startswith("temp ")]
+
+
+def test_an_open_snapshot_of_a_tenant_holds_up_another_tenants_concurrent_index_boundedly(
+    boundary: Boundary, admin: psycopg.Connection
+) -> None:
+    """``CREATE INDEX CONCURRENTLY`` waits for every older snapshot in the database,
+    any tenant's: the wait must end at the Migration's ``lockTimeout``, be reported
+    retrying, and the index be built once the snapshot is gone."""
+    atk, vic, b = boundary.current("atk"), boundary.tenant("vic"), boundary.b
+    version = next(boundary.versions)
+    body = {
+        "apiVersion": "tenantdb.io/v1alpha1",
+        "kind": "Migration",
+        "metadata": {"name": "concurrent-held"},
+        "spec": {
+            "version": version,
+            "up": "CREATE INDEX CONCURRENTLY notes_body_held ON notes (body)",
+            "transactional": False,
+            "lockTimeout": "2s",
+            "statementTimeout": "10min",
+            "tenantSelector": {"matchLabels": {"boundary": "vic"}},
+        },
+    }
+
+    def retrying() -> bool:
+        row = admin.execute(
+            "SELECT state FROM tenantdb.migration_ledger WHERE tenant_uid = %s AND version = %s",
+            (vic.uid, version),
+        ).fetchone()
+        return row is not None and row[0] == "retry"
+
+    holder = atk.connect()
+    try:
+        holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        holder.execute("SELECT count(*) FROM notes")  # the snapshot, held open
+        b.kubectl.apply(json.dumps(body))
+        eventually(retrying, timeout=60)
+    finally:
+        holder.rollback()
+        holder.close()
+    done = attacking.wait_verdict(b, "concurrent-held")
+    b.kubectl.run("delete", "migration", "concurrent-held", "--wait=true", "--timeout=60s")
+    assert done["phase"] == "Succeeded", done
+    valid = admin.execute(
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = 'notes_body_held'",
+        (vic.status["schema"],),
+    ).fetchall()
+    assert valid == [(True,)]
