@@ -39,6 +39,15 @@ def _ledger_and_marker(admin: psycopg.Connection, tenant: Tenant, version: int) 
     return (ledger[0] if ledger else None), (marker[0] if marker else 0)
 
 
+def _fresh_owner_sessions(admin: psycopg.Connection, owner: str) -> None:
+    """End the owner's cached sessions, as their idle time would: the next one is new and
+    starts with the role's defaults (``DISCARD ALL`` keeps a session's start-up values)."""
+    query = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s"
+    admin.execute(query, (owner,))
+    left = "SELECT count(*) FROM pg_stat_activity WHERE usename = %s"
+    eventually(lambda: admin.execute(left, (owner,)).fetchone() == (0,), timeout=30)
+
+
 @pytest.mark.parametrize(
     "setting",
     ["role = {login}", "default_transaction_read_only = on", "lock_timeout = 1"],
@@ -60,6 +69,7 @@ def test_owner_role_defaults_set_by_a_migration_reach_only_its_own_tenant(
             "atk",
         )
         assert poison["phase"] == "Succeeded", poison
+        _fresh_owner_sessions(admin, owner)
         version = next(boundary.versions)
         label = f"after-{name}"
         own = attacking.migration(
@@ -83,6 +93,44 @@ def test_owner_role_defaults_set_by_a_migration_reach_only_its_own_tenant(
         ]
     finally:
         admin.execute(f'ALTER ROLE "{owner}" RESET {name}')
+        _fresh_owner_sessions(admin, owner)
+
+
+def test_cached_owner_sessions_do_not_outlive_a_repaired_role_setting(
+    boundary: Boundary, admin: psycopg.Connection
+) -> None:
+    """A session starts with its role's defaults and ``DISCARD ALL`` goes back to those
+    start-up values, not to the role's current ones: once the isolation check has
+    removed a setting a Migration put on its owner role, no cached session may still
+    carry it (the tenant would stay read-only for as long as its sessions are reused)."""
+    atk, a = boundary.current("atk"), boundary.a
+    owner = atk.status["ownerRole"]
+    try:
+        poison = attacking.migration(
+            a,
+            "read-only-owner",
+            next(boundary.versions),
+            "ALTER ROLE CURRENT_USER SET default_transaction_read_only = on",
+            "atk",
+        )
+        assert poison["phase"] == "Succeeded", poison
+        _fresh_owner_sessions(admin, owner)
+        stuck = attacking.migration(
+            a, "while-read-only", next(boundary.versions), "CREATE TABLE ro_1 (id int)", "atk"
+        )
+        assert "read-only transaction" in attacking.failure(stuck, "atk")  # really poisoned
+        setting = (
+            "SELECT count(*) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole"
+            " WHERE r.rolname = %s AND s.setconfig::text LIKE '%%default_transaction_read_only%%'"
+        )
+        eventually(lambda: admin.execute(setting, (owner,)).fetchone() == (0,), timeout=90)
+        repaired = attacking.migration(
+            a, "after-repair", next(boundary.versions), "CREATE TABLE ro_2 (id int)", "atk"
+        )
+        assert repaired["phase"] == "Succeeded", repaired
+    finally:
+        admin.execute(f'ALTER ROLE "{owner}" RESET default_transaction_read_only')
+        _fresh_owner_sessions(admin, owner)
 
 
 TEMP_MARKERS = """CREATE OR REPLACE FUNCTION marker_trap() RETURNS trigger LANGUAGE plpgsql AS $$
