@@ -1,6 +1,9 @@
 """Further attacks by a namespace user and a tenant application: role defaults set on
-the owner role, a temporary marker table planted before the marker write, and a
-tenant's open snapshot during another tenant's ``CREATE INDEX CONCURRENTLY``.
+the owner role (and outliving their repair in cached sessions), a temporary marker
+table planted before the marker write, session-level locks and listeners left on a
+cached session, a trigger changing role inside a seeder, a tenant's open snapshot
+during another tenant's ``CREATE INDEX CONCURRENTLY``, and a tenant's own table lock
+during its deletion and its isolation check.
 
 What each must show: whatever a Migration does to its owner role reaches its own
 tenant only, the ledger says a version is applied exactly when the tenant's marker
@@ -50,8 +53,13 @@ def _fresh_owner_sessions(admin: psycopg.Connection, owner: str) -> None:
 
 @pytest.mark.parametrize(
     "setting",
-    ["role = {login}", "default_transaction_read_only = on", "lock_timeout = 1"],
-    ids=["role", "read-only", "lock-timeout"],
+    [
+        "role = {login}",
+        "default_transaction_read_only = on",
+        "lock_timeout = 1",
+        "search_path = pg_temp, public",
+    ],
+    ids=["role", "read-only", "lock-timeout", "search-path"],
 )
 def test_owner_role_defaults_set_by_a_migration_reach_only_its_own_tenant(
     boundary: Boundary, admin: psycopg.Connection, setting: str
@@ -60,6 +68,7 @@ def test_owner_role_defaults_set_by_a_migration_reach_only_its_own_tenant(
     owner, login = atk.status["ownerRole"], atk.status["role"]
     name = setting.split(" ", maxsplit=1)[0]
     statement = setting.format(login=f'"{login}"')
+    pinned = _role_config(admin, owner)
     try:
         poison = attacking.migration(
             boundary.a,
@@ -78,6 +87,8 @@ def test_owner_role_defaults_set_by_a_migration_reach_only_its_own_tenant(
         assert own["phase"] in attacking.TERMINAL, own
         state, marked = _ledger_and_marker(admin, atk, version)
         assert (state == "applied") == (marked == 1), (state, marked, own)
+        if name == "search_path":  # the operator sets the tenant's own path: nothing else
+            assert state == "applied" and attacking.whoami(admin, atk, label), own
         for row in attacking.whoami(admin, atk, label):
             assert row[1] == owner and row[2] in (owner, login), row
         other = attacking.migration(
@@ -92,8 +103,20 @@ def test_owner_role_defaults_set_by_a_migration_reach_only_its_own_tenant(
             (vic.status["ownerRole"], vic.status["ownerRole"])
         ]
     finally:
-        admin.execute(f'ALTER ROLE "{owner}" RESET {name}')
+        if name == "search_path":  # pinned by provisioning: the isolation check restores it
+            eventually(lambda: _role_config(admin, owner) == pinned, timeout=90)
+        else:
+            admin.execute(f'ALTER ROLE "{owner}" RESET {name}')
         _fresh_owner_sessions(admin, owner)
+
+
+def _role_config(admin: psycopg.Connection, role: str) -> Any:
+    row = admin.execute(
+        "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole"
+        " WHERE r.rolname = %s AND s.setdatabase = 0",
+        (role,),
+    ).fetchone()
+    return row[0] if row else None
 
 
 def test_cached_owner_sessions_do_not_outlive_a_repaired_role_setting(
@@ -320,3 +343,74 @@ def test_a_trigger_on_a_seeded_table_changes_role_to_at_most_the_owner(
                 assert error is not None, rows
     finally:
         a.kubectl.run("delete", "tenant", "seedtrap", "--wait=true", "--timeout=120s")
+
+
+def test_a_tenant_holding_a_lock_on_its_own_table_does_not_stop_its_deletion(
+    boundary: Boundary, admin: psycopg.Connection
+) -> None:
+    """Deleting (policy Delete) drops the schema, which needs every table's lock: the
+    tenant's own sessions are ended first, so an open transaction of its application
+    holding ``ACCESS EXCLUSIVE`` on its table cannot keep the deletion waiting."""
+    a = boundary.a
+    a.kubectl.apply(
+        "apiVersion: tenantdb.io/v1alpha1\nkind: Tenant\nmetadata:\n  name: lockdel\n"
+        "  labels:\n    boundary: lockdel\n"
+        "spec:\n  isolation: schema\n  plan: free\n  deletionPolicy: Delete\n"
+    )
+    a.kubectl.wait("tenant/lockdel", "condition=Ready", timeout=120)
+    obj = a.kubectl.get("tenant", "lockdel")
+    status = attacking.migration(
+        a, "lockdel-table", next(boundary.versions), "CREATE TABLE held (id int)", "lockdel"
+    )
+    assert status["phase"] == "Succeeded", status
+    secret = a.kubectl.secret_data("lockdel-credentials")
+    holder = psycopg.connect(secret["uri"], connect_timeout=10)
+    try:
+        holder.execute("LOCK TABLE held IN ACCESS EXCLUSIVE MODE")
+        a.kubectl.run("delete", "tenant", "lockdel", "--wait=true", "--timeout=120s")
+        with pytest.raises(psycopg.OperationalError):
+            holder.execute("SELECT 1")
+    finally:
+        holder.close()
+    left = admin.execute(
+        "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = %s),"
+        " (SELECT count(*) FROM pg_roles WHERE rolname IN (%s, %s))",
+        (obj["status"]["schema"], obj["status"]["role"], obj["status"]["ownerRole"]),
+    ).fetchone()
+    assert left == (0, 0)
+
+
+def test_a_tenant_holding_a_lock_on_its_own_table_does_not_stop_its_verification(
+    boundary: Boundary, admin: psycopg.Connection
+) -> None:
+    """The isolation check and its repair read catalogs and alter roles: an open
+    transaction of the application holding ``ACCESS EXCLUSIVE`` on its own table holds
+    up neither, and the drift is repaired and reported meanwhile."""
+    atk, a = boundary.current("atk"), boundary.a
+    holder = atk.connect()
+    try:
+        holder.execute("LOCK TABLE notes IN ACCESS EXCLUSIVE MODE")
+        before = {e["metadata"]["name"] for e in a.kubectl.events("atk")}
+        admin.execute(f"ALTER ROLE \"{atk.status['role']}\" SET work_mem = '7MB'")
+        eventually(
+            lambda: any(
+                e["reason"] == "IsolationDrift" and e["metadata"]["name"] not in before
+                for e in a.kubectl.events("atk")
+            ),
+            timeout=90,
+        )
+        settings = admin.execute(
+            "SELECT s.setconfig::text FROM pg_db_role_setting s JOIN pg_roles r"
+            " ON r.oid = s.setrole WHERE r.rolname = %s AND s.setdatabase = 0",
+            (atk.status["role"],),
+        ).fetchone()
+        assert settings is not None and "work_mem=7MB" not in settings[0]
+        still = admin.execute(
+            "SELECT count(*) FROM pg_locks WHERE pid = %s AND mode = 'AccessExclusiveLock'"
+            " AND granted AND relation IS NOT NULL",
+            (holder.info.backend_pid,),
+        ).fetchone()
+        assert still == (1,)
+    finally:
+        holder.rollback()
+        holder.close()
