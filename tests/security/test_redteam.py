@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tenantdb.core.migrations import scripts
 from tests.e2e.support import eventually
 from tests.security import attacking
 from tests.security.conftest import Boundary, Tenant
@@ -414,3 +415,32 @@ def test_a_tenant_holding_a_lock_on_its_own_table_does_not_stop_its_verification
     finally:
         holder.rollback()
         holder.close()
+
+
+def test_a_marker_written_by_the_tenants_application_is_never_taken_for_a_change(
+    boundary: Boundary, admin: psycopg.Connection
+) -> None:
+    """A Migration grants the marker table to PUBLIC; the tenant's application (its
+    login role) then writes the marker of the next version, checksum and all. The
+    operator must not record that version applied without running it."""
+    atk = boundary.current("atk")
+    opened = attacking.migration(
+        boundary.a,
+        "open-markers",
+        next(boundary.versions),
+        "GRANT INSERT, UPDATE, DELETE ON tenantdb_migrations TO PUBLIC",
+        "atk",
+    )
+    assert opened["phase"] == "Succeeded", opened
+    version, up = next(boundary.versions), "CREATE TABLE forged_skip (id int)"
+    with atk.connect(autocommit=True) as app:
+        app.execute(
+            "INSERT INTO tenantdb_migrations (version, checksum) VALUES (%s, %s)",
+            (version, scripts.checksum(up)),
+        )
+    status = attacking.migration(boundary.a, "after-forged", version, up, "atk")
+    state, _ = _ledger_and_marker(admin, atk, version)
+    ran = admin.execute(
+        "SELECT to_regclass(%s) IS NOT NULL", (f'"{atk.status["schema"]}".forged_skip',)
+    ).fetchone()
+    assert ran == (True,) or state != "applied", (state, status)
