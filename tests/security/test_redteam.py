@@ -438,9 +438,32 @@ def test_a_marker_written_by_the_tenants_application_is_never_taken_for_a_change
             "INSERT INTO tenantdb_migrations (version, checksum) VALUES (%s, %s)",
             (version, scripts.checksum(up)),
         )
-    status = attacking.migration(boundary.a, "after-forged", version, up, "atk")
+    body = {
+        "apiVersion": "tenantdb.io/v1alpha1",
+        "kind": "Migration",
+        "metadata": {"name": "after-forged"},
+        "spec": {
+            "version": version,
+            "up": up,
+            "tenantSelector": {"matchLabels": {"boundary": "atk"}},
+        },
+    }
+    a = boundary.a
+    a.kubectl.apply(json.dumps(body))
+    try:
+
+        def settled() -> bool:
+            found = a.kubectl.get("migration", "after-forged").get("status") or {}
+            state, _ = _ledger_and_marker(admin, atk, version)
+            return state == "applied" or "ChecksumMismatch" in json.dumps(found)
+
+        eventually(settled, timeout=120)
+        status = a.kubectl.get("migration", "after-forged").get("status") or {}
+    finally:
+        a.kubectl.run("delete", "migration", "after-forged", "--wait=true", "--timeout=60s")
     state, _ = _ledger_and_marker(admin, atk, version)
     ran = admin.execute(
         "SELECT to_regclass(%s) IS NOT NULL", (f'"{atk.status["schema"]}".forged_skip',)
     ).fetchone()
     assert ran == (True,) or state != "applied", (state, status)
+    assert "ChecksumMismatch" in json.dumps(status), status  # reported as drift
