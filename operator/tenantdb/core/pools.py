@@ -20,6 +20,7 @@ key (``passwords.role_password``), which only the operator holds.
 
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -92,6 +93,12 @@ class TenantSessions:
         default_factory=OrderedDict, repr=False
     )
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _opened: "weakref.WeakKeyDictionary[Connection, float]" = field(
+        default_factory=weakref.WeakKeyDictionary, repr=False
+    )
+    """When each connection logged in."""
+    _forgotten: dict[str, float] = field(default_factory=dict, repr=False)
+    """Roles whose sessions opened before this time are never taken back (``forget``)."""
 
     @contextmanager
     def session(self, role: str, database: str) -> Iterator[Connection]:
@@ -128,6 +135,23 @@ class TenantSessions:
         """Set the derived password again (a role that changed its own loses it)."""
         self._set_password(role, passwords.role_password(self.key, role))
 
+    def forget(self, *roles: str) -> None:
+        """Close the roles' idle sessions, and those in use now when they come back.
+
+        A session starts with its role's settings (``ALTER ROLE ... SET``, which
+        every role may do to itself) and ``DISCARD ALL`` returns it to those
+        start-up values, not to the role's current ones: once the settings are
+        repaired, only sessions opened afterwards have the repaired ones.
+        """
+        now = time.monotonic()
+        with self._lock:
+            for role in roles:
+                self._forgotten[role] = now
+            stale = [key for key in self._idle if key[0] in roles]
+            closing = [conn for key in stale for conn, _ in self._idle.pop(key)]
+        for conn in closing:
+            conn.close()
+
     def close(self) -> None:
         """Close every idle connection."""
         with self._lock:
@@ -161,8 +185,12 @@ class TenantSessions:
             return
         surplus: list[Connection] = []
         with self._lock:
-            self._idle.setdefault(key, []).append((conn, time.monotonic()))
-            self._idle.move_to_end(key)
+            forgotten = self._forgotten.get(key[0])
+            if forgotten is not None and self._opened.get(conn, forgotten) <= forgotten:
+                surplus.append(conn)  # opened with settings since repaired
+            else:
+                self._idle.setdefault(key, []).append((conn, time.monotonic()))
+                self._idle.move_to_end(key)
             while sum(len(c) for c in self._idle.values()) > self.idle_max:
                 oldest = next(iter(self._idle))
                 surplus.append(self._idle[oldest].pop(0)[0])
@@ -178,6 +206,13 @@ class TenantSessions:
         )
 
     def _connect(self, role: str, database: str) -> Connection:
+        opened = time.monotonic()
+        conn = self._login(role, database)
+        with self._lock:
+            self._opened[conn] = opened
+        return conn
+
+    def _login(self, role: str, database: str) -> Connection:
         url = self._url(role, database)
         password = passwords.role_password(self.key, role)
         try:

@@ -126,6 +126,9 @@ def repair(server: tenancy.Server, request: tenancy.TenantRequest, password: str
             state = conn.execute(_SCHEMA_STATE, _schema_params(names)).fetchone()
             for table in state[3] if state else []:
                 conn.execute(provisioning.give_to_owner(names, table))
+    # Sessions opened before the repair keep the settings it removed (DISCARD ALL
+    # goes back to a session's start-up values): only new ones may be used.
+    server.sessions.forget(names.owner_role, names.login_role)
     if record is not None:
         server.sessions.reset_password(record.owner_role)
 

@@ -21,7 +21,15 @@ from psycopg import conninfo
 from tenantdb.api import migrations as api
 from tenantdb.core import commands, locking, naming, scoping, tenancy
 from tenantdb.core import errors as core_errors
-from tenantdb.core.migrations import errors, ledger, outcomes, running, scripts, sessions
+from tenantdb.core.migrations import (
+    errors,
+    ledger,
+    markers,
+    outcomes,
+    running,
+    scripts,
+    sessions,
+)
 
 Outcome = outcomes.Outcome
 Result = outcomes.Result
@@ -70,6 +78,14 @@ def _up(run: running.Run, dry_run: bool) -> Result:
     if dry_run:
         return run.dry_run()
     marker = run.marker()
+    if marker is not None and (writers := run.marker_writers()):
+        return Result(
+            run.target,
+            Outcome.DRIFT,
+            f"a marker says version {run.script.version} is applied, but the marker table"
+            f" {markers.MARKER_TABLE} is writable by {', '.join(writers)}"
+            " (not only its owner): revoke that to let the operator trust it",
+        )
     if marker == run.script.checksum:  # committed by an attempt the ledger never heard of
         return run.record_applied(0.0, statements_done=0, attempt=True)
     if marker is not None:

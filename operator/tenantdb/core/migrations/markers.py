@@ -8,7 +8,9 @@ with the data it describes). The table sits in the tenant's own schema
 (``public`` of a ``database`` tenant, the shared schema for shared-scope
 migrations), owned by the owner role; the login role and PUBLIC have no
 privilege on it. The owner can change it, as it can change anything of its
-own tenant: a marker tells about that tenant alone.
+own tenant: a marker tells about that tenant alone. The owner may also grant
+it to others (its login role, PUBLIC); while anyone but the owner may write
+it, a marker is no proof and the engine reports drift instead of trusting it.
 """
 
 from psycopg import sql
@@ -39,6 +41,21 @@ def create_markers(
         " rolled_back_at timestamptz);\n"
         "REVOKE ALL ON {table} FROM {revoke}"
     ).format(table=table, revoke=revoke)
+
+
+def writers_query() -> sql.SQL:
+    """Roles other than its owner that may write the marker table (parameter: its
+    ``qualified_name``). Every catalog and operator is qualified: it runs on the
+    tenant's session, whose search path the user's SQL may have filled."""
+    return sql.SQL(
+        "SELECT pg_catalog.array_agg(DISTINCT CASE WHEN a.grantee OPERATOR(pg_catalog.=)"
+        " 0::pg_catalog.oid THEN 'PUBLIC' ELSE a.grantee::pg_catalog.regrole::pg_catalog.text END)"
+        " FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a"
+        " WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(%s)"
+        " AND a.grantee OPERATOR(pg_catalog.<>) c.relowner"
+        " AND a.privilege_type OPERATOR(pg_catalog.=) ANY"
+        " (ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'])"
+    )
 
 
 def select_marker(target: scoping.TenantLocation, shared_schema: str) -> sql.Composed:

@@ -104,6 +104,15 @@ class Run:
         row = self.work.execute(query, (self.script.version,)).fetchone()
         return (str(row[0]), bool(row[1])) if row else None
 
+    def marker_writers(self) -> list[str]:
+        """Roles besides the owner that may write the marker table (a grant the owner
+        made): a marker is then no proof that the change committed."""
+        if not self._markers_exist():
+            return []
+        name = markers.qualified_name(self.target, self.shared_schema)
+        row = self.work.execute(markers.writers_query(), (name,)).fetchone()
+        return [str(r) for r in row[0]] if row and row[0] else []
+
     def _markers_exist(self) -> bool:
         if self._markers is None:
             name = markers.qualified_name(self.target, self.shared_schema)
