@@ -196,7 +196,7 @@ class Run:
         started = time.monotonic()
         try:
             found = self._marker_row()
-            if found is not None and found[1]:
+            if found is not None and found[1] and not self.marker_writers():
                 pass  # the down committed on the tenant's session; only the ledger is behind
             elif self.script.transactional:
                 with sessions.open_scope(self.work, self.ctx, self.target, self.script):
