@@ -26,6 +26,19 @@ class TableSummary:
 
 
 @dataclass(frozen=True)
+class AppliedMigration:
+    """One migration-ledger entry of the tenant, carried so a restore records it as applied."""
+
+    version: int
+    migration: str
+    """The Migration object's name."""
+    checksum: str
+    scope: str
+    """``tenant`` or ``shared``."""
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything a restore or a verification needs to know before reading data."""
 
@@ -42,10 +55,12 @@ class Manifest:
     """The tenantdb version that wrote the archive."""
     started_at: str
     completed_at: str
-    schema_version: str | None
-    """The highest migration version applied to the tenant (its scope's, for shared)."""
-    versions: list[str] = field(default_factory=list)
-    """Every migration version applied when the snapshot was taken, in order."""
+    schema_version: int | None
+    """The highest migration version applied to the tenant (its space's, for shared)."""
+    migrations: list[AppliedMigration] = field(default_factory=list)
+    """Every migration applied when the snapshot was taken, by version."""
+    seeders: list[str] = field(default_factory=list)
+    """Seeders recorded as run on the tenant: a restored tenant does not run them again."""
     tables: list[TableSummary] = field(default_factory=list)
     extensions: list[str] = field(default_factory=list)
     """Extensions the tenant's objects depend on (created before a restore)."""
@@ -74,4 +89,5 @@ class Manifest:
         if version != FORMAT_VERSION:
             raise ValueError(f"archive format {version!r} is not {FORMAT_VERSION}")
         tables = [TableSummary(**table) for table in data.pop("tables", [])]
-        return cls(**data, tables=tables)
+        applied = [AppliedMigration(**entry) for entry in data.pop("migrations", [])]
+        return cls(**data, tables=tables, migrations=applied)
