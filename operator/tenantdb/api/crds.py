@@ -13,7 +13,12 @@ from pydantic import BaseModel
 
 from tenantdb.api import GROUP, VERSION, backups, migrations, resources, tenants
 
-KINDS: tuple[resources.ResourceKind, ...] = (tenants.TENANT, migrations.MIGRATION, backups.BACKUP)
+KINDS: tuple[resources.ResourceKind, ...] = (
+    tenants.TENANT,
+    migrations.MIGRATION,
+    backups.BACKUP,
+    backups.BACKUP_SCHEDULE,
+)
 
 Schema = dict[str, Any]
 

@@ -111,32 +111,19 @@ class TenantSpec(base.ApiModel):
     most 64 entries, keys of 1-63 characters, values of at most 256."""
     seed: SeedSpec | None = None
     """Seeders to run once migrations are applied."""
-    deletion_policy: DeletionPolicy = Field(
-        default=DeletionPolicy.RETAIN,
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": f"self != '{DeletionPolicy.BACKUP_THEN_DELETE.value}'",
-                    "message": (
-                        "BackupThenDelete is not supported yet (it needs the Backup controller); "
-                        "use Retain or Delete"
-                    ),
-                }
-            ]
-        },
-    )
+    deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
     """What deleting the Tenant does: ``Retain`` keeps schema, roles and
-    data; ``Delete`` drops them. ``BackupThenDelete`` (back up first) is
-    refused until backups exist; a Tenant stored with it is deleted as with
-    ``Retain``."""
+    data; ``Delete`` drops them; ``BackupThenDelete`` takes a Backup to the
+    operator's default storage, waits until it is Completed, then drops them
+    (if the backup fails nothing is deleted, and the Tenant says why)."""
     server_ref: ServerRef | None = None
     """Which PostgreSQL server hosts the tenant. Not supported yet: a Tenant
     with it is refused (``Ready=False``, reason ``Unsupported``) and never
     provisioned. Immutable."""
     restore_from: RestoreFrom | None = None
-    """Create this tenant from a Backup. Not supported yet: a Tenant with it
-    is refused (``Ready=False``, reason ``Unsupported``) and never
-    provisioned. Immutable."""
+    """Create this tenant's data from a Completed Backup of a tenant of the same
+    namespace and isolation mode; later Migrations are then applied on top.
+    Immutable."""
 
 
 def unsupported(spec: TenantSpec) -> list[str]:
@@ -147,17 +134,22 @@ def unsupported(spec: TenantSpec) -> list[str]:
             "spec.serverRef: tenants live on the operator's own server only, for now "
             "(serverRef is immutable: delete the Tenant and create it without serverRef)"
         )
-    if spec.restore_from is not None:
-        found.append(
-            "spec.restoreFrom: restoring a tenant from a Backup is not supported yet "
-            "(restoreFrom is immutable: delete the Tenant and create it without restoreFrom)"
-        )
-    if spec.deletion_policy is DeletionPolicy.BACKUP_THEN_DELETE:
-        found.append(
-            "spec.deletionPolicy: BackupThenDelete needs backups, not supported yet; "
-            "use Retain or Delete"
-        )
     return found
+
+
+class Restored(base.ApiModel):
+    """Which archive a tenant was restored from, and when."""
+
+    backup: str
+    """The Backup's name."""
+    sha256: str
+    """The archive's sha256."""
+    schema_version: int | None = None
+    """The migration version of the archive; later Migrations were applied on top."""
+    rows: int = 0
+    """Rows restored."""
+    completed_at: str
+    """When the restore finished (RFC 3339)."""
 
 
 class TenantStatus(conditions.ObservedStatus):
@@ -183,6 +175,10 @@ class TenantStatus(conditions.ObservedStatus):
     """The highest migration version applied to this tenant."""
     seeded: bool | None = None
     """Whether every requested seeder has run."""
+    restored: Restored | None = None
+    """The Backup the tenant's data came from (``spec.restoreFrom``), once restored."""
+    final_backup: str | None = None
+    """The Backup ``BackupThenDelete`` took (or is taking) before deleting the data."""
 
 
 TENANT = resources.ResourceKind(

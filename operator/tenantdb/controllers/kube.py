@@ -112,3 +112,63 @@ def patch_custom_status(
     api.patch_namespaced_custom_object_status(
         group, version, namespace, plural, name, {"status": status}
     )
+
+
+def _custom() -> Any:
+    return kubernetes.client.CustomObjectsApi(_client())
+
+
+def read_custom_object(
+    group: str, version: str, namespace: str, plural: str, name: str
+) -> dict[str, Any] | None:
+    """One custom object as a plain dict, or ``None`` if absent."""
+    try:
+        found = _custom().get_namespaced_custom_object(group, version, namespace, plural, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return cast(dict[str, Any], found)
+
+
+def create_custom_object(
+    group: str, version: str, namespace: str, plural: str, body: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Create a custom object; ``None`` if one of that name exists already."""
+    try:
+        made = _custom().create_namespaced_custom_object(group, version, namespace, plural, body)
+    except ApiException as exc:
+        if exc.status == 409:
+            return None
+        raise
+    return cast(dict[str, Any], made)
+
+
+def delete_custom_object(group: str, version: str, namespace: str, plural: str, name: str) -> None:
+    """Delete a custom object (absent already is fine)."""
+    try:
+        _custom().delete_namespaced_custom_object(group, version, namespace, plural, name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def list_labelled_objects(
+    group: str, version: str, namespace: str, plural: str, selector: str
+) -> list[dict[str, Any]]:
+    """The custom objects of a namespace matching a label selector."""
+    listed = _custom().list_namespaced_custom_object(
+        group, version, namespace, plural, label_selector=selector
+    )
+    return list(cast(dict[str, Any], listed).get("items") or [])
+
+
+def create_secret(namespace: str, body: dict[str, Any]) -> bool:
+    """Create a Secret; ``False`` if one of that name exists already (it is left alone)."""
+    try:
+        core().create_namespaced_secret(namespace, body)
+    except ApiException as exc:
+        if exc.status == 409:
+            return False
+        raise
+    return True

@@ -481,3 +481,11 @@ def limited(spec: api.MigrationSpec, limits: settings_.MigrationSettings) -> api
 def tenant_version(rt: runtime.Runtime, tenant_uid: str) -> int | None:
     """The highest migration version applied to a tenant, from the ledger (one query)."""
     return commands.tenant_version(rt.server, tenant_uid, api.Scope.TENANT)
+
+
+def declared_versions(namespace: str) -> dict[int, str]:
+    """The scope of every Migration version the namespace defines (what a restored
+    archive may be at: a version none defines could never be rolled back or built on)."""
+    objects = kube.list_custom_objects(GROUP, VERSION, namespace, PLURAL)
+    declared = (_declare_object(obj) for obj in objects)
+    return {d.version: d.scope.value for d in declared if d is not None}

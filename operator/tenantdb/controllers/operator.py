@@ -4,9 +4,9 @@ import logging
 
 import kopf
 
-from tenantdb.controllers import migrations, startup, tenants
+from tenantdb.controllers import backups, migrations, schedules, startup, tenants
 
-HANDLER_MODULES = (startup, tenants, migrations)
+HANDLER_MODULES = (startup, tenants, migrations, backups, schedules)
 """Importing these registers their handlers with kopf's default registry."""
 
 

@@ -8,7 +8,7 @@ exactly one place.
 from typing import Any, NoReturn
 
 import kopf
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from tenantdb.api import conditions
 
@@ -20,6 +20,16 @@ WATCHDOG_ACTIONS = Counter(
     "tenantdb_watchdog_actions_total",
     "Tenant statements the watchdog cancelled and sessions it terminated, past their plan's limit",
     ["action"],
+)
+
+BACKUP_SECONDS = Histogram(
+    "tenantdb_backup_duration_seconds",
+    "Time to take one Backup, dump to stored archive",
+    buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600),
+)
+BACKUP_BYTES = Counter("tenantdb_backup_bytes_total", "Bytes of archives stored")
+BACKUP_FAILURES = Counter(
+    "tenantdb_backup_failures_total", "Backups that ended Failed, by reason", ["reason"]
 )
 
 Patch = Any  # kopf.Patch: a dict-like object applied after the handler returns.

@@ -13,6 +13,7 @@ from typing import Any
 import kopf
 
 from tenantdb import settings as settings_
+from tenantdb.controllers import jobs as jobs_
 from tenantdb.core import commands, connecting, errors, naming
 
 _LOG = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ class Runtime:
     """What the operator's database role may do, read at start-up."""
     last_verified: dict[str, float] = field(default_factory=dict)
     """Monotonic time of each tenant's last isolation check, by UID."""
+    jobs: jobs_.Jobs = field(default_factory=lambda: jobs_.Jobs(2))
+    """Backups, restores and verifications in flight (``settings.backups.concurrency``)."""
 
     @classmethod
     def start(cls, settings: settings_.Settings) -> "Runtime":
@@ -50,7 +53,12 @@ class Runtime:
         except Exception:
             server.close()
             raise
-        return cls(settings=settings, server=server, privileges=privileges)
+        return cls(
+            settings=settings,
+            server=server,
+            privileges=privileges,
+            jobs=jobs_.Jobs(settings.backups.concurrency),
+        )
 
     def require(self, isolation: str) -> None:
         """Refuse a tenant this operator's database role cannot serve."""
@@ -68,7 +76,8 @@ class Runtime:
         return self.server.control_schema
 
     def close(self) -> None:
-        """Close the pool's connections and the idle tenant sessions."""
+        """Stop taking jobs, close the pool's connections and the idle tenant sessions."""
+        self.jobs.close()
         self.server.close()
 
 

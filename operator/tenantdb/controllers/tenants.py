@@ -9,7 +9,15 @@ import pydantic
 
 from tenantdb.api import GROUP, VERSION, conditions
 from tenantdb.api import tenants as api
-from tenantdb.controllers import credentials, kube, migrations, reporting, runtime
+from tenantdb.controllers import (
+    credentials,
+    final_backups,
+    kube,
+    migrations,
+    reporting,
+    restores,
+    runtime,
+)
 from tenantdb.core import commands, connecting, errors, passwords, seeding
 
 KIND = "Tenant"
@@ -63,10 +71,13 @@ def reconcile(
             raise Unsupported("; ".join(refused))
         outcome = _converge(rt, tenant, meta, status, body)
         _write_location(patch, outcome, meta, tenant)
+        restores.ensure_restored(rt, tenant, meta, status, patch, body)
         version = migrations.catch_up(
             rt, meta["namespace"], meta["uid"], dict(meta.get("labels") or {}), logger
         )
         seeded = _seed(rt, tenant, meta["uid"], patch, status, generation, body)
+    except restores.RestoreWaiting as exc:
+        _wait(patch, status, generation, exc, rt.settings.watch.retry_delay)
     except (errors.TenantDBError, credentials.SecretConflict, kube.ApiError) as exc:
         problem = _retryable(exc)
         phase = api.Phase.FAILED if getattr(problem, "permanent", True) else api.Phase.PENDING
@@ -141,7 +152,14 @@ def verify(
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 def delete(
-    spec: kopf.Spec, meta: kopf.Meta, body: kopf.Body, memo: Any, logger: kopf.Logger, **_: Any
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: Any,
+    logger: kopf.Logger,
+    **_: Any,
 ) -> None:
     """Carry out the deletion policy before the finalizer is released."""
     rt = runtime.of(memo)
@@ -150,10 +168,15 @@ def delete(
         kopf.warn(body, reason=conditions.Reason.RETAINED, message=note)
         logger.warning("%s", note)
     try:
-        commands.deprovision(
-            rt.server, uid=meta["uid"], name=meta["name"], drop=policy is api.DeletionPolicy.DELETE
-        )
-    except errors.TenantDBError as exc:
+        if policy is api.DeletionPolicy.BACKUP_THEN_DELETE:
+            patch.status["phase"] = api.Phase.DELETING
+            final = final_backups.ensure_backed_up(rt, meta, status, patch, body)
+            logger.info("final Backup %s is Completed; deleting the data", final)
+        drop = policy is not api.DeletionPolicy.RETAIN
+        commands.deprovision(rt.server, uid=meta["uid"], name=meta["name"], drop=drop)
+    except final_backups.FinalBackupPending as exc:
+        raise kopf.TemporaryError(str(exc), delay=rt.settings.watch.retry_delay) from exc
+    except (errors.TenantDBError, kube.ApiError) as exc:
         kopf.warn(body, reason=conditions.Reason.DELETION_BLOCKED, message=str(exc))
         raise kopf.TemporaryError(str(exc), delay=rt.settings.watch.retry_delay) from exc
     rt.last_verified.pop(meta["uid"], None)
@@ -163,19 +186,13 @@ def delete(
 def deletion_policy(spec: Any) -> tuple[api.DeletionPolicy, str]:
     """The policy deleting carries out, and why it is not the one asked for (if so).
 
-    Deleting never waits for something that cannot happen: a policy this
-    operator cannot carry out (``BackupThenDelete``, stored before the CRD
-    refused it) or a spec it cannot read keeps the data, as ``Retain`` does.
+    Deleting never waits for something that cannot happen: a spec it cannot
+    read keeps the data, as ``Retain`` does.
     """
     try:
         policy = _parse(spec).deletion_policy
     except InvalidSpec as exc:
         return api.DeletionPolicy.RETAIN, f"data retained: the spec cannot be read ({exc})"
-    if policy is api.DeletionPolicy.BACKUP_THEN_DELETE:
-        return api.DeletionPolicy.RETAIN, (
-            "data retained: BackupThenDelete needs backups, not supported yet; "
-            "the schema or database, roles and rows are kept as with Retain"
-        )
     return policy, ""
 
 
@@ -288,6 +305,7 @@ def _request(
         domain=tenant.domain,
         suspended=tenant.suspended,
         metadata=dict(tenant.metadata),
+        restoring_from=tenant.restore_from.backup if tenant.restore_from else None,
     )
 
 
@@ -296,6 +314,21 @@ def _parse(spec: kopf.Spec) -> api.TenantSpec:
         return api.TenantSpec.model_validate(dict(spec))
     except pydantic.ValidationError as exc:
         raise InvalidSpec(f"invalid spec: {exc.errors(include_url=False)}") from exc
+
+
+def _wait(
+    patch: kopf.Patch,
+    status: kopf.Status,
+    generation: int,
+    exc: restores.RestoreWaiting,
+    delay: float,
+) -> None:
+    """Not Ready while the restore runs; no Warning event for a wait."""
+    patch.status["phase"] = api.Phase.PROVISIONING
+    reporting.write_condition(
+        patch, status, generation, conditions.ConditionType.READY, "False", exc.reason, str(exc)
+    )
+    raise kopf.TemporaryError(str(exc), delay=delay) from exc
 
 
 def _retryable(exc: Exception) -> Exception:

@@ -96,12 +96,20 @@ def _migration_ledger_table(schema: naming.Identifier) -> sql.Composed:
     ).format(schema=sql.Identifier(schema))
 
 
+def _restoring_column(schema: naming.Identifier) -> sql.Composed:
+    """Step 6: the Backup a tenant is being restored from; rollouts leave it alone until then."""
+    return sql.SQL("ALTER TABLE {}.tenants ADD COLUMN restoring_from text").format(
+        sql.Identifier(schema)
+    )
+
+
 CONTROL_STEPS: tuple[ControlStep, ...] = (
     _tenants_table,
     _seed_history_table,
     _migration_ledger_table,
     locking.table_step,
     spaces.table_step,
+    _restoring_column,
 )
 """Numbered from 1; append, never edit, so existing installations upgrade."""
 
@@ -166,14 +174,17 @@ class TenantRecord:
 
 
 def upsert(schema: naming.Identifier) -> sql.Composed:
-    """Register a tenant, or bring its row up to date (parameters: a TenantRecord)."""
+    """Register a tenant, or bring its row up to date (parameters: a TenantRecord, and
+    ``restoring_from``: the Backup a new tenant is restored from, or None; only a new
+    row takes it)."""
     return sql.SQL(
         """
         INSERT INTO {schema}.tenants AS t (uid, name, namespace, display_name, domain, isolation,
-            schema_name, database_name, owner_role, login_role, plan, suspended, metadata)
+            schema_name, database_name, owner_role, login_role, plan, suspended, metadata,
+            restoring_from)
         VALUES (%(uid)s, %(name)s, %(namespace)s, %(display_name)s, %(domain)s, %(isolation)s,
             %(schema_name)s, %(database_name)s, %(owner_role)s, %(login_role)s, %(plan)s,
-            %(suspended)s, %(metadata)s)
+            %(suspended)s, %(metadata)s, %(restoring_from)s)
         ON CONFLICT (uid) DO UPDATE SET
             display_name = EXCLUDED.display_name, domain = EXCLUDED.domain, plan = EXCLUDED.plan,
             suspended = EXCLUDED.suspended, metadata = EXCLUDED.metadata,
@@ -198,6 +209,20 @@ def mark_retained(schema: naming.Identifier) -> sql.Composed:
     return sql.SQL(
         "UPDATE {}.tenants SET retained_at = now(), updated_at = now() WHERE uid = %s"
     ).format(sql.Identifier(schema))
+
+
+def restored(schema: naming.Identifier) -> sql.Composed:
+    """The tenant's data is restored: rollouts may reach it (parameter: uid)."""
+    return sql.SQL(
+        "UPDATE {}.tenants SET restoring_from = NULL, updated_at = now() WHERE uid = %s"
+    ).format(sql.Identifier(schema))
+
+
+def restoring(schema: naming.Identifier) -> sql.Composed:
+    """The Backup a tenant still waits to be restored from, if any (parameter: uid)."""
+    return sql.SQL("SELECT restoring_from FROM {}.tenants WHERE uid = %s").format(
+        sql.Identifier(schema)
+    )
 
 
 def forget(schema: naming.Identifier) -> sql.Composed:

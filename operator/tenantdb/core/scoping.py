@@ -50,9 +50,11 @@ _COLUMNS = "uid, name, namespace, isolation, schema_name, database_name, owner_r
 
 
 def load(conn: psycopg.Connection[Any], control_schema: str, uid: str) -> TenantLocation | None:
-    """One live tenant by UID, or None."""
+    """One live tenant by UID, or None (also while it waits for its restore: nothing
+    runs inside a tenant before its data is there)."""
     query = sql.SQL(
-        "SELECT " + _COLUMNS + " FROM {}.tenants WHERE uid = %s AND retained_at IS NULL"
+        "SELECT " + _COLUMNS + " FROM {}.tenants"
+        " WHERE uid = %s AND retained_at IS NULL AND restoring_from IS NULL"
     )
     row = conn.execute(query.format(sql.Identifier(control_schema)), (uid,)).fetchone()
     return TenantLocation(*row) if row else None
@@ -63,8 +65,8 @@ def live_tenants(
 ) -> list[TenantLocation]:
     """Every live tenant (of one namespace, if given), in name order."""
     query = sql.SQL(
-        "SELECT " + _COLUMNS + " FROM {}.tenants WHERE retained_at IS NULL"
-        " AND (%(namespace)s::text IS NULL OR namespace = %(namespace)s) ORDER BY namespace, name"
+        "SELECT " + _COLUMNS + " FROM {}.tenants"
+        " WHERE retained_at IS NULL AND restoring_from IS NULL AND (%(namespace)s::text IS NULL OR namespace = %(namespace)s) ORDER BY namespace, name"
     ).format(sql.Identifier(control_schema))
     return [TenantLocation(*row) for row in conn.execute(query, {"namespace": namespace})]
 

@@ -85,6 +85,9 @@ class TenantRequest:
     domain: str | None = None
     suspended: bool = False
     metadata: dict[str, str] | None = None
+    restoring_from: str | None = None
+    """The Backup a new tenant's data comes from: until ``registry.restored``, no rollout
+    reaches it."""
 
 
 @dataclass(frozen=True)
@@ -455,7 +458,11 @@ def _register(
         suspended=request.suspended,
         metadata=dict(request.metadata or {}),
     )
-    params = {**asdict(record), "metadata": Jsonb(record.metadata)}
+    params = {
+        **asdict(record),
+        "metadata": Jsonb(record.metadata),
+        "restoring_from": request.restoring_from,
+    }
     conn.execute(registry.upsert(server.control_schema), params)
 
 

@@ -1,0 +1,169 @@
+"""The three things done with an archive, each end to end: take, restore, verify.
+
+What each holds while it works, and why:
+
+* ``take`` holds the tenant's *backup* lock (``backup:<uid>``) for the whole
+  dump, so two backups of one tenant never run at once, but not its
+  migration lock: a Migration may run beside it, and the dump reads one
+  snapshot, so it sees the tenant before or after that Migration, never
+  half of it (``dumping`` says how the versions read match the snapshot).
+* ``restore`` holds the *target's* migration lock (its UID, as the engine
+  takes it) while it loads, so no rollout or catch-up runs inside a tenant
+  whose data is half there; the registry marks the tenant as restoring
+  until the end, so none starts before either.
+* ``verify`` restores into a scratch copy that nobody else knows of.
+
+Every archive is checked whole (``archive.verify``) before a restore or a
+verification reads it again to load it: a tampered or truncated archive is
+refused before anything is created.
+"""
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from tenantdb.core import connecting, errors, locking, registry
+from tenantdb.core.backups import archive, dumping, manifest, restoring, storage, verifying
+from tenantdb.core.tenancy import Server
+
+LOCK_RETRY = 1.0
+"""Seconds between two tries of a lock another backup of the tenant holds."""
+
+
+class ArchiveTooNew(errors.TenantDBError):
+    """The archive's tenant had Migrations this namespace does not define."""
+
+    reason = "ArchiveTooNew"
+
+
+class UnknownTenant(errors.TenantDBError):
+    """No live tenant of that UID is registered."""
+
+    reason = "TenantNotFound"
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to take one archive."""
+
+    compression: str
+    level: int | None = None
+    tenant_key: bytes | None = field(default=None, repr=False)
+    """Encrypt under this tenant key (``archive.new_tenant_key``); None: plain."""
+    key_id: str | None = None
+    """Names the tenant key in the archive (its Secret)."""
+    tools_dir: Path | None = None
+    tool_version: str = ""
+
+
+def take(
+    server: Server, tenant_uid: str, store: storage.Storage, location: str, options: Options
+) -> manifest.Manifest:
+    """Dump the tenant into a new archive at ``location``; the Manifest as stored."""
+    record = _record(server, tenant_uid)
+    with _waiting_for(server, f"backup:{tenant_uid}"):
+        started = _now()
+        with archive.writer(
+            store,
+            location,
+            compression=options.compression,
+            level=options.level,
+            tenant_key=options.tenant_key,
+            key_id=options.key_id,
+        ) as sink:
+            dumped = dumping.dump(server, record, sink, tools_dir=options.tools_dir)
+            return sink.finish(
+                manifest.Manifest(
+                    tenant=record.name,
+                    namespace=record.namespace,
+                    tenant_uid=record.uid,
+                    isolation=record.isolation,
+                    payload=dumped.payload,
+                    server_version=dumped.server_version,
+                    tool_version=options.tool_version,
+                    started_at=started,
+                    completed_at=_now(),
+                    schema_version=dumped.schema_version,
+                    migrations=dumped.migrations,
+                    seeders=dumped.seeders,
+                    tables=dumped.tables,
+                    extensions=dumped.extensions,
+                )
+            )
+
+
+def restore(
+    server: Server,
+    store: storage.Storage,
+    location: str,
+    tenant_key: bytes | None,
+    target_uid: str,
+    tools_dir: Path | None,
+    known_versions: dict[int, str],
+    applied_by: str,
+) -> manifest.Manifest:
+    """Load a checked archive into the (new, empty) tenant ``target_uid``."""
+    checked = archive.verify(store, location, tenant_key)
+    unknown = [m.version for m in checked.migrations if m.version not in known_versions]
+    if unknown:
+        raise ArchiveTooNew(
+            f"the archive is at migration version {checked.schema_version}, but this namespace "
+            f"defines no Migration of version(s) {', '.join(map(str, unknown))}: apply them "
+            "before restoring"
+        )
+    target = _record(server, target_uid)
+    with _waiting_for(server, target_uid) as conn, archive.reader(store, location, tenant_key) as source:
+        restoring.restore(
+            server, checked, source, target, tools_dir=tools_dir, applied_by=applied_by
+        )
+        conn.execute(registry.restored(server.control_schema), (target_uid,))
+    return checked
+
+
+def verify(
+    server: Server,
+    store: storage.Storage,
+    location: str,
+    tenant_key: bytes | None,
+    tools_dir: Path | None,
+) -> verifying.VerifyResult:
+    """Restore the archive into a scratch copy, compare it with its manifest, drop the copy."""
+    checked = archive.verify(store, location, tenant_key)
+    with archive.reader(store, location, tenant_key) as source:
+        return verifying.verify(server, checked, source, tools_dir=tools_dir)
+
+
+def discard(store: storage.Storage, location: str) -> None:
+    """Remove an archive (its manifest first would be better, the storage decides the order)."""
+    store.delete(location)
+
+
+def _record(server: Server, uid: str) -> registry.TenantRecord:
+    with connecting.connection(server.pool) as conn:
+        record = registry.load(conn, server.control_schema, uid)
+    if record is None:
+        raise UnknownTenant(f"no tenant with UID {uid} is registered")
+    return record
+
+
+@contextmanager
+def _waiting_for(server: Server, key: str) -> Iterator[psycopg.Connection[Any]]:
+    """Hold a lock, trying again while someone else holds it; work written on the
+    connection commits with the lock's release."""
+    while True:
+        with locking.attempt(server.pool, server.control_schema, key) as conn:
+            if conn is not None:
+                locking.release_snapshot(conn)
+                yield conn
+                return
+        time.sleep(LOCK_RETRY)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
