@@ -23,6 +23,8 @@ from tenantdb.core import commands, connecting, errors, passwords, seeding
 KIND = "Tenant"
 PLURAL = "tenants"
 ROTATE_ANNOTATION = f"{GROUP}/rotate-credentials"
+WAIT_DELAY = 2.0
+"""Seconds between two looks at a restore or a final backup in flight."""
 VERIFY_TICK = 10.0
 """Seconds between timer ticks; each tenant is verified every ``verify_interval``."""
 
@@ -77,7 +79,7 @@ def reconcile(
         )
         seeded = _seed(rt, tenant, meta["uid"], patch, status, generation, body)
     except restores.RestoreWaiting as exc:
-        _wait(patch, status, generation, exc, rt.settings.watch.retry_delay)
+        _wait(patch, status, generation, exc, min(rt.settings.watch.retry_delay, WAIT_DELAY))
     except (errors.TenantDBError, credentials.SecretConflict, kube.ApiError) as exc:
         problem = _retryable(exc)
         phase = api.Phase.FAILED if getattr(problem, "permanent", True) else api.Phase.PENDING
@@ -175,7 +177,8 @@ def delete(
         drop = policy is not api.DeletionPolicy.RETAIN
         commands.deprovision(rt.server, uid=meta["uid"], name=meta["name"], drop=drop)
     except final_backups.FinalBackupPending as exc:
-        raise kopf.TemporaryError(str(exc), delay=rt.settings.watch.retry_delay) from exc
+        delay = min(rt.settings.watch.retry_delay, WAIT_DELAY)
+        raise kopf.TemporaryError(str(exc), delay=delay) from exc
     except (errors.TenantDBError, kube.ApiError) as exc:
         kopf.warn(body, reason=conditions.Reason.DELETION_BLOCKED, message=str(exc))
         raise kopf.TemporaryError(str(exc), delay=rt.settings.watch.retry_delay) from exc

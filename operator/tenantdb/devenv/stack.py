@@ -67,7 +67,11 @@ def up(state: Path, detach: bool = False, apply: Sequence[Path] = ()) -> int:
             kubeconfig,
             url,
             state / "logs" / "operator.log",
-            extra_env={"TENANTDB_CREDENTIALS_KEY": key},
+            extra_env={
+                "TENANTDB_CREDENTIALS_KEY": key,
+                "TENANTDB_BACKUP_STORAGE": os.environ.get("TENANTDB_BACKUP_STORAGE")
+                or f"file://{(state / 'backups').resolve()}",
+            },
         )
         operator.start()
         started.append(operator.stop)
