@@ -13,7 +13,7 @@ from tests.e2e.kubectl import Kubectl
 pytestmark = pytest.mark.kube
 
 HEADER = "apiVersion: tenantdb.io/v1alpha1\nkind: {kind}\nmetadata:\n  name: {name}\nspec:\n"
-STORAGE = "  storage:\n    path: /backups\n"
+STORAGE = "  storage:\n    volume:\n      path: /backups\n"
 
 
 def manifest(kind: str, name: str, spec: str) -> str:
@@ -45,9 +45,30 @@ REFUSED_ON_CREATE = {
         manifest("Tenant", "t4", "  deletionPolicy: Destroy\n"),
         'Unsupported value: "Destroy"',
     ),
-    "deletion policy without backups": (
-        manifest("Tenant", "t9", "  deletionPolicy: BackupThenDelete\n"),
-        "BackupThenDelete is not supported yet",
+    "backup compression level without compression": (
+        manifest("Backup", "b5", "  tenant: acme\n  compression: none\n  compressionLevel: 3\n"),
+        "compressionLevel needs a compression method",
+    ),
+    "gzip level above 9": (
+        manifest("Backup", "b6", "  tenant: acme\n  compression: gzip\n  compressionLevel: 12\n"),
+        "gzip levels are 1-9",
+    ),
+    "backup storage naming both volume and s3": (
+        manifest(
+            "Backup",
+            "b7",
+            "  tenant: acme\n  storage:\n    volume:\n      path: /backups\n"
+            "    s3:\n      bucket: tenant-backups\n",
+        ),
+        "set exactly one of volume and s3",
+    ),
+    "relative backup volume path": (
+        manifest("Backup", "b8", "  tenant: acme\n  storage:\n    volume:\n      path: backups\n"),
+        "spec.storage.volume.path",
+    ),
+    "schedule that is not cron": (
+        manifest("BackupSchedule", "s1", "  tenant: acme\n  schedule: every day\n"),
+        "spec.schedule",
     ),
     "empty display name": (
         manifest("Tenant", "t5", '  displayName: ""\n'),
@@ -125,21 +146,13 @@ REFUSED_ON_CREATE = {
         ),
         'Unsupported value: "Retry"',
     ),
-    "backup without storage": (
-        manifest("Backup", "b1", "  tenant: acme\n"),
-        "spec.storage: Required value",
-    ),
     "backup compression level out of bounds": (
         manifest("Backup", "b2", "  tenant: acme\n  compressionLevel: 99\n" + STORAGE),
-        "should be less than or equal to 22",
+        "should be less than or equal to 19",
     ),
     "backup of a malformed tenant name": (
         manifest("Backup", "b3", "  tenant: Acme_Corp\n" + STORAGE),
         "spec.tenant: Invalid value",
-    ),
-    "relative backup path": (
-        manifest("Backup", "b4", "  tenant: acme\n  storage:\n    path: backups\n"),
-        "spec.storage.path: Invalid value",
     ),
 }
 

@@ -168,13 +168,7 @@ def test_delete_policy_delete_drops_everything(kubectl: Kubectl, admin: psycopg.
     )
 
 
-@pytest.mark.parametrize(
-    ("field", "spec"),
-    [
-        ("serverRef", "\n    name: replica"),
-        ("restoreFrom", "\n    backup: nightly"),
-    ],
-)
+@pytest.mark.parametrize(("field", "spec"), [("serverRef", "\n    name: replica")])
 def test_a_field_without_its_feature_is_refused_and_nothing_is_provisioned(
     kubectl: Kubectl, admin: psycopg.Connection, field: str, spec: str
 ) -> None:

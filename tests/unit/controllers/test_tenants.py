@@ -11,7 +11,7 @@ def test_fields_without_their_feature_are_named() -> None:
         {"serverRef": {"name": "replica"}, "restoreFrom": {"backup": "nightly"}}
     )
     found = api.unsupported(spec)
-    assert [f.split(":")[0] for f in found] == ["spec.serverRef", "spec.restoreFrom"]
+    assert [f.split(":")[0] for f in found] == ["spec.serverRef"]
     assert api.unsupported(api.TenantSpec()) == []
 
 
@@ -20,7 +20,7 @@ def test_fields_without_their_feature_are_named() -> None:
     [
         ({"deletionPolicy": "Delete"}, api.DeletionPolicy.DELETE, False),
         ({}, api.DeletionPolicy.RETAIN, False),
-        ({"deletionPolicy": "BackupThenDelete"}, api.DeletionPolicy.RETAIN, True),
+        ({"deletionPolicy": "BackupThenDelete"}, api.DeletionPolicy.BACKUP_THEN_DELETE, False),
         ({"isolation": "tablespace"}, api.DeletionPolicy.RETAIN, True),
     ],
 )
