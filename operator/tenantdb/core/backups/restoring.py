@@ -349,16 +349,12 @@ def _advance_sequences(
             continue
         work.execute(
             sql.SQL(
-                "SELECT pg_catalog.setval(%s::pg_catalog.regclass, m) FROM"
+                "SELECT pg_catalog.setval(%(seq)s::pg_catalog.regclass, m) FROM"
                 " (SELECT pg_catalog.max({column}) AS m FROM {stage}) AS s"
-                " WHERE m IS NOT NULL AND m OPERATOR(pg_catalog.>)"
-                " (SELECT last_value FROM {sequence})"
-            ).format(
-                column=sql.Identifier(column),
-                stage=stage,
-                sequence=sql.SQL(sequence),
-            ),
-            (sequence,),
+                " WHERE m OPERATOR(pg_catalog.>) coalesce(pg_catalog.pg_sequence_last_value("
+                "%(seq)s::pg_catalog.regclass), 0)"
+            ).format(column=sql.Identifier(column), stage=stage),
+            {"seq": sequence},
         )
 
 
