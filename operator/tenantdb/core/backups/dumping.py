@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -60,7 +61,7 @@ def dump(
     record: registry.TenantRecord,
     sink: programs.Sink,
     progress: programs.Progress | None = None,
-    tools_dir: Any = None,
+    tools_dir: Path | None = None,
 ) -> DumpResult:
     """Write the tenant's data to ``sink`` (``.write(bytes)``) and describe it.
 

@@ -37,6 +37,7 @@ import re
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -77,7 +78,7 @@ def restore(
     source: programs.Source,
     target: registry.TenantRecord,
     progress: programs.Progress | None = None,
-    tools_dir: Any = None,
+    tools_dir: Path | None = None,
 ) -> RestoreResult:
     """Load ``source`` (``.read(n)``) into ``target`` and record the archive's
     migrations and seeders for it, holding the target's lock throughout."""
@@ -97,7 +98,7 @@ def load(
     source: programs.Source,
     target: registry.TenantRecord,
     progress: programs.Progress | None = None,
-    tools_dir: Any = None,
+    tools_dir: Path | None = None,
 ) -> RestoreResult:
     """The data alone, in one transaction on the target's owner session (no ledger)."""
     if archive.isolation != target.isolation:
@@ -157,7 +158,7 @@ def _load_dump(
     archive: Manifest,
     source: "_Counting",
     target: registry.TenantRecord,
-    tools_dir: Any,
+    tools_dir: Path | None,
 ) -> RestoreResult:
     _refuse_non_empty(work, target)
     version = int(work.info.server_version)

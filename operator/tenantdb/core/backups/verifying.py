@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
 
 from psycopg import sql
 
@@ -53,7 +53,7 @@ def verify(
     server: tenancy.Server,
     archive: manifest.Manifest,
     source: programs.Source,
-    tools_dir: Any = None,
+    tools_dir: Path | None = None,
 ) -> VerifyResult:
     """Restore ``source`` into a scratch tenant and compare it with ``archive``."""
     with scratch(server, archive) as target:
