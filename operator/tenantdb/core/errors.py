@@ -66,3 +66,9 @@ class InsufficientPrivilege(TenantDBError):
     """The operator's database role lacks a privilege it needs (said precisely)."""
 
     reason = "InsufficientPrivilege"
+
+
+class BackupError(TenantDBError):
+    """A dump, restore or verification cannot be done as asked (said precisely)."""
+
+    reason = "BackupFailed"
