@@ -240,7 +240,7 @@ class Job:
                 keys.tenant_key if keys else None,
                 self.rt.settings.backups.tools_dir,
             )
-            passed, message = result.passed, result.message
+            passed, message = result.ok, "; ".join(result.mismatches)
         except errors.TenantDBError as exc:
             passed, message = False, str(exc)
         self.status["lastVerified"] = api.Verification(

@@ -126,7 +126,6 @@ def _restore(rt: runtime.Runtime, source: _Source, target_uid: str) -> manifest_
         target_uid,
         rt.settings.backups.tools_dir,
         known_versions=declared,
-        applied_by=f"restore of {source.namespace}/{source.name}",
     )
 
 
