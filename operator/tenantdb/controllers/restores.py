@@ -20,6 +20,7 @@ from tenantdb.core import errors
 from tenantdb.core.backups import manifest as manifest_
 from tenantdb.core.backups import taking
 
+
 class RestoreWaiting(errors.TenantDBError):
     """The restore cannot start yet (the Backup is not complete) or is running."""
 

@@ -37,7 +37,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tenantdb.core import connecting, errors, locking, registry, securing, tenancy
+from tenantdb.core import connecting, errors, foreign_keys, locking, registry, securing, tenancy
 from tenantdb.core.backups import catalog, provenance
 
 LOCK_WAIT = "10s"
@@ -96,7 +96,7 @@ def _relations(
     if record.isolation == "shared":
         space = tenancy.space_of(server, record)
         names = [t.name for t in securing.read_tables(work, space) if t.has_tenant_id]
-        ordered = catalog.foreign_key_order(work, space.schema, names)
+        ordered = foreign_keys.foreign_key_order(work, space.schema, names)
         return [(str(space.schema), name) for name in ordered]
     if record.isolation == "database":
         return catalog.tables(work, [], every_schema=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from psycopg import sql
 
 from tenantdb.api.tenants import Isolation
-from tenantdb.core import connecting, passwords, registry, securing, tenancy
+from tenantdb.core import connecting, passwords, registry, tenancy
 from tenantdb.core.backups import (
     catalog,
     checksums,
@@ -98,30 +98,9 @@ def scratch(server: tenancy.Server, archive: manifest.Manifest) -> Iterator[regi
         with connecting.connection(server.pool) as conn:
             record = registry.load(conn, server.control_schema, uid)
         assert record is not None
-        try:
-            yield record
-        finally:
-            if record.isolation == "shared":
-                empty_shared(server, record)
+        yield record
     finally:
         tenancy.deprovision(server, uid, name, drop=True)
-
-
-def empty_shared(server: tenancy.Server, record: registry.TenantRecord) -> None:
-    """A shared scratch tenant's rows, deleted as that tenant, children first
-    (deprovisioning deletes table by table in name order, which foreign keys between
-    the tables refuse)."""
-    space = tenancy.space_of(server, record)
-    with (
-        connecting.translated_errors(),
-        server.sessions.session(record.owner_role, record.database_name) as work,
-        work.transaction(),
-    ):
-        names = [t.name for t in securing.read_tables(work, space) if t.has_tenant_id]
-        ordered = catalog.foreign_key_order(work, space.schema, names)
-        work.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(record.login_role)))
-        for table in reversed(ordered):
-            work.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(space.schema, table)))
 
 
 def summaries(
