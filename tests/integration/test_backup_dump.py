@@ -193,6 +193,16 @@ def test_a_shared_export_holds_only_its_tenant_and_restores_as_the_new_one(
     assert checked.ok, checked.mismatches
     again = _seed(server, target.uid, "development")
     assert again.applied == []
+    # dropping the restored tenant deletes its rows children first (the sample tables
+    # reference each other), and only its rows
+    commands.deprovision(server, target.uid, "sc", drop=True)
+    for table in archive.tables:
+        left = admin.execute(
+            f"SELECT count(*) FILTER (WHERE tenant_id = %s), count(*) FILTER (WHERE tenant_id = %s)"
+            f" FROM {space}.{table.name}",
+            (target.uid, source.uid),
+        ).fetchone()
+        assert left == (0, table.rows), table.name
 
 
 def _blocks(path: Path) -> list[framing.Block]:
