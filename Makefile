@@ -1,13 +1,13 @@
 # Every target installs what it needs: a venv with the package and its
-# pinned dependencies, and (for dev/test) the control-plane binaries, built
-# once from Go modules and cached outside the work tree.
+# pinned dependencies, and (for dev/test) the control-plane binaries and the
+# S3 server, built once from Go modules and cached outside the work tree.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install control-plane dev test unit lint format crds crds-check clean
+.PHONY: help install control-plane s3-server dev test unit lint format crds crds-check clean
 
 help:
 	@echo "make dev    run PostgreSQL + a local control plane + the operator, apply an example"
@@ -24,10 +24,13 @@ install: $(INSTALLED)
 control-plane:
 	@bash hack/control-plane.sh build >/dev/null
 
-dev: install control-plane
+s3-server:
+	@bash hack/s3-server.sh build >/dev/null
+
+dev: install control-plane s3-server
 	$(BIN)/tenantdb dev up --apply examples/tenant.yaml
 
-test: lint crds-check control-plane
+test: lint crds-check control-plane s3-server
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: install
