@@ -231,9 +231,11 @@ _S3_DENIED = {
     "NoSuchBucket",
     "SignatureDoesNotMatch",
 }
-_S3_NOT_FOUND = {"NoSuchKey", "NotFound", "NoSuchUpload"}
+_S3_NOT_FOUND = {"NoSuchKey", "NotFound", "NoSuchUpload", "404"}
+"""``404`` alone is what a HEAD request gets: it has no error document."""
 _S3_FULL = {"EntityTooLarge", "QuotaExceeded", "InsufficientStorage", "XMinioStorageFull"}
-_HTTP_FORBIDDEN, _HTTP_NOT_FOUND, _HTTP_INSUFFICIENT_STORAGE = 403, 404, 507
+_HTTP_DENIED = {401, 403, 404}
+_HTTP_INSUFFICIENT_STORAGE = 507
 
 
 @contextlib.contextmanager
@@ -266,9 +268,10 @@ def _client_error(what: str, exc: botocore.exceptions.ClientError) -> errors.Sto
     code = str(exc.response.get("Error", {}).get("Code", ""))
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
     message = f"{what}: {code or 'error'} (HTTP {status})"
-    if code in _S3_NOT_FOUND or (status == _HTTP_NOT_FOUND and code not in _S3_DENIED):
+    if code in _S3_NOT_FOUND:
         return errors.ArchiveNotFound(message)
-    if code in _S3_DENIED or status == _HTTP_FORBIDDEN:
+    if code in _S3_DENIED or status in _HTTP_DENIED:
+        # Another 404 (a missing bucket, an unknown user on some servers) refuses us too.
         return errors.StorageDenied(message)
     if code in _S3_FULL or status == _HTTP_INSUFFICIENT_STORAGE:
         return errors.StorageFull(message)
