@@ -84,11 +84,13 @@ def raw_client(server: S3Server) -> object:
     )
 
 
-@pytest.fixture(params=["volume", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, s3_server: S3Server) -> storage.Storage:
+@pytest.fixture(params=["volume", pytest.param("s3", marks=pytest.mark.s3)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> storage.Storage:
+    """A volume directory, or a fresh bucket on the session's S3 server."""
     if request.param == "volume":
         return storage.VolumeStorage(tmp_path / "backups")
-    return s3_storage(s3_server, s3_server.new_bucket())
+    server: S3Server = request.getfixturevalue("s3_server")
+    return s3_storage(server, server.new_bucket())
 
 
 def chunks(total: int, seed: int = 7, size: int = MIB) -> Iterator[bytes]:
@@ -169,6 +171,7 @@ def test_aborted_volume_writer_leaves_nothing(tmp_path: Path) -> None:
     assert not [path for path in store.root.rglob("*") if path.is_file()]
 
 
+@pytest.mark.s3
 def test_aborted_s3_writer_leaves_no_object_and_no_upload(s3_server: S3Server) -> None:
     bucket = s3_server.new_bucket()
     store = s3_storage(s3_server, bucket)
@@ -195,6 +198,7 @@ def test_delete_removes_a_tenant_and_nothing_else(store: storage.Storage) -> Non
         assert not (store.root / "shop" / "acme").exists()
 
 
+@pytest.mark.s3
 def test_delete_aborts_unfinished_uploads_under_the_prefix(s3_server: S3Server) -> None:
     bucket = s3_server.new_bucket()
     store = s3_storage(s3_server, bucket)
@@ -216,6 +220,7 @@ def test_missing_objects_are_archive_not_found(store: storage.Storage) -> None:
     assert store.keys("nothing/here") == []
 
 
+@pytest.mark.s3
 def test_s3_prefix_keeps_objects_apart(s3_server: S3Server) -> None:
     bucket = s3_server.new_bucket()
     first = s3_storage(s3_server, bucket, prefix="one")
@@ -267,6 +272,7 @@ def test_file_size_limit_is_storage_full_and_leaves_nothing(tmp_path: Path) -> N
     assert result["files"] == []
 
 
+@pytest.mark.s3
 def test_unreachable_endpoint(s3_server: S3Server) -> None:
     store = s3_storage(s3_server, "anything", endpoint=f"http://127.0.0.1:{processes.free_port()}")
     with pytest.raises(errors.StorageUnreachable) as caught:
@@ -275,6 +281,7 @@ def test_unreachable_endpoint(s3_server: S3Server) -> None:
     assert caught.value.permanent is False
 
 
+@pytest.mark.s3
 @pytest.mark.parametrize("wrong", ["secret_access_key", "access_key_id"])
 def test_wrong_credentials_are_denied_without_leaking_them(s3_server: S3Server, wrong: str) -> None:
     bucket = s3_server.new_bucket()
@@ -290,12 +297,14 @@ def test_wrong_credentials_are_denied_without_leaking_them(s3_server: S3Server, 
         archive.ArchiveReader(store, LOCATION).verify()
 
 
+@pytest.mark.s3
 def test_missing_bucket_is_denied(s3_server: S3Server) -> None:
     store = s3_storage(s3_server, "no-such-bucket-here")
     with pytest.raises(errors.StorageDenied, match="NoSuchBucket"):
         write(store, must_not_be_read())
 
 
+@pytest.mark.s3
 def test_tampered_s3_manifest_is_refused(s3_server: S3Server) -> None:
     bucket = s3_server.new_bucket()
     store = s3_storage(s3_server, bucket)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+import botocore.exceptions
 from botocore.config import Config
 
 from tenantdb.devenv import processes
@@ -137,7 +138,7 @@ class ObjectStore(processes.Service):
         self._pid_file.unlink(missing_ok=True)
         self._endpoint = None
 
-    def create_bucket(self, name: str) -> str:
+    def create_bucket(self, name: str, exist_ok: bool = False) -> str:
         """Create a bucket (path-style, as the server has no DNS names) and return its name."""
         endpoint = self.endpoint
         client = boto3.client(
@@ -148,7 +149,12 @@ class ObjectStore(processes.Service):
             aws_secret_access_key=endpoint.secret_access_key,
             config=Config(s3={"addressing_style": "path"}),
         )
-        client.create_bucket(Bucket=name)
+        try:
+            client.create_bucket(Bucket=name)
+        except botocore.exceptions.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if not (exist_ok and code in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}):
+                raise
         return name
 
     def _key(self, file_name: str, generated: str) -> str:
