@@ -27,7 +27,7 @@ from botocore.config import Config
 from tenantdb.core import errors
 from tenantdb.core.backups import archive, encryption, s3, storage
 from tenantdb.core.backups.manifest import Manifest
-from tenantdb.devenv import processes
+from tenantdb.devenv import objectstore, processes
 from tests.conftest import S3Server
 
 UID = "4b0f7c9e-0000-4000-8000-000000000001"
@@ -279,6 +279,33 @@ def test_unreachable_endpoint(s3_server: S3Server) -> None:
         write(store, must_not_be_read())
     assert caught.value.reason == "StorageUnreachable"
     assert caught.value.permanent is False
+
+
+@pytest.mark.s3
+def test_server_gone_mid_upload_is_unreachable(tmp_path: Path) -> None:
+    """A part upload failing in the background surfaces in the writer, as StorageUnreachable."""
+    server = objectstore.ObjectStore(tmp_path / "s3")
+    server.start()
+    try:
+        endpoint = server.endpoint
+        bucket = server.create_bucket("short-lived")
+        store = s3.S3Storage(
+            bucket,
+            endpoint=endpoint.url,
+            access_key_id=endpoint.access_key_id,
+            secret_access_key=endpoint.secret_access_key,
+            path_style=True,
+        )
+
+        def payload() -> Iterator[bytes]:
+            yield from chunks(3 * s3.PART_SIZE)
+            server.stop()
+            yield from chunks(3 * s3.PART_SIZE, seed=8)
+
+        with pytest.raises(errors.StorageUnreachable, match=r"part|complete"):
+            write(store, payload(), compression="none")
+    finally:
+        server.stop()
 
 
 @pytest.mark.s3

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,8 @@ from tenantdb.core import errors
 from tenantdb.core.backups import storage
 
 PART_SIZE = 8 * storage.MIB
-"""Bytes of one multipart part: the upload buffer (S3's minimum is 5 MiB, 10,000 parts)."""
+"""Bytes of one multipart part (S3's minimum is 5 MiB, at most 10,000 parts: 78 GiB).
+A writer holds two: one on its way, one filling."""
 DELETE_BATCH = 1000
 """Keys per DeleteObjects request (the S3 maximum)."""
 
@@ -48,7 +50,7 @@ class S3Storage:
     """``endpoint/bucket/key`` URLs instead of ``bucket.endpoint/key``: what most
     self-hosted services need when buckets have no DNS names."""
     part_size: int = PART_SIZE
-    """Bytes buffered per multipart part: the writer's memory."""
+    """Bytes per multipart part; a writer holds two. Raise it for archives over 78 GiB."""
 
     @functools.cached_property
     def _client(self) -> Any:
@@ -151,9 +153,11 @@ class S3Storage:
 
 
 class _MultipartUpload:
-    """Buffers one part at a time, so memory stays at ``part_size`` whatever the object's size.
+    """Sends each full part from a background thread while the next one fills.
 
-    S3 accepts a last (or only) part of any size, including empty.
+    So compressing and encrypting overlap with the network, and memory
+    stays at two parts whatever the object's size. S3 accepts a last (or
+    only) part of any size, including empty.
     """
 
     def __init__(self, storage: S3Storage, key: str, upload_id: str) -> None:
@@ -162,6 +166,9 @@ class _MultipartUpload:
         self._upload_id = upload_id
         self._buffer = bytearray()
         self._parts: list[dict[str, Any]] = []
+        self._submitted = 0
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-upload")
+        self._in_flight: Future[dict[str, Any]] | None = None
 
     def write(self, data: bytes | bytearray | memoryview, /) -> None:
         self._buffer += data
@@ -173,9 +180,11 @@ class _MultipartUpload:
             self._send(part)
 
     def complete(self) -> None:
-        if self._buffer or not self._parts:
+        if self._buffer or not self._submitted:
             self._send(bytes(self._buffer))
             self._buffer.clear()
+        self._wait()
+        self._sender.shutdown()
         storage = self._storage
         with _s3_errors(f"cannot complete {self._key} in bucket {storage.bucket}"):
             storage._client.complete_multipart_upload(
@@ -188,6 +197,9 @@ class _MultipartUpload:
     def abort(self) -> None:
         """Drop the uploaded parts; a failure here leaves them to ``delete`` or a lifecycle rule."""
         self._buffer.clear()
+        with contextlib.suppress(Exception):
+            self._wait()
+        self._sender.shutdown()
         storage = self._storage
         with contextlib.suppress(errors.StorageError), _s3_errors("abort"):
             storage._client.abort_multipart_upload(
@@ -195,8 +207,18 @@ class _MultipartUpload:
             )
 
     def _send(self, part: bytes) -> None:
+        """Hand ``part`` to the sender once the previous one is through (its error is raised here)."""
+        self._wait()
+        self._submitted += 1
+        self._in_flight = self._sender.submit(self._upload, self._submitted, part)
+
+    def _wait(self) -> None:
+        if self._in_flight is not None:
+            future, self._in_flight = self._in_flight, None
+            self._parts.append(future.result())
+
+    def _upload(self, number: int, part: bytes) -> dict[str, Any]:
         storage = self._storage
-        number = len(self._parts) + 1
         with _s3_errors(f"cannot upload part {number} of {self._key} to bucket {storage.bucket}"):
             response = storage._client.upload_part(
                 Bucket=storage.bucket,
@@ -205,7 +227,7 @@ class _MultipartUpload:
                 PartNumber=number,
                 Body=part,
             )
-        self._parts.append({"ETag": response["ETag"], "PartNumber": number})
+        return {"ETag": response["ETag"], "PartNumber": number}
 
 
 class _BodySource:
