@@ -1,13 +1,13 @@
 # Every target installs what it needs: a venv with the package and its
-# pinned dependencies, and (for dev/test) the control-plane binaries, built
-# once from Go modules and cached outside the work tree.
+# pinned dependencies, and (for dev/test) the control-plane binaries and the
+# S3 server, built once from Go modules and cached outside the work tree.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install control-plane helm dev test unit lint format crds crds-check clean
+.PHONY: help install control-plane helm s3-server dev test unit lint format crds crds-check clean
 
 help:
 	@echo "make dev    run PostgreSQL + a local control plane + the operator, apply an example"
@@ -28,10 +28,13 @@ control-plane:
 helm:
 	@bash hack/helm.sh build >/dev/null
 
-dev: install control-plane
+s3-server:
+	@bash hack/s3-server.sh build >/dev/null
+
+dev: install control-plane s3-server
 	$(BIN)/tenantdb dev up --apply examples/tenant.yaml
 
-test: lint crds-check control-plane helm
+test: lint crds-check control-plane helm s3-server
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: install
