@@ -16,7 +16,8 @@ from tenantdb import settings as settings_
 from tenantdb.api import backups as api
 from tenantdb.controllers import kube
 from tenantdb.core import errors, naming
-from tenantdb.core.backups import archive, s3, storage
+from tenantdb.core.backups import encryption as sealing
+from tenantdb.core.backups import s3, storage
 
 KEY_SECRET_FIELD = "wrappedKey"  # noqa: S105 - a key name, not a secret
 """Data key of a tenant's backup-key Secret: the tenant key wrapped by the master key."""
@@ -140,7 +141,7 @@ def keys(
     name = key_secret_name(tenant, tenant_uid)
     stored = kube.read_secret(namespace, name)
     if stored is None and create:
-        wrapped = archive.new_tenant_key(master, tenant_uid)
+        wrapped = sealing.new_tenant_key(master, tenant_uid)
         kube.create_secret(namespace, _key_secret(name, tenant, tenant_uid, wrapped))
         stored = kube.read_secret(namespace, name)
     if stored is None:
@@ -152,7 +153,7 @@ def keys(
         wrapped = base64.b64decode(stored["data"][KEY_SECRET_FIELD])
     except (KeyError, binascii.Error) as exc:
         raise BackupConfigError(f"Secret {name!r} has no valid {KEY_SECRET_FIELD}") from exc
-    return Keys(archive.unwrap_tenant_key(master, wrapped, tenant_uid), key_id=name)
+    return Keys(sealing.unwrap_tenant_key(master, wrapped, tenant_uid), key_id=name)
 
 
 def _key_secret(name: str, tenant: str, tenant_uid: str, wrapped: bytes) -> dict[str, object]:

@@ -196,7 +196,6 @@ class Job:
                 compression=self.spec.compression.value,
                 level=self.spec.compression_level,
                 tenant_key=keys.tenant_key if keys else None,
-                key_id=keys.key_id if keys else None,
                 tools_dir=self.rt.settings.backups.tools_dir,
                 tool_version=tenantdb.__version__,
             ),

@@ -13,7 +13,7 @@ What each holds while it works, and why:
   as restoring until the end, so none starts before either.
 * ``verify`` restores into a scratch copy that nobody else knows of.
 
-Every archive is checked whole (``archive.verify``) before a restore or a
+Every archive is checked whole (``ArchiveReader.verify``) before a restore or a
 verification reads it again to load it: a tampered or truncated archive is
 refused before anything is created.
 """
@@ -55,9 +55,7 @@ class Options:
     compression: str
     level: int | None = None
     tenant_key: bytes | None = field(default=None, repr=False)
-    """Encrypt under this tenant key (``archive.new_tenant_key``); None: plain."""
-    key_id: str | None = None
-    """Names the tenant key in the archive (its Secret)."""
+    """Encrypt under this tenant key (``encryption.new_tenant_key``); None: plain."""
     tools_dir: Path | None = None
     tool_version: str = ""
 
@@ -69,13 +67,12 @@ def take(
     record = _record(server, tenant_uid)
     with _waiting_for(server, f"backup:{tenant_uid}"):
         started = _now()
-        with archive.writer(
+        with archive.ArchiveWriter(
             store,
             location,
             compression=options.compression,
             level=options.level,
             tenant_key=options.tenant_key,
-            key_id=options.key_id,
         ) as sink:
             dumped = dumping.dump(server, record, sink, tools_dir=options.tools_dir)
             made = dumping.manifest_for(record, dumped, started, _now(), options.tool_version)
@@ -92,7 +89,8 @@ def restore(
     known_versions: dict[int, str],
 ) -> manifest.Manifest:
     """Load a checked archive into the (new, empty) tenant ``target_uid``."""
-    checked = archive.verify(store, location, tenant_key)
+    reader = archive.ArchiveReader(store, location, tenant_key=tenant_key)
+    checked = reader.verify()
     unknown = [m.version for m in checked.migrations if m.version not in known_versions]
     if unknown:
         raise ArchiveTooNew(
@@ -101,7 +99,7 @@ def restore(
             "before restoring"
         )
     target = _record(server, target_uid)
-    with archive.reader(store, location, tenant_key) as source:
+    with reader.payload() as source:
         restoring.restore(server, checked, source, target, tools_dir=tools_dir)
     with connecting.connection(server.pool) as conn:
         conn.execute(registry.restored(server.control_schema), (target_uid,))
@@ -116,8 +114,9 @@ def verify(
     tools_dir: Path | None,
 ) -> verifying.VerifyResult:
     """Restore the archive into a scratch copy, compare it with its manifest, drop the copy."""
-    checked = archive.verify(store, location, tenant_key)
-    with archive.reader(store, location, tenant_key) as source:
+    reader = archive.ArchiveReader(store, location, tenant_key=tenant_key)
+    checked = reader.verify()
+    with reader.payload() as source:
         return verifying.verify(server, checked, source, tools_dir=tools_dir)
 
 
