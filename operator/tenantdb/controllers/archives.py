@@ -145,7 +145,7 @@ def keys(
         kube.create_secret(namespace, _key_secret(name, tenant, tenant_uid, wrapped))
         stored = kube.read_secret(namespace, name)
     if stored is None:
-        raise errors.TenantDBError(
+        raise errors.EncryptionKeyMissing(
             f"the backup key Secret {name!r} of tenant {tenant} is gone: its archives cannot be "
             "decrypted (crypto-shredded)"
         )

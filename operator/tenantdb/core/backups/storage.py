@@ -122,7 +122,7 @@ class VolumeStorage:
     @contextlib.contextmanager
     def writer(self, key: str) -> Iterator[Sink]:
         path = self._path(key)
-        with _os_errors(f"cannot create {key} under {self.root}"):
+        with _os_errors(f"cannot create {key} under {self.root}", writing=True):
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, temp = tempfile.mkstemp(
                 dir=path.parent, prefix=f".{path.name}.", suffix=_TEMP_SUFFIX
@@ -209,13 +209,15 @@ _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 @contextlib.contextmanager
-def _os_errors(what: str) -> Iterator[None]:
-    """Turn an ``OSError`` into the storage error class that says what went wrong."""
+def _os_errors(what: str, writing: bool = False) -> Iterator[None]:
+    """Turn an ``OSError`` into the storage error class that says what went wrong
+    (a directory a writer cannot make, say under a read-only or virtual file system,
+    is a storage the operator may not write, not a missing archive)."""
     try:
         yield
     except OSError as exc:
         message = f"{what}: {exc.strerror or exc}"
-        if exc.errno in _DENIED_ERRNOS:
+        if exc.errno in _DENIED_ERRNOS or (writing and exc.errno == errno.ENOENT):
             raise errors.StorageDenied(message) from exc
         if exc.errno in _FULL_ERRNOS:
             raise errors.StorageFull(message) from exc
