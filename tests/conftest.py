@@ -23,6 +23,8 @@ from tenantdb.core import commands
 from tenantdb.devenv import controlplane, operator_process, postgres, processes, stack
 from tests.servers import database_settings
 
+pytest_plugins = ("tests.node.fixtures",)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """One credentials key for the operator, the CLI and in-process servers of this run."""

@@ -49,8 +49,11 @@ OUTSIDE_PATHS = (
     Path("/var/log/containers"),
     Path("/var/lib/cni/results"),
     Path("/var/lib/cni"),
+    Path("/run/containerd/s"),
+    Path("/run/containerd"),
 )
-"""Written whatever the root directories say; removed again if the node made them."""
+"""Written whatever the root directories say (the kubelet's device plugins and log
+links, CNI results, containerd's shim sockets); removed again if the node made them."""
 CGROUPS = ("kubepods", "k8s.io")
 """The kubelet's and containerd's cgroups, in every hierarchy under ``CGROUP_ROOT``."""
 CGROUP_ROOT = Path("/sys/fs/cgroup")
