@@ -26,9 +26,10 @@ LIMITS=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 
 log() { echo "image: $*" >&2; }
 
+# The base to build on; `local` is built (or, with `name`, only named) by hack/base-image.sh.
 base_image() {
   local base="${BASE_IMAGE:-}"
-  if [[ "$base" == local ]]; then base="$(bash hack/base-image.sh)"; fi
+  if [[ "$base" == local ]]; then base="$(bash hack/base-image.sh "${1:-build}")"; fi
   echo "$base"
 }
 
@@ -120,6 +121,6 @@ build() {
 
 case "${1:-build}" in
   build) build ;;
-  name) echo "$REPOSITORY:$(context_hash "$(BASE_IMAGE="${BASE_IMAGE:-}" base_image)")" ;;
+  name) echo "$REPOSITORY:$(context_hash "$(base_image name)")" ;;
   *) echo "usage: $0 [build|name]" >&2; exit 2 ;;
 esac
