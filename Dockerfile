@@ -8,7 +8,7 @@
 # The build context may carry a wheelhouse in .image/wheels (make image fills
 # it): then nothing is downloaded while building. Nothing is downloaded at
 # run time either way.
-ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS builder
 # make image removes the builder stage's image by this label once the build is done.

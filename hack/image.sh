@@ -89,8 +89,9 @@ prune() {
 }
 
 build() {
-  local base tool tag image archive network=() started=$SECONDS
+  local base tool tag image archive network=() started
   base="$(base_image)"
+  started=$SECONDS
   tag="$(context_hash "$base")"
   image="$REPOSITORY:$tag"
   archive="$ARCHIVE_DIR/tenantdb-$tag.oci.tar"
