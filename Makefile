@@ -6,12 +6,18 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The image's base: empty for the Dockerfile's public one, `local` for one
+# built from Debian's packages (hack/base-image.sh), or any image name.
+BASE_IMAGE ?=
+# What the node tests build the image on: this machine reaches no registry.
+TEST_BASE_IMAGE ?= local
 
-.PHONY: help install control-plane helm s3-server dev test unit lint format crds crds-check clean
+.PHONY: help install control-plane helm s3-server node image node-image dev test unit lint format crds crds-check clean
 
 help:
 	@echo "make dev    run PostgreSQL + a local control plane + the operator, apply an example"
 	@echo "make test   lint, check the CRDs, then run every test suite"
+	@echo "make image  build the operator's image (BASE_IMAGE=...) and its OCI archive"
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,11 +37,22 @@ helm:
 s3-server:
 	@bash hack/s3-server.sh build >/dev/null
 
+# kubelet, kube-scheduler, crictl and pause for tests/node (and containerd, runc).
+node: control-plane
+	@bash hack/node.sh build >/dev/null
+
+image: install
+	BASE_IMAGE=$(BASE_IMAGE) bash hack/image.sh build
+
+# What tests/node runs: the image on the test base (cached by the tree's hash).
+node-image: install node
+	@BASE_IMAGE=$(TEST_BASE_IMAGE) bash hack/image.sh build >/dev/null
+
 dev: install control-plane s3-server
 	$(BIN)/tenantdb dev up --apply examples/tenant.yaml
 
-test: lint crds-check control-plane helm s3-server
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: lint crds-check control-plane helm s3-server node-image
+	TENANTDB_TEST_BASE_IMAGE=$(TEST_BASE_IMAGE) $(BIN)/pytest $(PYTEST_ARGS)
 
 unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -61,4 +78,4 @@ crds-check: install
 	$(BIN)/tenantdb crds $(addprefix --out ,$(CRD_DIRS)) --check
 
 clean:
-	rm -rf $(VENV) .dev .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .dev .image .pytest_cache .mypy_cache .ruff_cache

@@ -30,6 +30,8 @@ from tenantdb.devenv import (
 )
 from tests.servers import database_settings
 
+pytest_plugins = ("tests.node.fixtures",)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """One credentials key for the operator, the CLI and in-process servers of this run."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -97,17 +98,25 @@ class _Issued(NamedTuple):
 
 
 def write_certificates(
-    directory: Path, *, valid_for: timedelta = timedelta(days=365)
+    directory: Path,
+    *,
+    valid_for: timedelta = timedelta(days=365),
+    serving_ips: Sequence[str] = SERVING_IPS,
 ) -> CertificateFiles:
     """Make a fresh CA, serving cert, admin cert and token key pair in ``directory``.
 
+    ``serving_ips`` are the addresses the serving certificate is valid for.
     Private keys are written 0600. Returns where each file is.
     """
     files = CertificateFiles(directory)
     directory.mkdir(parents=True, exist_ok=True)
     ca = _certificate_authority(valid_for)
     serving = _issue(
-        ca, _name("localhost"), valid_for, ExtendedKeyUsageOID.SERVER_AUTH, _serving_names()
+        ca,
+        _name("localhost"),
+        valid_for,
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        _serving_names(serving_ips),
     )
     admin = _issue(
         ca, _name(ADMIN_USER, ADMIN_GROUP), valid_for, ExtendedKeyUsageOID.CLIENT_AUTH, None
@@ -129,6 +138,30 @@ def write_certificates(
     return files
 
 
+def issue_client_certificate(
+    files: CertificateFiles,
+    user: str,
+    group: str,
+    name: str,
+    *,
+    valid_for: timedelta = timedelta(days=365),
+) -> tuple[Path, Path]:
+    """Sign a client certificate for ``user`` in ``group`` with the CA of ``files``.
+
+    Written as ``<name>.crt`` and ``<name>.key`` beside the others (a kubelet,
+    or the API server calling kubelets). Returns the certificate and key paths.
+    """
+    ca_key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, rsa.RSAPrivateKey):
+        raise TypeError(f"{files.ca_key} is not an RSA key")
+    ca = _Issued(x509.load_pem_x509_certificate(files.ca_cert.read_bytes()), ca_key)
+    issued = _issue(ca, _name(user, group), valid_for, ExtendedKeyUsageOID.CLIENT_AUTH, None)
+    cert_path, key_path = files.directory / f"{name}.crt", files.directory / f"{name}.key"
+    _write_key(key_path, issued.key)
+    cert_path.write_bytes(issued.cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
 def _new_key() -> rsa.RSAPrivateKey:
     """An RSA-2048 key: accepted by every Kubernetes component and TLS stack."""
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -142,10 +175,10 @@ def _name(common_name: str, organization: str | None = None) -> x509.Name:
     return x509.Name(attributes)
 
 
-def _serving_names() -> x509.SubjectAlternativeName:
+def _serving_names(ips: Sequence[str]) -> x509.SubjectAlternativeName:
     """The SANs of the serving cert (Go and OpenSSL ignore CN for host checks)."""
     names: list[x509.GeneralName] = [x509.DNSName(name) for name in SERVING_DNS_NAMES]
-    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVING_IPS]
+    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
     return x509.SubjectAlternativeName(names)
 
 

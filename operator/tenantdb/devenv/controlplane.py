@@ -4,13 +4,16 @@ Owns: finding (or building) the binaries through ``hack/control-plane.sh``,
 the flags each process runs with (modelled on controller-runtime's envtest,
 plus a controller-manager so that garbage collection and namespace deletion
 really happen), readiness checks, the admin kubeconfig, and stopping
-everything again. Must not import kopf, the Kubernetes client or another
+everything again. In node mode it serves a real node (``devenv.node``) and
+the pods on it: see ``ControlPlane``. Must not import kopf, the Kubernetes client or another
 tenantdb layer: readiness checks speak HTTP through the standard library.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import http.client
 import json
 import os
@@ -44,6 +47,18 @@ Without a kubelet or a scheduler, no other controller has work to do."""
 
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 CLUSTER_NAME = "tenantdb-dev"
+
+NODE_MODE_HOST = "127.0.100.1"
+NODE_MODE_PORT = 443
+"""Where the API server listens in node mode: the address the ``kubernetes``
+Service gets as the first of ``NODE_MODE_SERVICE_RANGE``, and its port, so a
+pod's stock in-cluster configuration reaches the API server directly."""
+NODE_MODE_SERVICE_RANGE = "127.0.100.0/24"
+"""A service range on loopback: no traffic of the node ever leaves 127.0.0.0/8."""
+NODE_MODE_LOCK = Path.home() / ".cache" / "tenantdb" / "node-mode-control-plane.lock"
+"""Held while a node-mode control plane runs: 127.0.100.1:443 fits only one."""
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
+"""Who the API server is to kubelets (logs, exec, port-forward)."""
 
 
 def find_binaries(build: bool = True) -> Path:
@@ -103,9 +118,15 @@ class ControlPlane(processes.Service):
         *,
         startup_timeout: float = 120.0,
         stop_timeout: float = 10.0,
+        node_mode: bool = False,
     ) -> None:
         self.work_dir = work_dir.absolute()
         self.bin_dir = bin_dir
+        self.node_mode = node_mode
+        """Serve a real node: the API server on ``NODE_MODE_HOST:NODE_MODE_PORT``
+        (one at a time on this machine, under ``NODE_MODE_LOCK``) with Node
+        authorization and NodeRestriction, and every controller of the
+        controller-manager, so Deployments, ReplicaSets and Jobs make pods."""
         self.startup_timeout = startup_timeout
         """Seconds each process may take to become ready."""
         self.stop_timeout = stop_timeout
@@ -117,6 +138,7 @@ class ControlPlane(processes.Service):
         self._children: list[processes.Child] = []
         self._api_port: int | None = None
         self._tls: ssl.SSLContext | None = None
+        self._lock: int | None = None
         self.startup_seconds: float | None = None
         """How long the last ``start()`` took, binaries lookup excluded."""
 
@@ -125,7 +147,11 @@ class ControlPlane(processes.Service):
         """The API server's address; known once ``start()`` picked its port."""
         if self._api_port is None:
             raise processes.DevEnvError("the control plane is not running")
-        return f"https://{processes.LOOPBACK}:{self._api_port}"
+        return f"https://{self._api_host}:{self._api_port}"
+
+    @property
+    def _api_host(self) -> str:
+        return NODE_MODE_HOST if self.node_mode else processes.LOOPBACK
 
     @property
     def pids(self) -> dict[str, int]:
@@ -143,6 +169,8 @@ class ControlPlane(processes.Service):
         bin_dir = self.bin_dir if self.bin_dir is not None else find_binaries()
         began = time.monotonic()
         try:
+            if self.node_mode:
+                self._lock = _take_node_mode_lock(self.work_dir)
             self._prepare()
             etcd_url = self._start_etcd(bin_dir)
             self._start_api_server(bin_dir, etcd_url)
@@ -169,6 +197,9 @@ class ControlPlane(processes.Service):
             (self._run_dir / f"{child.name}.pid").unlink(missing_ok=True)
         self._api_port = None
         self._tls = None
+        if self._lock is not None:
+            os.close(self._lock)  # closing releases the lock
+            self._lock = None
         if failures:
             raise failures[0]
 
@@ -178,50 +209,28 @@ class ControlPlane(processes.Service):
         for name in reversed(BINARIES):
             processes.reap_leftover(self._run_dir / f"{name}.pid", marker, self.stop_timeout)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        certificates.write_certificates(self.pki.directory)
-        self._api_port = processes.free_port()
+        serving_ips: tuple[str, ...] = certificates.SERVING_IPS
+        if self.node_mode:
+            serving_ips = (*serving_ips, NODE_MODE_HOST)
+        certificates.write_certificates(self.pki.directory, serving_ips=serving_ips)
+        if self.node_mode:
+            certificates.issue_client_certificate(
+                self.pki, KUBELET_CLIENT_USER, certificates.ADMIN_GROUP, "kubelet-client"
+            )
+        self._api_port = NODE_MODE_PORT if self.node_mode else processes.free_port()
         processes.write_private_file(self.kubeconfig, self._kubeconfig_document())
         self._tls = ssl.create_default_context(cafile=str(self.pki.ca_cert))
         self._tls.load_cert_chain(str(self.pki.admin_cert), str(self.pki.admin_key))
 
     def _kubeconfig_document(self) -> bytes:
-        """An admin kubeconfig with every credential inline, so it holds no paths.
-
-        JSON is valid YAML, and kubectl, client-go and the Python client all
-        read it; the standard library writes it.
-        """
-
-        def inline(path: Path) -> str:
-            return base64.b64encode(path.read_bytes()).decode()
-
-        user = certificates.ADMIN_USER
-        document = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": CLUSTER_NAME,
-                    "cluster": {
-                        "server": self.server_url,
-                        "certificate-authority-data": inline(self.pki.ca_cert),
-                    },
-                }
-            ],
-            "users": [
-                {
-                    "name": user,
-                    "user": {
-                        "client-certificate-data": inline(self.pki.admin_cert),
-                        "client-key-data": inline(self.pki.admin_key),
-                    },
-                }
-            ],
-            "contexts": [
-                {"name": CLUSTER_NAME, "context": {"cluster": CLUSTER_NAME, "user": user}}
-            ],
-            "current-context": CLUSTER_NAME,
-        }
-        return json.dumps(document, indent=2).encode() + b"\n"
+        """The admin kubeconfig."""
+        return kubeconfig_document(
+            self.server_url,
+            self.pki.ca_cert,
+            certificates.ADMIN_USER,
+            self.pki.admin_cert,
+            self.pki.admin_key,
+        )
 
     def _start_etcd(self, bin_dir: Path) -> str:
         """Start etcd on two free loopback ports; return its client URL once healthy."""
@@ -243,7 +252,7 @@ class ControlPlane(processes.Service):
         )
 
         def healthy() -> bool:
-            status, body = _get(processes.LOOPBACK, client_port, "/health", None)
+            status, body = http_get(processes.LOOPBACK, client_port, "/health", None)
             return status == 200 and json.loads(body).get("health") == "true"
 
         self._await(child, "healthy on /health", healthy)
@@ -260,20 +269,37 @@ class ControlPlane(processes.Service):
             f"--tls-cert-file={self.pki.serving_cert}",
             f"--tls-private-key-file={self.pki.serving_key}",
             f"--secure-port={port}",
-            f"--bind-address={processes.LOOPBACK}",
-            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            f"--bind-address={self._api_host}",
             "--allow-privileged=true",
-            "--authorization-mode=RBAC",
             f"--client-ca-file={self.pki.ca_cert}",
             f"--service-account-issuer={self.server_url}",
             f"--service-account-key-file={self.pki.service_account_public_key}",
             f"--service-account-signing-key-file={self.pki.service_account_key}",
+            *(self._node_mode_api_flags() if self.node_mode else self._api_flags()),
         )
         self._await(child, "ready on /readyz", lambda: self._api_get("/readyz") == 200)
         self._await(
             child,
             "serving namespace default",
             lambda: self._api_get("/api/v1/namespaces/default") == 200,
+        )
+
+    @staticmethod
+    def _api_flags() -> tuple[str, ...]:
+        return (
+            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            "--authorization-mode=RBAC",
+        )
+
+    def _node_mode_api_flags(self) -> tuple[str, ...]:
+        """A node's kubelet is authorized as a node, and may only touch its own objects."""
+        return (
+            f"--advertise-address={NODE_MODE_HOST}",
+            f"--service-cluster-ip-range={NODE_MODE_SERVICE_RANGE}",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--kubelet-client-certificate={self.pki.directory / 'kubelet-client.crt'}",
+            f"--kubelet-client-key={self.pki.directory / 'kubelet-client.key'}",
         )
 
     def _start_controller_manager(self, bin_dir: Path) -> None:
@@ -300,13 +326,23 @@ class ControlPlane(processes.Service):
             f"--tls-cert-file={self.pki.serving_cert}",
             f"--tls-private-key-file={self.pki.serving_key}",
             "--leader-elect=false",
-            f"--controllers={','.join(CONTROLLERS)}",
+            *self._controller_flags(),
         )
 
         def healthy() -> bool:
-            return _get(processes.LOOPBACK, port, "/healthz", self._tls)[0] == 200
+            return http_get(processes.LOOPBACK, port, "/healthz", self._tls)[0] == 200
 
         self._await(child, "healthy on /healthz", healthy)
+
+    def _controller_flags(self) -> tuple[str, ...]:
+        """``CONTROLLERS``, or in node mode all of them (with a CA to sign node CSRs)."""
+        if not self.node_mode:
+            return (f"--controllers={','.join(CONTROLLERS)}",)
+        return (
+            "--controllers=*",
+            f"--cluster-signing-cert-file={self.pki.ca_cert}",
+            f"--cluster-signing-key-file={self.pki.ca_key}",
+        )
 
     def _spawn(self, bin_dir: Path, name: str, *arguments: str) -> processes.Child:
         """Start one binary with its log in ``logs/`` and its pid in ``run/``."""
@@ -330,11 +366,75 @@ class ControlPlane(processes.Service):
 
     def _api_get(self, path: str) -> int:
         """GET ``path`` from the API server as ``admin``; the HTTP status."""
-        assert self._api_port is not None, "start() picks the port first"
-        return _get(processes.LOOPBACK, self._api_port, path, self._tls)[0]
+        return self.api_get(path)[0]
+
+    def api_get(self, path: str) -> tuple[int, bytes]:
+        """GET ``path`` from the running API server as ``admin``; status and body."""
+        if self._api_port is None:
+            raise processes.DevEnvError("the control plane is not running")
+        return http_get(self._api_host, self._api_port, path, self._tls)
 
 
-def _get(host: str, port: int, path: str, tls: ssl.SSLContext | None) -> tuple[int, bytes]:
+def _take_node_mode_lock(work_dir: Path) -> int:
+    """Hold ``NODE_MODE_LOCK`` (its descriptor), or fail naming who holds it.
+
+    A second node-mode control plane could only fail later, binding the same
+    address, or worse, talk to the first one's API server: fail at once.
+    """
+    NODE_MODE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(NODE_MODE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = NODE_MODE_LOCK.read_text().strip() or "another process"
+        os.close(descriptor)
+        raise processes.DevEnvError(
+            f"a node-mode control plane already serves {NODE_MODE_HOST}:{NODE_MODE_PORT} "
+            f"({holder}; lock {NODE_MODE_LOCK}): only one can run on this machine at a time"
+        ) from None
+    with contextlib.suppress(OSError):
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"pid {os.getpid()}, work dir {work_dir}\n".encode())
+    return descriptor
+
+
+def kubeconfig_document(
+    server_url: str, ca_cert: Path, user: str, client_cert: Path, client_key: Path
+) -> bytes:
+    """A kubeconfig with every credential inline, so it holds no paths.
+
+    JSON is valid YAML, and kubectl, client-go and the Python client all
+    read it; the standard library writes it.
+    """
+
+    def inline(path: Path) -> str:
+        return base64.b64encode(path.read_bytes()).decode()
+
+    document = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": CLUSTER_NAME,
+                "cluster": {"server": server_url, "certificate-authority-data": inline(ca_cert)},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": inline(client_cert),
+                    "client-key-data": inline(client_key),
+                },
+            }
+        ],
+        "contexts": [{"name": CLUSTER_NAME, "context": {"cluster": CLUSTER_NAME, "user": user}}],
+        "current-context": CLUSTER_NAME,
+    }
+    return json.dumps(document, indent=2).encode() + b"\n"
+
+
+def http_get(host: str, port: int, path: str, tls: ssl.SSLContext | None) -> tuple[int, bytes]:
     """One GET over plain HTTP or verified TLS; status and body.
 
     ``http.client`` rather than urllib: error statuses come back as values,
