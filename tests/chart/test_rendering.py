@@ -167,9 +167,12 @@ def expected_namespaced_grants() -> set[tuple[str, str, str]]:
     resource a handler is registered for, and patch its status subresource.
     The controllers' own calls (controllers/kube.py): credentials Secrets read,
     created and patched; core Events posted; Migrations listed and their status
-    patched (covered above); a Secret owned by its Tenant with blockOwnerDeletion
-    needs ``update`` on ``tenants/finalizers`` where OwnerReferencesPermissionEnforcement
-    is on. A new handler module (Backups) makes this set grow and the chart must follow.
+    patched (covered above); a Secret owned by its Tenant, and a Backup owned by its
+    BackupSchedule, with blockOwnerDeletion need ``update`` on the owner's
+    ``finalizers`` where OwnerReferencesPermissionEnforcement is on. Backups read their
+    Tenant; restores and final backups read, create and delete Backups; backup keys are
+    Secrets created (covered by the credentials). A new handler module makes this set
+    grow and the chart must follow.
     """
     assert operator.HANDLER_MODULES  # importing it registered every handler
     registry = kopf.get_default_registry()
@@ -179,10 +182,17 @@ def expected_namespaced_grants() -> set[tuple[str, str, str]]:
         for handler in part.get_all_handlers()
         if handler.selector is not None
     }
-    assert handled == {(GROUP, "tenants"), (GROUP, "migrations")}
+    assert handled == {
+        (GROUP, "tenants"),
+        (GROUP, "migrations"),
+        (GROUP, "backups"),
+        (GROUP, "backupschedules"),
+    }
     grants = {(g, r, v) for g, r in handled for v in ("list", "watch", "patch")}
     grants |= {(g, f"{r}/status", "patch") for g, r in handled}
-    grants |= {(GROUP, "tenants/finalizers", "update")}
+    grants |= {(GROUP, "tenants", "get"), (GROUP, "backups", "get")}
+    grants |= {(GROUP, "backups", v) for v in ("create", "delete")}
+    grants |= {(GROUP, f"{r}/finalizers", "update") for r in ("tenants", "backupschedules")}
     grants |= {("", "secrets", v) for v in ("get", "create", "patch")}
     grants |= {("", "events", "create")}
     return grants

@@ -24,12 +24,17 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
     {
         "apiGroups": ["tenantdb.io"],
-        "resources": ["tenants", "migrations", "backups"],
-        "verbs": ["get", "list", "watch", "patch", "update"],
+        "resources": ["tenants", "migrations", "backups", "backupschedules"],
+        "verbs": ["get", "list", "watch", "patch", "update", "create", "delete"],
     },
     {
         "apiGroups": ["tenantdb.io"],
-        "resources": ["tenants/status", "migrations/status", "backups/status"],
+        "resources": [
+            "tenants/status",
+            "migrations/status",
+            "backups/status",
+            "backupschedules/status",
+        ],
         "verbs": ["get", "patch", "update"],
     },
     {
