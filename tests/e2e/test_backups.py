@@ -8,7 +8,9 @@ the two tenants table by table, as the application would see them.
 from __future__ import annotations
 
 import base64
+import os
 import secrets
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -106,14 +108,31 @@ def test_a_backup_of_a_missing_tenant_fails_and_says_why(kubectl: Kubectl) -> No
 
 
 def test_unwritable_storage_fails_and_leaves_nothing_complete(
-    kubectl: Kubectl, admin: psycopg.Connection
+    kubectl: Kubectl, admin: psycopg.Connection, backup_root: Path
 ) -> None:
     _orders(kubectl, admin, "stuck")
-    kubectl.apply(backup("stuck-1", "stuck", storage={"volume": {"path": "/proc/tenantdb"}}))
+    blocked = backup_root / "read-only"
+    blocked.mkdir(mode=0o500)
+    blocked.chmod(0o500)
+    if os.geteuid() == 0:  # root writes through modes: a file where a directory must be
+        blocked.rmdir()
+        blocked.write_text("not a directory")
+    kubectl.apply(backup("stuck-1", "stuck", storage={"volume": {"path": str(blocked)}}))
     status = wait_backup(kubectl, "stuck-1", "Failed")
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")  # type: ignore[union-attr]
     assert ready["reason"] == "StorageDenied", ready
     assert "completedAt" not in status
+
+
+def test_a_volume_outside_the_allowed_directories_is_refused(
+    kubectl: Kubectl, admin: psycopg.Connection, tmp_path: Path
+) -> None:
+    _orders(kubectl, admin, "escape")
+    kubectl.apply(backup("escape-1", "escape", storage={"volume": {"path": str(tmp_path)}}))
+    status = wait_backup(kubectl, "escape-1", "Failed")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")  # type: ignore[union-attr]
+    assert ready["reason"] == "InvalidSpec" and "not under an allowed" in ready["message"]
+    assert not list(tmp_path.iterdir())  # nothing was written there
 
 
 def test_encrypted_backup_restores_and_dies_with_its_tenant_key(
