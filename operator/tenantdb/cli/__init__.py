@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tenantdb.api import crds, reference
-from tenantdb.cli import migrations, seeding, tenants
+from tenantdb.cli import backups, migrations, seeding, tenants
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     tenants.register(commands)
     seeding.register(commands)
     migrations.register(commands)
+    backups.register(commands)
     return parser
 
 

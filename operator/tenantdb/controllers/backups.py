@@ -203,7 +203,7 @@ class Job:
         self.status.update(
             completedAt=manifest.completed_at,
             sizeBytes=manifest.size_bytes,
-            size=human_size(manifest.size_bytes),
+            size=manifest_.human_size(manifest.size_bytes),
             sha256=manifest.sha256,
             schemaVersion=manifest.schema_version,
             tables=len(manifest.tables),
@@ -211,7 +211,7 @@ class Job:
         )
         message = (
             f"{len(manifest.tables)} table(s), {manifest.rows} row(s), "
-            f"{human_size(manifest.size_bytes)} at {where.url}"
+            f"{manifest_.human_size(manifest.size_bytes)} at {where.url}"
         )
         self.write(api.Phase.COMPLETED, "True", conditions.Reason.BACKUP_COMPLETED, message)
         return manifest
@@ -325,13 +325,3 @@ class TenantNotReady(errors.TenantDBError):
     """The Tenant is not provisioned yet (or failed): there is nothing consistent to back up."""
 
     reason = conditions.Reason.BACKUP_FAILED.value
-
-
-def human_size(size: int) -> str:
-    """Bytes in the binary units ``kubectl get`` readers expect (``12.5MiB``)."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
