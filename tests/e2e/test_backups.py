@@ -75,13 +75,22 @@ def test_schema_tenant_is_backed_up_and_restored_into_a_new_tenant(
     kubectl: Kubectl, admin: psycopg.Connection
 ) -> None:
     source = _orders(kubectl, admin, "shop")
-    kubectl.apply(backup("shop-1", "shop"))
+    kubectl.apply(backup("shop-1", "shop", verify=True))
     status = wait_backup(kubectl, "shop-1")
     assert status["tables"] == 2 and status["rows"] == 100
     assert len(str(status["sha256"])) == 64 and int(str(status["sizeBytes"])) > 0
     assert str(status["location"]).endswith("/")
     assert {"BackingUp", "BackupCompleted"} <= {e["reason"] for e in kubectl.events("shop-1")}
     assert "Completed" in kubectl.run("get", "backups").stdout
+    kubectl.wait("backup/shop-1", "jsonpath={.status.lastVerified.passed}=true")
+    kubectl.run("annotate", "backup", "shop-1", "tenantdb.io/verify=again")
+    kubectl.wait("backup/shop-1", "jsonpath={.status.verifyRequest}=again")
+
+    def verified_twice() -> bool:
+        events = kubectl.events("shop-1")
+        return sum(1 for e in events if e["reason"] == "BackupVerified") >= 2
+
+    eventually(verified_twice)
 
     kubectl.apply(restored_tenant("shop-copy", "shop-1"))
     kubectl.wait("tenant/shop-copy", "condition=Ready", timeout=120)

@@ -31,6 +31,9 @@ TENANTS = "tenants"
 EXPIRY_TICK = 60.0
 """Seconds between two looks at a Completed Backup's ``ttl``."""
 FINISHED = (api.Phase.COMPLETED, api.Phase.FAILED, api.Phase.EXPIRED)
+VERIFY_ANNOTATION = f"{GROUP}/verify"
+"""Set or change its value to verify a Completed archive again (``status.verifyRequest``
+records the last value acted on)."""
 _LOG = logging.getLogger(__name__)
 
 
@@ -58,6 +61,22 @@ def admit(
         job.fail(exc)
         return
     rt.jobs.submit(f"backup:{meta['uid']}", lambda: job.run(tenant))
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, annotations={VERIFY_ANNOTATION: kopf.PRESENT})
+@kopf.on.resume(GROUP, VERSION, PLURAL, annotations={VERIFY_ANNOTATION: kopf.PRESENT})
+def verify_on_request(
+    meta: kopf.Meta, status: kopf.Status, body: kopf.Body, memo: Any, **_: Any
+) -> None:
+    """Verify a Completed archive again when the annotation's value changes."""
+    rt = runtime.of(memo)
+    asked = dict(meta.get("annotations") or {}).get(VERIFY_ANNOTATION)
+    state = dict(status)
+    if state.get("phase") != api.Phase.COMPLETED or asked == state.get("verifyRequest"):
+        return
+    job = Job.of(rt, body)
+    job.status["verifyRequest"] = asked
+    rt.jobs.submit(f"backup:{meta['uid']}", job.verify)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=EXPIRY_TICK, initial_delay=EXPIRY_TICK)
