@@ -107,6 +107,26 @@ def test_schema_tenant_is_backed_up_and_restored_into_a_new_tenant(
         assert old.execute("SELECT count(*) FROM customers").fetchone() == (50,)
 
 
+def test_a_tampered_archive_is_refused_before_anything_is_restored(
+    kubectl: Kubectl, admin: psycopg.Connection, backup_root: Path
+) -> None:
+    _orders(kubectl, admin, "bent")
+    kubectl.apply(backup("bent-1", "bent", compression="none"))
+    status = wait_backup(kubectl, "bent-1")
+    location = str(status["location"])
+    data = Path(location) / "data"
+    assert backup_root in data.parents
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    kubectl.apply(restored_tenant("bent-copy", "bent-1"))
+    eventually(lambda: _ready_reason(kubectl, "bent-copy") == "ArchiveCorrupt", timeout=60)
+    schema = kubectl.get("tenant", "bent-copy")["status"]["schema"]
+    assert admin.execute(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (schema,)
+    ).fetchone() == (0,)
+
+
 def test_a_backup_of_a_missing_tenant_fails_and_says_why(kubectl: Kubectl) -> None:
     kubectl.apply(backup("ghost-1", "ghost"))
     status = wait_backup(kubectl, "ghost-1", "Failed")
