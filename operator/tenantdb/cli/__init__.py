@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tenantdb.api import crds, reference
-from tenantdb.cli import migrations, seeding, tenants
+from tenantdb.cli import migrations, operations, seeding, tenants
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     tenants.register(commands)
     seeding.register(commands)
     migrations.register(commands)
+    operations.register(commands)
     return parser
 
 
