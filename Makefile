@@ -1,13 +1,13 @@
 # Every target installs what it needs: a venv with the package and its
-# pinned dependencies, and (for dev/test) the control-plane binaries, built
-# once from Go modules and cached outside the work tree.
+# pinned dependencies, and (for dev/test) the control-plane binaries and the
+# S3 server, built once from Go modules and cached outside the work tree.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install control-plane dev test unit lint format crds crds-check clean
+.PHONY: help install control-plane helm s3-server dev test unit lint format crds crds-check clean
 
 help:
 	@echo "make dev    run PostgreSQL + a local control plane + the operator, apply an example"
@@ -24,10 +24,17 @@ install: $(INSTALLED)
 control-plane:
 	@bash hack/control-plane.sh build >/dev/null
 
-dev: install control-plane
+# Helm for the chart tests (tests/chart), built once from its Go module.
+helm:
+	@bash hack/helm.sh build >/dev/null
+
+s3-server:
+	@bash hack/s3-server.sh build >/dev/null
+
+dev: install control-plane s3-server
 	$(BIN)/tenantdb dev up --apply examples/tenant.yaml
 
-test: lint crds-check control-plane
+test: lint crds-check control-plane helm s3-server
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: install
@@ -43,11 +50,15 @@ format: install
 	$(BIN)/ruff check --fix operator tests bench seeders
 	$(BIN)/ruff format operator tests bench seeders
 
+# The chart ships its own copies (Helm installs what its crds/ holds): both
+# are generated from the models, never edited by hand.
+CRD_DIRS := crds charts/tenantdb/crds
+
 crds: install
-	$(BIN)/tenantdb crds --out crds
+	$(BIN)/tenantdb crds $(addprefix --out ,$(CRD_DIRS))
 
 crds-check: install
-	$(BIN)/tenantdb crds --out crds --check
+	$(BIN)/tenantdb crds $(addprefix --out ,$(CRD_DIRS)) --check
 
 clean:
 	rm -rf $(VENV) .dev .pytest_cache .mypy_cache .ruff_cache

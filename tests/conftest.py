@@ -1,4 +1,4 @@
-"""Session fixtures: one real PostgreSQL server and one real control plane.
+"""Session fixtures: one real PostgreSQL server, one real control plane, one S3 server.
 
 ``DATABASE_URL`` and ``KUBECONFIG`` point the suites at existing servers;
 otherwise the embedded ones start once per session (per xdist worker).
@@ -20,7 +20,14 @@ import psycopg
 import pytest
 
 from tenantdb.core import commands
-from tenantdb.devenv import controlplane, operator_process, postgres, processes, stack
+from tenantdb.devenv import (
+    controlplane,
+    objectstore,
+    operator_process,
+    postgres,
+    processes,
+    stack,
+)
 from tests.servers import database_settings
 
 
@@ -114,3 +121,22 @@ def operator(
     process.start()
     yield process
     process.stop()
+
+
+class S3Server:
+    """The session's S3 server as tests see it: endpoint, keys, fresh buckets."""
+
+    def __init__(self, store: objectstore.ObjectStore) -> None:
+        self._store = store
+        self.endpoint = store.endpoint
+
+    def new_bucket(self) -> str:
+        """A bucket no other test uses (S3 names: lowercase, 3-63 characters)."""
+        return self._store.create_bucket(f"test-{secrets.token_hex(6)}")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible server (versitygw over a directory) for the session."""
+    with objectstore.ObjectStore(tmp_path_factory.mktemp("s3")) as store:
+        yield S3Server(store)

@@ -173,9 +173,10 @@ def test_shared_tenant_export_holds_only_its_rows_and_is_rekeyed_on_restore(
     copy_status = kubectl.get("tenant", "alpha-copy")["status"]
     copy = kubectl.secret_data(copy_status["credentialsSecret"])
     with connect(alpha) as old, connect(copy) as new:
-        assert new.execute("SELECT body FROM notes ORDER BY body").fetchall() == old.execute(
-            "SELECT body FROM notes ORDER BY body"
-        ).fetchall()
+        assert (
+            new.execute("SELECT body FROM notes ORDER BY body").fetchall()
+            == old.execute("SELECT body FROM notes ORDER BY body").fetchall()
+        )
         tenant_ids = new.execute("SELECT DISTINCT tenant_id::text FROM notes").fetchall()
         assert tenant_ids == [(copy_status["tenantId"],)]
     schema = admin.execute(
@@ -242,14 +243,18 @@ def test_schedule_creates_backups_and_keeps_the_newest(
 
     eventually(enough, timeout=90)
     eventually(
-        lambda: sum(1 for b in made() if (b.get("status") or {}).get("phase") == "Completed")  # type: ignore[union-attr]
-        <= 2,
+        lambda: (
+            sum(1 for b in made() if (b.get("status") or {}).get("phase") == "Completed")  # type: ignore[union-attr]
+            <= 2
+        ),
         timeout=30,
     )
     status = kubectl.get("backupschedule", "daily")["status"]
     assert status["phase"] == "Active" and status["lastBackup"] in seen
     assert status["nextScheduleTime"] >= status["lastScheduleTime"]
-    kubectl.run("patch", "backupschedule", "daily", "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    kubectl.run(
+        "patch", "backupschedule", "daily", "--type=merge", "-p", '{"spec":{"suspend":true}}'
+    )
     kubectl.wait("backupschedule/daily", "jsonpath={.status.phase}=Suspended")
 
 
@@ -258,7 +263,11 @@ def test_backup_then_delete_takes_a_final_backup_before_dropping(
 ) -> None:
     _orders(kubectl, admin, "leaving")
     kubectl.run(
-        "patch", "tenant", "leaving", "--type=merge", "-p",
+        "patch",
+        "tenant",
+        "leaving",
+        "--type=merge",
+        "-p",
         '{"spec":{"deletionPolicy":"BackupThenDelete"}}',
     )
     schema = kubectl.get("tenant", "leaving")["status"]["schema"]

@@ -27,8 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the operator (kopf) against the current kubeconfig")
     run.add_argument(
         "--namespace",
-        default=os.environ.get("TENANTDB_NAMESPACE"),
-        help="watch one namespace (default: all)",
+        action="append",
+        dest="namespaces",
+        help="watch this namespace; repeat for more "
+        "(default: TENANTDB_NAMESPACE, comma-separated; unset: all namespaces)",
     )
     run.add_argument(
         "--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
@@ -43,7 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
 
     crd = commands.add_parser("crds", help="write (or check) the CRDs generated from the models")
-    crd.add_argument("--out", type=Path, default=Path("crds"), help="directory of the CRD files")
+    crd.add_argument(
+        "--out",
+        type=Path,
+        action="append",
+        help="directory of the CRD files (repeat for each copy; default: crds)",
+    )
     crd.add_argument(
         "--docs", type=Path, default=Path("docs/crd-reference.md"), help="reference page to write"
     )
@@ -73,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
     from tenantdb.controllers import operator  # noqa: PLC0415 - kopf only when running
 
     operator.run(
-        namespace=args.namespace,
+        namespaces=args.namespaces or watched_namespaces(os.environ.get("TENANTDB_NAMESPACE")),
         liveness_endpoint=args.liveness,
         log_format=args.log_format,
         verbose=args.verbose,
@@ -81,10 +88,24 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def watched_namespaces(listed: str | None) -> list[str]:
+    """The namespaces a comma-separated ``TENANTDB_NAMESPACE`` names (none: all)."""
+    return [name.strip() for name in (listed or "").split(",") if name.strip()]
+
+
 def _crds(args: argparse.Namespace) -> int:
-    outputs = {args.out / crds.file_name(kind): crds.render(kind) for kind in crds.KINDS}
+    directories = args.out or [Path("crds")]
+    outputs = {
+        directory / crds.file_name(kind): crds.render(kind)
+        for directory in directories
+        for kind in crds.KINDS
+    }
     outputs[args.docs] = reference.render()
-    stale = []
+    # The CRD directories hold generated files only: one without a model is stale.
+    orphans = [p for d in directories for p in sorted(d.glob("*.yaml")) if p not in outputs]
+    stale = [str(path) for path in orphans] if args.check else []
+    for path in orphans if not args.check else []:
+        path.unlink()
     for path, rendered in outputs.items():
         if args.check:
             if not path.exists() or path.read_text() != rendered:
@@ -94,7 +115,8 @@ def _crds(args: argparse.Namespace) -> int:
         path.write_text(rendered)
     if stale:
         print(
-            "generated files differ from the models (run `make crds`): " + ", ".join(stale),
+            "generated files differ from the models or have no model (run `make crds`): "
+            + ", ".join(stale),
             file=sys.stderr,
         )
         return 1

@@ -18,7 +18,7 @@ from tenantdb.controllers import kube
 from tenantdb.core import errors, naming
 from tenantdb.core.backups import archive, s3, storage
 
-KEY_SECRET_FIELD = "wrappedKey"
+KEY_SECRET_FIELD = "wrappedKey"  # noqa: S105 - a key name, not a secret
 """Data key of a tenant's backup-key Secret: the tenant key wrapped by the master key."""
 
 
@@ -97,7 +97,9 @@ def _s3_from_spec(namespace: str, spec: api.S3Storage, prefix: str) -> Destinati
     access_key_id = secret_access_key = None
     if spec.credentials is not None:
         data = _secret_data(namespace, spec.credentials.name)
-        access_key_id = _secret_value(data, spec.credentials.name, spec.credentials.access_key_id_key)
+        access_key_id = _secret_value(
+            data, spec.credentials.name, spec.credentials.access_key_id_key
+        )
         secret_access_key = _secret_value(
             data, spec.credentials.name, spec.credentials.secret_access_key_key
         )

@@ -17,7 +17,6 @@ import kopf
 import pydantic
 
 import tenantdb
-
 from tenantdb.api import GROUP, VERSION, conditions
 from tenantdb.api import backups as api
 from tenantdb.api import tenants as tenants_api
@@ -187,9 +186,7 @@ class Job:
             isolation=(tenant.get("spec") or {}).get("isolation", "schema"),
         )
         again = f" (attempt {attempts}: the previous one was interrupted)" if attempts > 1 else ""
-        self.write(
-            api.Phase.RUNNING, "False", conditions.Reason.BACKING_UP, f"backing up{again}"
-        )
+        self.write(api.Phase.RUNNING, "False", conditions.Reason.BACKING_UP, f"backing up{again}")
         manifest = taking.take(
             self.rt.server,
             tenant_uid,
@@ -240,7 +237,7 @@ class Job:
                 keys.tenant_key if keys else None,
                 self.rt.settings.backups.tools_dir,
             )
-            passed, message = result.passed, result.message
+            passed, message = result.ok, "; ".join(result.mismatches)
         except errors.TenantDBError as exc:
             passed, message = False, str(exc)
         self.status["lastVerified"] = api.Verification(

@@ -1,6 +1,7 @@
 """Running the operator: load every handler module, then hand over to kopf."""
 
 import logging
+from collections.abc import Sequence
 
 import kopf
 
@@ -25,12 +26,12 @@ class QuietTimers(logging.Filter):
 
 
 def run(
-    namespace: str | None,
+    namespaces: Sequence[str],
     liveness_endpoint: str | None = None,
     log_format: str = "full",
     verbose: bool = False,
 ) -> None:
-    """Run kopf until SIGINT/SIGTERM: one namespace, or all of them.
+    """Run kopf until SIGINT/SIGTERM: in the namespaces named, or in all of them.
 
     Logs are structured (JSON, one object per line) in clusters, readable
     lines on a terminal; every line carries the object it is about.
@@ -40,7 +41,7 @@ def run(
         logging.getLogger("kopf.objects").addFilter(QuietTimers())
     kopf.run(
         standalone=True,
-        clusterwide=namespace is None,
-        namespaces=[namespace] if namespace else [],
+        clusterwide=not namespaces,
+        namespaces=list(namespaces),
         liveness_endpoint=liveness_endpoint,
     )

@@ -20,6 +20,7 @@ from tenantdb.core import errors
 from tenantdb.core.backups import manifest as manifest_
 from tenantdb.core.backups import taking
 
+
 class RestoreWaiting(errors.TenantDBError):
     """The restore cannot start yet (the Backup is not complete) or is running."""
 
@@ -126,7 +127,6 @@ def _restore(rt: runtime.Runtime, source: _Source, target_uid: str) -> manifest_
         target_uid,
         rt.settings.backups.tools_dir,
         known_versions=declared,
-        applied_by=f"restore of {source.namespace}/{source.name}",
     )
 
 

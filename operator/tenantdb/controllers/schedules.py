@@ -90,7 +90,9 @@ class Child:
     phase: str | None
 
 
-def expired(children: list[Child], keep: int | None, max_age_seconds: float | None, now: datetime) -> list[str]:
+def expired(
+    children: list[Child], keep: int | None, max_age_seconds: float | None, now: datetime
+) -> list[str]:
     """Which Backups retention deletes: beyond the newest ``keep`` Completed ones, and
     any older than ``max_age``. A Backup still running is never deleted."""
     finished = [c for c in children if c.phase in backups.FINISHED]

@@ -66,3 +66,78 @@ class InsufficientPrivilege(TenantDBError):
     """The operator's database role lacks a privilege it needs (said precisely)."""
 
     reason = "InsufficientPrivilege"
+
+
+class BackupError(TenantDBError):
+    """A dump, restore or verification cannot be done as asked (said precisely)."""
+
+    reason = "BackupFailed"
+
+
+class StorageError(TenantDBError):
+    """Backup storage (a volume or S3) failed in a way no narrower class says."""
+
+    reason = "StorageError"
+    permanent = False
+
+
+class StorageUnreachable(StorageError):
+    """The object store cannot be reached or is failing (network, timeouts, 5xx)."""
+
+    reason = "StorageUnreachable"
+
+
+class StorageDenied(StorageError):
+    """The storage refuses us: unwritable directory, forbidden, bad credentials, no bucket."""
+
+    reason = "StorageDenied"
+    permanent = True
+
+
+class StorageFull(StorageError):
+    """No space left: a full volume, a quota, a file-size limit."""
+
+    reason = "StorageFull"
+
+
+class ArchiveNotFound(StorageError):
+    """No such object, or no complete archive (its manifest is missing) at a location."""
+
+    reason = "ArchiveNotFound"
+    permanent = True
+
+
+class ArchiveError(TenantDBError):
+    """An archive cannot be read back as it was written."""
+
+    reason = "ArchiveInvalid"
+
+
+class ArchiveCorrupt(ArchiveError):
+    """The stored bytes do not match the manifest (size, sha256, format): truncated or damaged."""
+
+    reason = "ArchiveCorrupt"
+
+
+class ArchiveTampered(ArchiveError):
+    """An authentication check failed: the header, a segment or the manifest was modified."""
+
+    reason = "ArchiveTampered"
+
+
+class EncryptionKeyMissing(ArchiveError):
+    """The archive is encrypted (or must be) and no tenant key was given."""
+
+    reason = "EncryptionKeyMissing"
+
+
+class EncryptionKeyInvalid(ArchiveError):
+    """A key does not open what it should: another tenant's key, or a wrong master key."""
+
+    reason = "EncryptionKeyInvalid"
+
+
+class ArchiveExists(ArchiveError):
+    """A complete archive is already at the location a writer was given; it is kept."""
+
+    reason = "ArchiveExists"

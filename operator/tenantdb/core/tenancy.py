@@ -21,6 +21,7 @@ from tenantdb.core import (
     connecting,
     databases,
     errors,
+    foreign_keys,
     locking,
     naming,
     passwords,
@@ -413,8 +414,12 @@ def _delete_shared_rows(
         server.sessions.session(login, database) as work,
         work.transaction(),
     ):
+        try:
+            ordered = foreign_keys.foreign_key_order(work, space.schema, tables)
+        except foreign_keys.ForeignKeyCycle:
+            ordered = tables  # the tables' own ON DELETE rules decide
         scoping.enter(work, location, "login", server.shared_schema)
-        for table in tables:
+        for table in reversed(ordered):  # children before the rows they reference
             work.execute(shared.delete_rows(space.schema, table))
 
 

@@ -1,8 +1,8 @@
-"""`tenantdb dev up` / `dev down`: PostgreSQL, a control plane and the operator.
+"""`tenantdb dev up` / `dev down`: PostgreSQL, a control plane, an S3 server and the operator.
 
 Defaults are embedded (a PostgreSQL server from the wheel, a control plane
-built from Go modules); ``DATABASE_URL`` and ``KUBECONFIG`` swap in
-existing ones. The state directory (``.dev/``) holds data, logs, the
+and an S3 server built from Go modules); ``DATABASE_URL`` and
+``KUBECONFIG`` swap in existing ones. The state directory (``.dev/``) holds data, logs, the
 kubeconfig, a pid file for ``dev down`` and ``env``, a shell-sourceable
 file for the next terminal.
 """
@@ -20,11 +20,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tenantdb.api import GROUP, crds
-from tenantdb.devenv import controlplane, operator_process, postgres, processes
+from tenantdb.devenv import controlplane, objectstore, operator_process, postgres, processes
 
 PIDS_FILE = "pids"
 ENV_FILE = "env"
 CREDENTIALS_KEY_FILE = "credentials-key"
+BACKUP_BUCKET = "tenantdb-backups"
+"""The bucket ``dev up`` creates on its S3 server for backups."""
 
 
 def install_crds(kubeconfig: Path) -> None:
@@ -61,6 +63,7 @@ def up(state: Path, detach: bool = False, apply: Sequence[Path] = ()) -> int:
     try:
         url = _start_database(state, started)
         kubeconfig = _start_cluster(state, started)
+        s3 = _start_object_store(state, started)
         install_crds(kubeconfig)
         key = _credentials_key(state)
         operator = operator_process.OperatorProcess(
@@ -75,7 +78,7 @@ def up(state: Path, detach: bool = False, apply: Sequence[Path] = ()) -> int:
         )
         operator.start()
         started.append(operator.stop)
-        _write_env(state, kubeconfig, url, key)
+        _write_env(state, kubeconfig, url, key, s3)
         for manifest in apply:
             print(kubectl(kubeconfig, "apply", "-f", str(manifest)).strip())
         _print_next_steps(state)
@@ -113,6 +116,16 @@ def _start_cluster(state: Path, started: list[Callable[[], None]]) -> Path:
     return plane.kubeconfig
 
 
+def _start_object_store(state: Path, started: list[Callable[[], None]]) -> objectstore.Endpoint:
+    """An S3 server over ``state/s3`` with the backup bucket in it."""
+    print("starting the S3 server (the first run builds it) ...", flush=True)
+    store = objectstore.ObjectStore(state / "s3")
+    store.start()
+    started.append(store.stop)
+    store.create_bucket(BACKUP_BUCKET, exist_ok=True)
+    return store.endpoint
+
+
 def down(state: Path) -> int:
     """Stop what a detached ``up`` left running."""
     pids_file = state / PIDS_FILE
@@ -138,10 +151,14 @@ def _credentials_key(state: Path) -> str:
     return path.read_text().strip()
 
 
-def _write_env(state: Path, kubeconfig: Path, url: str, key: str) -> None:
+def _write_env(state: Path, kubeconfig: Path, url: str, key: str, s3: objectstore.Endpoint) -> None:
+    """What the next terminal sources; the S3 server under the AWS tools' own names."""
     text = (
         f"export KUBECONFIG={kubeconfig}\nexport DATABASE_URL='{url}'\n"
         f"export TENANTDB_CREDENTIALS_KEY='{key}'\n"
+        f"export AWS_ENDPOINT_URL='{s3.url}'\nexport AWS_REGION='{s3.region}'\n"
+        f"export AWS_ACCESS_KEY_ID='{s3.access_key_id}'\n"
+        f"export AWS_SECRET_ACCESS_KEY='{s3.secret_access_key}'\n"
     )
     processes.write_private_file(state / ENV_FILE, text.encode())
 
@@ -152,13 +169,15 @@ def _print_next_steps(state: Path) -> None:
         f"  source {state / ENV_FILE}\n"
         "  kubectl get tenants,migrations,backups\n"
         "  kubectl wait --for=condition=Ready tenant/acme\n"
+        f"Backups bucket: {BACKUP_BUCKET} on $AWS_ENDPOINT_URL (path-style)\n"
         f"Operator log: {state / 'logs' / 'operator.log'}\n",
         flush=True,
     )
 
 
 def _record_pids(state: Path) -> None:
-    """Our children's pids (etcd, API server, controller-manager, operator), for ``down``."""
+    """Our children's pids (etcd, API server, controller-manager, S3 server, operator),
+    for ``down``."""
     children = subprocess.run(
         ["pgrep", "-P", str(os.getpid())], capture_output=True, text=True, check=False
     ).stdout.split()

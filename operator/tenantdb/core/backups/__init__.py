@@ -7,7 +7,9 @@ The pieces, each its own module, in the order data flows through them:
   per-table row counts and checksums read in the same snapshot.
 * ``archive``   the stored form of that stream: compression, authenticated
   encryption, the sha256 of the whole, the manifest beside it.
-* ``storage``   where archives live (a volume directory or S3), streamed.
+* ``compression`` / ``encryption``  the codecs and the key hierarchy ``archive`` uses.
+* ``storage``   where archives live (a volume directory), streamed; ``s3`` the same
+  over an S3 bucket.
 * ``restoring`` a stream back into a freshly provisioned tenant.
 * ``verifying`` restore into a scratch copy and compare with the manifest.
 """

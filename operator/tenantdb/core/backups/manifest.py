@@ -39,6 +39,19 @@ class AppliedMigration:
 
 
 @dataclass(frozen=True)
+class SeededEntry:
+    """One seed-history entry of the tenant: a restore records it, so the seeder is
+    skipped at this version (``seeding.running.skip_reason`` compares versions)."""
+
+    seeder: str
+    version: int
+    profile: str
+    """``production`` or ``development``."""
+    checksum: str
+    rows: int = 0
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything a restore or a verification needs to know before reading data."""
 
@@ -61,6 +74,8 @@ class Manifest:
     """Every migration applied when the snapshot was taken, by version."""
     seeders: list[str] = field(default_factory=list)
     """Seeders recorded as run on the tenant: a restored tenant does not run them again."""
+    seed_history: list[SeededEntry] = field(default_factory=list)
+    """The entries behind ``seeders``, with the versions a restore records."""
     tables: list[TableSummary] = field(default_factory=list)
     extensions: list[str] = field(default_factory=list)
     """Extensions the tenant's objects depend on (created before a restore)."""
@@ -90,4 +105,5 @@ class Manifest:
             raise ValueError(f"archive format {version!r} is not {FORMAT_VERSION}")
         tables = [TableSummary(**table) for table in data.pop("tables", [])]
         applied = [AppliedMigration(**entry) for entry in data.pop("migrations", [])]
-        return cls(**data, tables=tables, migrations=applied)
+        seeded = [SeededEntry(**entry) for entry in data.pop("seed_history", [])]
+        return cls(**data, tables=tables, migrations=applied, seed_history=seeded)

@@ -7,10 +7,10 @@ What each holds while it works, and why:
   migration lock: a Migration may run beside it, and the dump reads one
   snapshot, so it sees the tenant before or after that Migration, never
   half of it (``dumping`` says how the versions read match the snapshot).
-* ``restore`` holds the *target's* migration lock (its UID, as the engine
-  takes it) while it loads, so no rollout or catch-up runs inside a tenant
-  whose data is half there; the registry marks the tenant as restoring
-  until the end, so none starts before either.
+* ``restore`` (``restoring``) holds the *target's* migration lock (its UID,
+  as the engine takes it) while it loads, so no rollout or catch-up runs
+  inside a tenant whose data is half there; the registry marks the tenant
+  as restoring until the end, so none starts before either.
 * ``verify`` restores into a scratch copy that nobody else knows of.
 
 Every archive is checked whole (``archive.verify``) before a restore or a
@@ -78,24 +78,8 @@ def take(
             key_id=options.key_id,
         ) as sink:
             dumped = dumping.dump(server, record, sink, tools_dir=options.tools_dir)
-            return sink.finish(
-                manifest.Manifest(
-                    tenant=record.name,
-                    namespace=record.namespace,
-                    tenant_uid=record.uid,
-                    isolation=record.isolation,
-                    payload=dumped.payload,
-                    server_version=dumped.server_version,
-                    tool_version=options.tool_version,
-                    started_at=started,
-                    completed_at=_now(),
-                    schema_version=dumped.schema_version,
-                    migrations=dumped.migrations,
-                    seeders=dumped.seeders,
-                    tables=dumped.tables,
-                    extensions=dumped.extensions,
-                )
-            )
+            made = dumping.manifest_for(record, dumped, started, _now(), options.tool_version)
+            return sink.finish(made)
 
 
 def restore(
@@ -106,7 +90,6 @@ def restore(
     target_uid: str,
     tools_dir: Path | None,
     known_versions: dict[int, str],
-    applied_by: str,
 ) -> manifest.Manifest:
     """Load a checked archive into the (new, empty) tenant ``target_uid``."""
     checked = archive.verify(store, location, tenant_key)
@@ -118,10 +101,9 @@ def restore(
             "before restoring"
         )
     target = _record(server, target_uid)
-    with _waiting_for(server, target_uid) as conn, archive.reader(store, location, tenant_key) as source:
-        restoring.restore(
-            server, checked, source, target, tools_dir=tools_dir, applied_by=applied_by
-        )
+    with archive.reader(store, location, tenant_key) as source:
+        restoring.restore(server, checked, source, target, tools_dir=tools_dir)
+    with connecting.connection(server.pool) as conn:
         conn.execute(registry.restored(server.control_schema), (target_uid,))
     return checked
 
