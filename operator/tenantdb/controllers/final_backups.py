@@ -7,6 +7,7 @@ Tenant (condition and event) and taken again after ``retry_delay``; nothing
 is deleted until one succeeds or the policy is changed.
 """
 
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -30,42 +31,78 @@ def ensure_backed_up(
     rt: runtime.Runtime, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, body: kopf.Body
 ) -> str:
     """The name of a Completed final Backup of the tenant; raises until there is one."""
+    state = advance(meta, dict(status).get("finalBackup"), "final")
+    if state.completed:
+        return state.name
+    if not state.created:
+        raise FinalBackupPending(f"waiting for the final Backup {state.name} ({state.phase})")
+    if state.failure is not None:
+        message = f"final Backup {state.previous} failed: {state.failure}; nothing deleted, taking another"
+        _report(patch, status, meta, body, message)
+    patch.status["finalBackup"] = state.name
+    kopf.info(
+        body, reason=conditions.Reason.BACKING_UP, message=f"taking final Backup {state.name}"
+    )
+    raise FinalBackupPending(f"taking the final Backup {state.name} before deleting the data")
+
+
+@dataclass(frozen=True)
+class BackupState:
+    """Where a Backup taken before a destructive step stands (``advance``)."""
+
+    name: str
+    completed: bool
+    phase: str = "Pending"
+    created: bool = False
+    """A new Backup was created by this call."""
+    previous: str | None = None
+    failure: str | None = None
+    """Why the previous one failed (it was deleted, and a new one created)."""
+
+
+def advance(meta: kopf.Meta, recorded: str | None, purpose: str) -> BackupState:
+    """The recorded Backup's state; a new one is created when there is none or it failed.
+
+    Shared by ``BackupThenDelete`` (purpose ``final``) and the reset annotation
+    (``reset``): the Backup goes to the operator's default storage with
+    ``dataPolicy: Retain`` and is owned by nobody, so it outlives the Tenant.
+    """
     namespace = meta["namespace"]
-    name = dict(status).get("finalBackup")
     found = (
-        kube.read_custom_object(GROUP, VERSION, namespace, backups.PLURAL, name) if name else None
+        kube.read_custom_object(GROUP, VERSION, namespace, backups.PLURAL, recorded)
+        if recorded
+        else None
     )
     phase = (found or {}).get("status", {}).get("phase")
-    if phase == backups_api.Phase.COMPLETED:
-        return str(name)
+    if found is not None and phase == backups_api.Phase.COMPLETED:
+        return BackupState(str(recorded), completed=True, phase=str(phase))
     if found is not None and phase not in (backups_api.Phase.FAILED, backups_api.Phase.EXPIRED):
-        raise FinalBackupPending(f"waiting for the final Backup {name} ({phase or 'Pending'})")
+        return BackupState(str(recorded), completed=False, phase=str(phase or "Pending"))
+    failure = None
     if found is not None:
-        why = _ready_message(found)
-        message = f"final Backup {name} failed: {why}; nothing deleted, taking another"
-        _report(patch, status, meta, body, message)
-        kube.delete_custom_object(GROUP, VERSION, namespace, backups.PLURAL, str(name))
-    name = _next_name(meta, name)
-    kube.create_custom_object(GROUP, VERSION, namespace, backups.PLURAL, _backup(meta, name))
-    patch.status["finalBackup"] = name
-    kopf.info(body, reason=conditions.Reason.BACKING_UP, message=f"taking final Backup {name}")
-    raise FinalBackupPending(f"taking the final Backup {name} before deleting the data")
+        failure = _ready_message(found)
+        kube.delete_custom_object(GROUP, VERSION, namespace, backups.PLURAL, str(recorded))
+    name = _next_name(meta, recorded, purpose)
+    kube.create_custom_object(
+        GROUP, VERSION, namespace, backups.PLURAL, _backup(meta, name, purpose)
+    )
+    return BackupState(name, completed=False, created=True, previous=recorded, failure=failure)
 
 
-def _next_name(meta: kopf.Meta, previous: str | None) -> str:
-    """``<tenant>-final-<uid hash>-<attempt>``: a new name per attempt, stable per tenant."""
+def _next_name(meta: kopf.Meta, previous: str | None, purpose: str) -> str:
+    """``<tenant>-<purpose>-<uid hash>-<attempt>``: a new name per attempt, stable per tenant."""
     attempt = int(previous.rsplit("-", 1)[1]) + 1 if previous else 1
-    return f"{meta['name']}-final-{naming.uid_hash(meta['uid'])[:6]}-{attempt}"
+    return f"{meta['name']}-{purpose}-{naming.uid_hash(meta['uid'])[:6]}-{attempt}"
 
 
-def _backup(meta: kopf.Meta, name: str) -> dict[str, Any]:
+def _backup(meta: kopf.Meta, name: str, purpose: str) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": backups.KIND,
         "metadata": {
             "name": name,
             "namespace": meta["namespace"],
-            "labels": {f"{GROUP}/tenant": meta["name"], PURPOSE_LABEL: "final"},
+            "labels": {f"{GROUP}/tenant": meta["name"], PURPOSE_LABEL: purpose},
         },
         "spec": {"tenant": meta["name"], "dataPolicy": backups_api.DataPolicy.RETAIN.value},
     }

@@ -326,3 +326,46 @@ def _duration(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds / 60:.0f}min"
     return f"{seconds:.0f}s"
+
+
+@dataclass(frozen=True)
+class Aggregates:
+    """Server-level figures for metrics: a handful of series whatever the tenant count."""
+
+    tenants: dict[tuple[str, str], int]
+    """Live tenants by (isolation, plan)."""
+    near_limit: dict[str, int]
+    """Tenants near their connection limit, by plan."""
+    unhealthy: dict[str, int]
+    """Tenants with each problem, by reason."""
+    bytes: dict[str, int]
+    """Bytes by isolation mode (each shared space counted once)."""
+
+
+def aggregate(usages: Sequence[TenantUsage], thresholds: UsageSettings) -> Aggregates:
+    """Counts by plan, reason and mode for one sweep. Pure."""
+    tenants: dict[tuple[str, str], int] = {}
+    near: dict[str, int] = {}
+    unhealthy: dict[str, int] = {reason.value: 0 for reason in PROBLEM_REASONS}
+    sizes: dict[str, int] = {"schema": 0, "shared": 0, "database": 0}
+    spaces: dict[tuple[str, str], int] = {}
+    for u in usages:
+        tenants[(u.isolation, u.plan)] = tenants.get((u.isolation, u.plan), 0) + 1
+        near.setdefault(u.plan, 0)
+        if near_limit(u, thresholds):
+            near[u.plan] += 1
+        for problem in assess(u, thresholds):
+            unhealthy[problem.reason.value] += 1
+        if u.bytes is not None:
+            sizes[u.isolation] = sizes.get(u.isolation, 0) + u.bytes
+        elif u.space_bytes is not None:
+            spaces[(u.database, u.namespace)] = u.space_bytes
+    sizes["shared"] += sum(spaces.values())
+    return Aggregates(tenants, near, unhealthy, sizes)
+
+
+PROBLEM_REASONS = (
+    conditions.Reason.CONNECTIONS_NEAR_LIMIT,
+    conditions.Reason.LONG_TRANSACTION,
+    conditions.Reason.INVALID_INDEXES,
+)

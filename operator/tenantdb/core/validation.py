@@ -90,12 +90,11 @@ def tenant_locked(server: Server, uid: str) -> Iterator[psycopg.Connection[Any]]
                 "a migration, seeding, provisioning or reset of this tenant is running; "
                 "try again when it is done"
             )
+        cause: psycopg.Error | None = None
         try:
             backup_free = locking.take_now(conn, server.control_schema, backup_lock(uid))
         except psycopg.errors.LockNotAvailable as exc:  # a first backup's key, uncommitted
             backup_free, cause = False, exc
-        else:
-            cause = None
         if not backup_free:
             raise errors.TenantBusy(
                 "a backup of this tenant is running; try again when it is done"
