@@ -115,6 +115,7 @@ def operator(
         "TENANTDB_WATCHDOG_INTERVAL": "1",
         "TENANTDB_WATCHDOG_GRACE": "1",
         "TENANTDB_WATCHDOG_TERMINATE_GRACE": "2",
+        "TENANTDB_USAGE_INTERVAL": "2",
         "TENANTDB_BACKUP_STORAGE": f"file://{tmp_path_factory.mktemp('backups')}",
     }
     process = operator_process.OperatorProcess(kubeconfig, operator_url, log, extra_env=settings)

@@ -2,8 +2,9 @@
 
 ``tenantdb.io/validate: <any value>``: validate the tenant once per new value
 and record the result in ``status.validation`` (``core.validation``; nothing
-is changed). ``tenantdb.io/reset: <the tenant's name>``: empty its data
-(``core.resetting``), once per new value; in production the operator first
+is changed). ``tenantdb.io/reset: <the tenant's name>[/<request id>]``: empty its data
+(``core.resetting``), once per new value (a GitOps tool applying the same value
+again resets nothing; a new request id asks again); in production the operator first
 takes a Backup and waits until it is Completed (``final_backups.advance``,
 as ``BackupThenDelete`` does), then resets and runs the tenant's seeders again.
 A value other than the tenant's name is refused with the reason, in
@@ -115,7 +116,7 @@ def reset(
         patch.status["reset"] = result.to_api()
 
     try:
-        resetting.check_confirmation(meta["name"], request)
+        resetting.check_confirmation(meta["name"], request.partition("/")[0])
     except resetting.ResetRefused as exc:
         record("Refused", str(exc))
         kopf.warn(body, reason=conditions.Reason.RESET_REFUSED, message=str(exc))
@@ -136,7 +137,7 @@ def reset(
         report = resetting.reset(
             rt.server,
             meta["uid"],
-            request,
+            request.partition("/")[0],
             migrations.known_scripts(meta["namespace"]),
             environment=rt.settings.environment.value,
             backup=backup,
