@@ -192,6 +192,34 @@ class BackupSettings:
         return ()
 
 
+@dataclass(frozen=True)
+class UsageSettings:
+    """The usage survey: each tenant's size, tables, connections and oldest transaction.
+
+    One sweep over the registry every ``interval`` seconds, a few catalog queries per
+    server (docs/operations.md), written to ``status.usage`` and the ``Healthy``
+    condition; the thresholds below say when a tenant is not healthy.
+    """
+
+    interval: float = 60.0
+    """Seconds between two sweeps (``TENANTDB_USAGE_INTERVAL``); 0 turns the survey off."""
+    connections_near: float = 0.8
+    """A tenant is near its limit at this fraction of its login role's CONNECTION LIMIT
+    (``TENANTDB_USAGE_CONNECTIONS_NEAR``)."""
+    transaction_age: float = 3600.0
+    """Seconds a transaction may stay open before the tenant is reported
+    (``TENANTDB_USAGE_TRANSACTION_AGE``)."""
+    database_visits: int = 8
+    """``database`` tenants whose own database is visited per sweep, in turn, for their
+    table count and invalid indexes (``TENANTDB_USAGE_DATABASE_VISITS``)."""
+    status_refresh: float = 600.0
+    """Seconds after which ``status.usage`` is rewritten even if nothing much changed
+    (``TENANTDB_USAGE_STATUS_REFRESH``); a change of health is written at once."""
+    tenant_metrics: bool = False
+    """Per-tenant Prometheus series (``TENANTDB_USAGE_TENANT_METRICS=true``): one series
+    per tenant and gauge, off by default (docs/operations.md)."""
+
+
 def default_seeders_dir() -> Path:
     """The repository's ``seeders/`` directory, next to ``operator/``."""
     return Path(__file__).resolve().parents[2] / "seeders"
@@ -206,6 +234,7 @@ class Settings:
     migrations: MigrationSettings = field(default_factory=MigrationSettings)
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
     backups: BackupSettings = field(default_factory=BackupSettings)
+    usage: UsageSettings = field(default_factory=UsageSettings)
     plans: Mapping[str, PlanLimits] = field(default_factory=lambda: dict(DEFAULT_PLANS))
     environment: Environment = Environment.PRODUCTION
     instance: str = "tenantdb"
@@ -253,6 +282,7 @@ class Settings:
             migrations=migrations,
             watchdog=watchdog,
             backups=_backups(env),
+            usage=_usage(env),
             plans=_plans(env.get("TENANTDB_PLANS")),
             environment=Environment(env.get("TENANTDB_ENVIRONMENT", Environment.PRODUCTION)),
             instance=env.get("POD_NAME") or env.get("HOSTNAME") or "tenantdb",
@@ -284,6 +314,27 @@ def _backups(env: Mapping[str, str]) -> BackupSettings:
         volume_roots=tuple(
             Path(part) for part in env.get("TENANTDB_BACKUP_VOLUME_ROOTS", "").split(":") if part
         ),
+    )
+
+
+def _usage(env: Mapping[str, str]) -> UsageSettings:
+    """The usage survey's settings; a fraction outside (0, 1] is refused at start-up."""
+    near = float(env.get("TENANTDB_USAGE_CONNECTIONS_NEAR", UsageSettings.connections_near))
+    if not 0 < near <= 1:
+        raise ValueError(f"TENANTDB_USAGE_CONNECTIONS_NEAR={near}: must be above 0 and at most 1")
+    return UsageSettings(
+        interval=float(env.get("TENANTDB_USAGE_INTERVAL", UsageSettings.interval)),
+        connections_near=near,
+        transaction_age=float(
+            env.get("TENANTDB_USAGE_TRANSACTION_AGE", UsageSettings.transaction_age)
+        ),
+        database_visits=int(
+            env.get("TENANTDB_USAGE_DATABASE_VISITS", UsageSettings.database_visits)
+        ),
+        status_refresh=float(
+            env.get("TENANTDB_USAGE_STATUS_REFRESH", UsageSettings.status_refresh)
+        ),
+        tenant_metrics=env.get("TENANTDB_USAGE_TENANT_METRICS", "").lower() in ("1", "true"),
     )
 
 

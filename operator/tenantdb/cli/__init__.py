@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tenantdb.api import crds, reference
-from tenantdb.cli import backups, migrations, seeding, tenants
+from tenantdb.cli import backups, migrations, operations, seeding, tenants
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     seeding.register(commands)
     migrations.register(commands)
     backups.register(commands)
+    operations.register(commands)
     return parser
 
 

@@ -172,3 +172,36 @@ def create_secret(namespace: str, body: dict[str, Any]) -> bool:
             return False
         raise
     return True
+
+
+def list_every_custom_object(
+    group: str, version: str, plural: str, namespace: str | None
+) -> list[dict[str, Any]]:
+    """Every object of one custom kind, in one namespace or all of them (one list call)."""
+    if namespace:
+        return [dict(o) for o in list_custom_objects(group, version, namespace, plural)]
+    listed = _custom().list_cluster_custom_object(group, version, plural)
+    return list(cast(dict[str, Any], listed).get("items") or [])
+
+
+def patch_custom_status_at(
+    group: str,
+    version: str,
+    namespace: str,
+    plural: str,
+    name: str,
+    status: dict[str, Any],
+    resource_version: str,
+) -> bool:
+    """Merge-patch the status only if the object is still at ``resource_version``;
+    ``False`` (nothing written) if it changed meanwhile or is gone."""
+    body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+    try:
+        _custom().patch_namespaced_custom_object_status(
+            group, version, namespace, plural, name, body
+        )
+    except ApiException as exc:
+        if exc.status in (404, 409):
+            return False
+        raise
+    return True
