@@ -117,9 +117,9 @@ def watched_namespaces(listed: str | None) -> list[str]:
 def _crds(args: argparse.Namespace) -> int:
     directories = args.out or [Path("crds")]
     outputs = {
-        directory / crds.file_name(kind): crds.render(kind)
+        directory / name: rendered
         for directory in directories
-        for kind in crds.KINDS
+        for name, rendered in crds.files().items()
     }
     outputs[args.docs] = reference.render()
     # The CRD directories hold generated files only: one without a model is stale.
