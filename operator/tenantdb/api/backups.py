@@ -199,6 +199,8 @@ class BackupStatus(conditions.ObservedStatus):
     """How many times the backup was started (an interrupted one is started again)."""
     last_verified: Verification | None = None
     """The latest verification of the archive."""
+    verify_request: str | None = None
+    """The last value of the ``tenantdb.io/verify`` annotation acted on."""
 
 
 BACKUP = resources.ResourceKind(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tenantdb import settings
 from tenantdb.api import crds, reference
-from tenantdb.cli import migrations, seeding, tenants
+from tenantdb.cli import backups, migrations, seeding, tenants
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     tenants.register(commands)
     seeding.register(commands)
     migrations.register(commands)
+    backups.register(commands)
     return parser
 
 

@@ -7,6 +7,7 @@ read here and handed down as bytes; they never reach status, events or logs.
 
 import base64
 import binascii
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,10 +61,19 @@ def destination(
     wanted: api.BackupStorage | None,
     prefix: str,
 ) -> Destination:
-    """The storage the spec names, or the operator's default, at ``prefix``."""
+    """The storage the spec names, or the operator's default, at ``prefix``.
+
+    What a namespace user may name is bounded: a volume directory only under the
+    operator's allowed roots, and an S3 bucket only with credentials of their own
+    (the operator's own credentials serve its default storage alone)."""
     if wanted is not None and wanted.volume is not None:
-        return _volume(wanted.volume.path, prefix)
+        return _volume(_allowed(settings, wanted.volume.path), prefix)
     if wanted is not None and wanted.s3 is not None:
+        if wanted.s3.credentials is None:
+            raise BackupConfigError(
+                "spec.storage.s3.credentials is required: the operator's own credentials "
+                "serve only its default storage"
+            )
         return _s3_from_spec(namespace, wanted.s3, prefix)
     if settings.storage is None:
         raise BackupConfigError(
@@ -83,6 +93,18 @@ def destination(
         secret_access_key=settings.s3_secret_access_key,
     )
     return Destination(bucket, prefix, _s3_url(parts.netloc, parts.path, prefix))
+
+
+def _allowed(settings: settings_.BackupSettings, path: str) -> str:
+    """``path`` if it is one of the allowed volume roots or lies under one."""
+    wanted = Path(os.path.normpath(path))
+    roots = settings.allowed_volume_roots()
+    if not any(wanted == root or root in wanted.parents for root in roots):
+        allowed = ", ".join(str(root) for root in roots) or "none (TENANTDB_BACKUP_VOLUME_ROOTS)"
+        raise BackupConfigError(
+            f"spec.storage.volume.path {path!r} is not under an allowed backup directory: {allowed}"
+        )
+    return str(wanted)
 
 
 def _volume(path: str, prefix: str) -> Destination:

@@ -31,6 +31,9 @@ TENANTS = "tenants"
 EXPIRY_TICK = 60.0
 """Seconds between two looks at a Completed Backup's ``ttl``."""
 FINISHED = (api.Phase.COMPLETED, api.Phase.FAILED, api.Phase.EXPIRED)
+VERIFY_ANNOTATION = f"{GROUP}/verify"
+"""Set or change its value to verify a Completed archive again (``status.verifyRequest``
+records the last value acted on)."""
 _LOG = logging.getLogger(__name__)
 
 
@@ -58,6 +61,22 @@ def admit(
         job.fail(exc)
         return
     rt.jobs.submit(f"backup:{meta['uid']}", lambda: job.run(tenant))
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, annotations={VERIFY_ANNOTATION: kopf.PRESENT})
+@kopf.on.resume(GROUP, VERSION, PLURAL, annotations={VERIFY_ANNOTATION: kopf.PRESENT})
+def verify_on_request(
+    meta: kopf.Meta, status: kopf.Status, body: kopf.Body, memo: Any, **_: Any
+) -> None:
+    """Verify a Completed archive again when the annotation's value changes."""
+    rt = runtime.of(memo)
+    asked = dict(meta.get("annotations") or {}).get(VERIFY_ANNOTATION)
+    state = dict(status)
+    if state.get("phase") != api.Phase.COMPLETED or asked == state.get("verifyRequest"):
+        return
+    job = Job.of(rt, body)
+    job.status["verifyRequest"] = asked
+    rt.jobs.submit(f"backup:{meta['uid']}", job.verify)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=EXPIRY_TICK, initial_delay=EXPIRY_TICK)
@@ -203,7 +222,7 @@ class Job:
         self.status.update(
             completedAt=manifest.completed_at,
             sizeBytes=manifest.size_bytes,
-            size=human_size(manifest.size_bytes),
+            size=manifest_.human_size(manifest.size_bytes),
             sha256=manifest.sha256,
             schemaVersion=manifest.schema_version,
             tables=len(manifest.tables),
@@ -211,7 +230,7 @@ class Job:
         )
         message = (
             f"{len(manifest.tables)} table(s), {manifest.rows} row(s), "
-            f"{human_size(manifest.size_bytes)} at {where.url}"
+            f"{manifest_.human_size(manifest.size_bytes)} at {where.url}"
         )
         self.write(api.Phase.COMPLETED, "True", conditions.Reason.BACKUP_COMPLETED, message)
         return manifest
@@ -325,13 +344,3 @@ class TenantNotReady(errors.TenantDBError):
     """The Tenant is not provisioned yet (or failed): there is nothing consistent to back up."""
 
     reason = conditions.Reason.BACKUP_FAILED.value
-
-
-def human_size(size: int) -> str:
-    """Bytes in the binary units ``kubectl get`` readers expect (``12.5MiB``)."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    raise AssertionError("unreachable")

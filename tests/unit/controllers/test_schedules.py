@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tenantdb.controllers import backups, schedules
+from tenantdb.core.backups import manifest
 
 START = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -54,7 +55,7 @@ def test_retention_keeps_the_newest_completed_and_never_a_running_backup() -> No
     ("size", "text"), [(0, "0B"), (1023, "1023B"), (1536, "1.5KiB"), (5 * 2**30, "5.0GiB")]
 )
 def test_sizes_read_as_kubectl_users_expect(size: int, text: str) -> None:
-    assert backups.human_size(size) == text
+    assert manifest.human_size(size) == text
 
 
 def test_ttl_ages() -> None:

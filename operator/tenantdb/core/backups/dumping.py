@@ -272,4 +272,5 @@ def manifest_for(
         seed_history=result.seed_history,
         tables=result.tables,
         extensions=result.extensions,
+        payload_bytes=result.size_bytes,
     )

@@ -83,6 +83,8 @@ class Manifest:
     encrypted: bool = False
     size_bytes: int = 0
     """Bytes of the stored data object."""
+    payload_bytes: int = 0
+    """Bytes of the payload before compression and encryption (for progress)."""
     sha256: str = ""
     """sha256 of the stored data object (after compression and encryption)."""
     format_version: int = FORMAT_VERSION
@@ -107,3 +109,13 @@ class Manifest:
         applied = [AppliedMigration(**entry) for entry in data.pop("migrations", [])]
         seeded = [SeededEntry(**entry) for entry in data.pop("seed_history", [])]
         return cls(**data, tables=tables, migrations=applied, seed_history=seeded)
+
+
+def human_size(size: int) -> str:
+    """Bytes in the binary units ``kubectl get`` readers expect (``12.5MiB``)."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")

@@ -206,6 +206,7 @@ class _FileSource:
 
 _DENIED_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_MISSING_ERRNOS = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR}
 
 
 @contextlib.contextmanager
@@ -217,11 +218,11 @@ def _os_errors(what: str, writing: bool = False) -> Iterator[None]:
         yield
     except OSError as exc:
         message = f"{what}: {exc.strerror or exc}"
-        if exc.errno in _DENIED_ERRNOS or (writing and exc.errno == errno.ENOENT):
+        if exc.errno in _DENIED_ERRNOS or (writing and exc.errno in _MISSING_ERRNOS):
             raise errors.StorageDenied(message) from exc
         if exc.errno in _FULL_ERRNOS:
             raise errors.StorageFull(message) from exc
-        if exc.errno in {errno.ENOENT, errno.EISDIR, errno.ENOTDIR}:
+        if exc.errno in _MISSING_ERRNOS:
             raise errors.ArchiveNotFound(message) from exc
         raise errors.StorageError(message) from exc
 

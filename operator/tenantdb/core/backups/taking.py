@@ -19,7 +19,7 @@ refused before anything is created.
 """
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +32,8 @@ from tenantdb.core import connecting, errors, locking, registry
 from tenantdb.core.backups import archive, dumping, manifest, restoring, storage, verifying
 from tenantdb.core.tenancy import Server
 
+Progress = Callable[[int], None]
+"""Called with the payload bytes moved so far."""
 LOCK_RETRY = 1.0
 """Seconds between two tries of a lock another backup of the tenant holds."""
 
@@ -58,6 +60,8 @@ class Options:
     """Encrypt under this tenant key (``encryption.new_tenant_key``); None: plain."""
     tools_dir: Path | None = None
     tool_version: str = ""
+    progress: Progress | None = None
+    """Called with the payload bytes dumped so far."""
 
 
 def take(
@@ -74,7 +78,9 @@ def take(
             level=options.level,
             tenant_key=options.tenant_key,
         ) as sink:
-            dumped = dumping.dump(server, record, sink, tools_dir=options.tools_dir)
+            dumped = dumping.dump(
+                server, record, sink, progress=options.progress, tools_dir=options.tools_dir
+            )
             made = dumping.manifest_for(record, dumped, started, _now(), options.tool_version)
             return sink.finish(made)
 
@@ -87,6 +93,7 @@ def restore(
     target_uid: str,
     tools_dir: Path | None,
     known_versions: dict[int, str],
+    progress: Progress | None = None,
 ) -> manifest.Manifest:
     """Load a checked archive into the (new, empty) tenant ``target_uid``."""
     reader = archive.ArchiveReader(store, location, tenant_key=tenant_key)
@@ -100,7 +107,7 @@ def restore(
         )
     target = _record(server, target_uid)
     with reader.payload() as source:
-        restoring.restore(server, checked, source, target, tools_dir=tools_dir)
+        restoring.restore(server, checked, source, target, progress=progress, tools_dir=tools_dir)
     with connecting.connection(server.pool) as conn:
         conn.execute(registry.restored(server.control_schema), (target_uid,))
     return checked
@@ -112,12 +119,13 @@ def verify(
     location: str,
     tenant_key: bytes | None,
     tools_dir: Path | None,
+    progress: Progress | None = None,
 ) -> verifying.VerifyResult:
     """Restore the archive into a scratch copy, compare it with its manifest, drop the copy."""
     reader = archive.ArchiveReader(store, location, tenant_key=tenant_key)
     checked = reader.verify()
     with reader.payload() as source:
-        return verifying.verify(server, checked, source, tools_dir=tools_dir)
+        return verifying.verify(server, checked, source, progress=progress, tools_dir=tools_dir)
 
 
 def discard(store: storage.Storage, location: str) -> None:

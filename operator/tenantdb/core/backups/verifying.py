@@ -54,10 +54,11 @@ def verify(
     archive: manifest.Manifest,
     source: programs.Source,
     tools_dir: Path | None = None,
+    progress: programs.Progress | None = None,
 ) -> VerifyResult:
     """Restore ``source`` into a scratch tenant and compare it with ``archive``."""
     with scratch(server, archive) as target:
-        restoring.load(server, archive, source, target, tools_dir=tools_dir)
+        restoring.load(server, archive, source, target, progress, tools_dir=tools_dir)
         found = summaries(server, target, archive)
     return VerifyResult(found, compare(archive.tables, found))
 
