@@ -184,7 +184,7 @@ REFUSED_ON_UPDATE = {
     "changing a backup's tenant": (
         manifest("Backup", "u4", "  tenant: acme\n" + STORAGE),
         manifest("Backup", "u4", "  tenant: globex\n" + STORAGE),
-        "is immutable",
+        "tenant, storage, compression and encryption are immutable",
     ),
 }
 
