@@ -10,6 +10,8 @@ import json
 import os
 import re
 import secrets
+import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -220,6 +222,55 @@ class UsageSettings:
     per tenant and gauge, off by default (docs/operations.md)."""
 
 
+PRIORITY_RANGE = 2**31 - 1
+"""Derived peering priorities fall in ``[1, PRIORITY_RANGE]``."""
+
+
+@dataclass(frozen=True)
+class PeeringSettings:
+    """High availability: replicas that meet in one kopf peering object, one of them active.
+
+    kopf pauses every replica that sees a live peer of a higher priority, and
+    pauses *all* of them when two share the highest: so each replica's priority
+    must differ. Unless given, it is derived from what is unique to the replica
+    (its pod's UID), see ``derived_priority``.
+    """
+
+    name: str | None = None
+    """The peering object (``TENANTDB_PEERING``): a ``ClusterKopfPeering`` when all
+    namespaces are watched, a ``KopfPeering`` in each watched namespace otherwise.
+    ``None``: standalone, every process active (one replica only)."""
+    priority: int = 0
+    """This replica's priority (``TENANTDB_PRIORITY``; default: derived)."""
+    lifetime: int = 15
+    """Seconds a replica's peering record counts as alive without a keep-alive
+    (``TENANTDB_PEERING_LIFETIME``). A standby takes over at most this long after
+    the active replica died without saying so (killed); at once after a clean stop."""
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str]) -> "PeeringSettings":
+        """From ``TENANTDB_PEERING*``/``TENANTDB_PRIORITY``, deriving the priority from
+        ``POD_UID`` (the chart sets it from the downward API) or this process."""
+        raw_priority = env.get("TENANTDB_PRIORITY") or None
+        seed = env.get("POD_UID") or f"{socket.gethostname()}/{os.getpid()}/{time.time_ns()}"
+        lifetime = int(env.get("TENANTDB_PEERING_LIFETIME", cls.lifetime))
+        if lifetime < 5:
+            raise ValueError(f"TENANTDB_PEERING_LIFETIME={lifetime}: must be at least 5 seconds")
+        return cls(
+            name=env.get("TENANTDB_PEERING") or None,
+            priority=int(raw_priority) if raw_priority else derived_priority(seed),
+            lifetime=lifetime,
+        )
+
+
+def derived_priority(seed: str) -> int:
+    """A priority from ``seed``, in ``[1, PRIORITY_RANGE]``.
+
+    Two replicas share one with a chance of about 1 in 2**31 per pair."""
+    digest = hashlib.sha256(seed.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % PRIORITY_RANGE + 1
+
+
 def default_seeders_dir() -> Path:
     """The repository's ``seeders/`` directory, next to ``operator/``."""
     return Path(__file__).resolve().parents[2] / "seeders"
@@ -235,6 +286,7 @@ class Settings:
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
     backups: BackupSettings = field(default_factory=BackupSettings)
     usage: UsageSettings = field(default_factory=UsageSettings)
+    peering: PeeringSettings = field(default_factory=PeeringSettings)
     plans: Mapping[str, PlanLimits] = field(default_factory=lambda: dict(DEFAULT_PLANS))
     environment: Environment = Environment.PRODUCTION
     instance: str = "tenantdb"
@@ -283,6 +335,7 @@ class Settings:
             watchdog=watchdog,
             backups=_backups(env),
             usage=_usage(env),
+            peering=PeeringSettings.from_environment(env),
             plans=_plans(env.get("TENANTDB_PLANS")),
             environment=Environment(env.get("TENANTDB_ENVIRONMENT", Environment.PRODUCTION)),
             instance=env.get("POD_NAME") or env.get("HOSTNAME") or "tenantdb",

@@ -47,15 +47,28 @@ def read_secret(namespace: str, name: str) -> dict[str, Any] | None:
     return raw
 
 
-def apply_secret(namespace: str, body: dict[str, Any]) -> None:
-    """Create the Secret, or replace its data if it exists (``stringData`` in body)."""
-    api = core()
+def create_secret_once(namespace: str, body: dict[str, Any]) -> str | None:
+    """Create a Secret; its ``resourceVersion``, or ``None`` if one of that name exists."""
     try:
-        api.create_namespaced_secret(namespace, body)
+        made = core().create_namespaced_secret(namespace, body)
     except ApiException as exc:
-        if exc.status != 409:
-            raise
-        api.patch_namespaced_secret(body["metadata"]["name"], namespace, body)
+        if exc.status == 409:
+            return None
+        raise
+    return str(made.metadata.resource_version)
+
+
+def patch_secret_at(namespace: str, body: dict[str, Any], resource_version: str) -> str | None:
+    """Patch a Secret only if it is still at ``resource_version`` (optimistic concurrency);
+    its new ``resourceVersion``, or ``None`` if someone changed it in between."""
+    versioned = {**body, "metadata": {**body["metadata"], "resourceVersion": resource_version}}
+    try:
+        patched = core().patch_namespaced_secret(body["metadata"]["name"], namespace, versioned)
+    except ApiException as exc:
+        if exc.status == 409:
+            return None
+        raise
+    return str(patched.metadata.resource_version)
 
 
 def is_conflict_or_unavailable(exc: BaseException) -> bool:

@@ -18,7 +18,7 @@ from tenantdb.controllers import (
     restores,
     runtime,
 )
-from tenantdb.core import commands, connecting, errors, passwords, seeding
+from tenantdb.core import commands, connecting, errors, seeding
 
 KIND = "Tenant"
 PLURAL = "tenants"
@@ -138,10 +138,9 @@ def verify(
         findings = commands.verify_isolation(rt.server, uid, name, rt.settings.plans)
         if findings:
             tenant = _parse(spec)
-            password = (
-                credentials.existing_password(meta["namespace"], name, uid) or passwords.generate()
-            )
-            commands.repair_isolation(rt.server, _request(rt, tenant, meta), password)
+            owner = dict(kopf.build_owner_reference(body))
+            stored = credentials.StoredPassword(meta["namespace"], name, owner)
+            commands.repair_isolation(rt.server, _request(rt, tenant, meta), stored)
             remaining = commands.verify_isolation(rt.server, uid, name, rt.settings.plans)
             _report_drift(patch, status, generation, body, findings, remaining, logger)
         else:
@@ -206,33 +205,32 @@ def _converge(
     status: kopf.Status,
     body: kopf.Body,
 ) -> Outcome:
-    """Provision in PostgreSQL, then write the Secret (so a refusal leaves no Secret)."""
+    """Store the password in the Secret and provision with it, then complete the Secret.
+
+    ``core`` asks for the password after registering the tenant, so a refusal
+    (a domain taken) still leaves no Secret."""
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
     rt.require(tenant.isolation.value)
     request = _request(rt, tenant, meta)
     rotation = dict(meta.get("annotations") or {}).get(ROTATE_ANNOTATION)
     rotate = rotation is not None and rotation != dict(status).get("credentialsRotation")
-    secret = credentials.existing(namespace, name, uid)
-    stored = secret.get("password")
-    password = passwords.generate() if rotate or stored is None else stored
-    provisioned = commands.provision(
-        rt.server, request, password, reset_password=password != stored
+    owner = dict(kopf.build_owner_reference(body))
+    stored = credentials.StoredPassword(namespace, name, owner, rotate=rotate)
+    provisioned = commands.provision(rt.server, request, stored, reset_password=True)
+    endpoint = connecting.public_parameters(
+        rt.settings.database.url, rt.settings.database.public_host
     )
-    rewrite = password != stored or provisioned.token != secret.get("tenantToken")
-    if rewrite:
-        endpoint = connecting.public_parameters(
-            rt.settings.database.url, rt.settings.database.public_host
-        )
-        creds = credentials.Credentials(
-            host=endpoint["host"],
-            port=endpoint["port"],
-            database=provisioned.database,
-            username=provisioned.names.login_role,
-            password=password,
-            tenant_id=uid if tenant.isolation is api.Isolation.SHARED else None,
-            tenant_token=provisioned.token,
-        )
-        credentials.write(namespace, name, dict(kopf.build_owner_reference(body)), creds)
+    creds = credentials.Credentials(
+        host=endpoint["host"],
+        port=endpoint["port"],
+        database=provisioned.database,
+        username=provisioned.names.login_role,
+        password=stored.data["password"],
+        tenant_id=uid if tenant.isolation is api.Isolation.SHARED else None,
+        tenant_token=provisioned.token,
+    )
+    rewrite = credentials.write(stored, creds)
+    rotate = rotate and stored.written
     return Outcome(provisioned, secret_written=rewrite, rotated=rotation if rotate else None)
 
 
