@@ -7,7 +7,6 @@ transition. A Backup found Running after a restart was interrupted: it is
 started again at the same location, so what looks Completed always is.
 """
 
-import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,7 @@ import tenantdb
 from tenantdb.api import GROUP, VERSION, conditions
 from tenantdb.api import backups as api
 from tenantdb.api import tenants as tenants_api
-from tenantdb.controllers import archives, kube, reporting, runtime
+from tenantdb.controllers import archives, kube, logs, reporting, runtime
 from tenantdb.core import errors
 from tenantdb.core.backups import manifest as manifest_
 from tenantdb.core.backups import taking
@@ -34,7 +33,6 @@ FINISHED = (api.Phase.COMPLETED, api.Phase.FAILED, api.Phase.EXPIRED)
 VERIFY_ANNOTATION = f"{GROUP}/verify"
 """Set or change its value to verify a Completed archive again (``status.verifyRequest``
 records the last value acted on)."""
-_LOG = logging.getLogger(__name__)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -151,6 +149,11 @@ class Job:
     def name(self) -> str:
         return str(self.body["metadata"]["name"])
 
+    @property
+    def log(self) -> logs.ObjectLogger:
+        """Lines about this Backup, from the job's thread."""
+        return logs.about_body({"kind": KIND, **self.body})
+
     def destination(self) -> archives.Destination:
         """Where this Backup's archive is (the same on every attempt)."""
         meta = self.body["metadata"]
@@ -172,7 +175,7 @@ class Job:
             self.fail(exc)
             return
         except Exception as exc:
-            _LOG.exception("backup %s/%s failed", self.namespace, self.name)
+            self.log.exception("backup failed")
             self.fail(exc)
             return
         reporting.BACKUP_SECONDS.observe(time.monotonic() - started)
@@ -293,7 +296,11 @@ class Job:
     ) -> None:
         """Phase, Ready and the fields gathered so far, then an event."""
         self.status["phase"] = phase.value
-        self._condition(conditions.ConditionType.READY, ready, reason, message)
+        generation = int(self.body["metadata"].get("generation") or 0)
+        current = reporting.current_conditions(self.status)
+        updated = conditions.set_ready(current, phase.value, ready, reason, message, generation)
+        self.status["conditions"] = [c.to_api() for c in updated]
+        self.status["observedGeneration"] = generation
         self._patch()
         self._event(reason, message, warning)
 
@@ -329,7 +336,7 @@ class Job:
         try:
             kube.post_event(involved, "Warning" if warning else "Normal", reason, message)
         except kube.ApiError as exc:
-            _LOG.warning("event about backup %s/%s not posted: %s", self.namespace, self.name, exc)
+            self.log.warning("event %s not posted: %s", reason, exc)
 
 
 class TenantNotFound(errors.TenantDBError):

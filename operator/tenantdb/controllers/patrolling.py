@@ -13,7 +13,7 @@ import logging
 import threading
 
 from tenantdb.api import API_VERSION, conditions
-from tenantdb.controllers import kube, reporting, runtime
+from tenantdb.controllers import kube, logs, reporting, runtime
 from tenantdb.core import errors, watchdog
 
 logger = logging.getLogger("tenantdb.watchdog")
@@ -69,7 +69,8 @@ def report(verdict: watchdog.Verdict) -> None:
     reporting.WATCHDOG_ACTIONS.labels(action=verdict.action.value).inc()
     statement = verdict.statement
     message = watchdog.describe(verdict)
-    logger.warning("%s/%s: %s", statement.namespace, statement.name, message)
+    about = logs.about("Tenant", statement.namespace, statement.name, statement.uid)
+    about.warning("%s", message)
     involved = {
         "apiVersion": API_VERSION,
         "kind": "Tenant",
@@ -80,7 +81,7 @@ def report(verdict: watchdog.Verdict) -> None:
     try:
         kube.post_event(involved, "Warning", REASONS[verdict.action], message)
     except kube.ApiError as exc:
-        logger.warning("could not post the watchdog's event: %s", exc.reason)
+        about.warning("could not post the watchdog's event: %s", exc.reason)
 
 
 def start(rt: runtime.Runtime) -> Patrol | None:

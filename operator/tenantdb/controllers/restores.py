@@ -15,7 +15,7 @@ import kopf
 from tenantdb.api import GROUP, VERSION, conditions
 from tenantdb.api import backups as backups_api
 from tenantdb.api import tenants as api
-from tenantdb.controllers import archives, backups, kube, migrations, reporting, runtime
+from tenantdb.controllers import archives, backups, kube, logs, migrations, reporting, runtime
 from tenantdb.core import errors
 from tenantdb.core.backups import manifest as manifest_
 from tenantdb.core.backups import taking
@@ -50,7 +50,7 @@ def ensure_restored(
     job = rt.jobs.get(key)
     if job is None:
         source = _source(rt, namespace, tenant)
-        rt.jobs.submit(key, lambda: _restore(rt, source, uid))
+        rt.jobs.submit(key, lambda: _restore(rt, source, uid, meta["name"]))
         message = f"restoring from Backup {tenant.restore_from.backup}"
         kopf.info(body, reason=conditions.Reason.RESTORING, message=message)
         _condition(patch, status, meta, "False", conditions.Reason.RESTORING, message)
@@ -118,19 +118,29 @@ class _Source:
     origin: taking.Origin
 
 
-def _restore(rt: runtime.Runtime, source: _Source, target_uid: str) -> manifest_.Manifest:
+def _restore(
+    rt: runtime.Runtime, source: _Source, target_uid: str, target: str
+) -> manifest_.Manifest:
     """The job: check the archive's versions against the namespace's Migrations, restore."""
-    declared = migrations.declared_versions(source.namespace)
-    return taking.restore(
-        rt.server,
-        source.where.storage,
-        source.where.location,
-        source.keys.tenant_key if source.keys else None,
-        target_uid,
-        rt.settings.backups.tools_dir,
-        known_versions=declared,
-        origin=source.origin,
-    )
+    log = logs.about("Tenant", source.namespace, target, target_uid)
+    log.info("restoring from Backup %s", source.name)
+    try:
+        declared = migrations.declared_versions(source.namespace)
+        restored = taking.restore(
+            rt.server,
+            source.where.storage,
+            source.where.location,
+            source.keys.tenant_key if source.keys else None,
+            target_uid,
+            rt.settings.backups.tools_dir,
+            known_versions=declared,
+            origin=source.origin,
+        )
+    except Exception as exc:
+        log.warning("restore from Backup %s failed: %s", source.name, exc)
+        raise
+    log.info("restored %d row(s) from Backup %s", restored.rows, source.name)
+    return restored
 
 
 def _condition(

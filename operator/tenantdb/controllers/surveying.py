@@ -23,7 +23,7 @@ from typing import Any
 
 from tenantdb.api import GROUP, VERSION, conditions
 from tenantdb.api import tenants as api
-from tenantdb.controllers import kube, reporting, runtime
+from tenantdb.controllers import kube, logs, reporting, runtime
 from tenantdb.core import errors, usage
 from tenantdb.settings import UsageSettings
 
@@ -161,6 +161,8 @@ class Surveyor:
         ):
             return False  # changed meanwhile: the next sweep writes it
         self.written[u.uid] = Written(now, u, health)
+        if on_object is None or on_object[0] != status:
+            logs.about("Tenant", u.namespace, u.name, u.uid).info("%s: %s", reason, message)
         return True
 
     def _run(self) -> None:
