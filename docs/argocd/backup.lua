@@ -1,15 +1,17 @@
 -- Argo CD health of a tenantdb.io Backup, read from what the operator writes:
--- status.observedGeneration, status.phase and the Ready condition.
+-- status.observedGeneration, status.phase and the Ready and Stalled conditions.
 local hs = { status = "Progressing", message = "Waiting for the operator" }
 local status = obj.status
 if status == nil then
   return hs
 end
 local generation = obj.metadata.generation
-local ready = nil
+local ready, stalled = nil, nil
 for _, condition in ipairs(status.conditions or {}) do
   if condition.type == "Ready" then
     ready = condition
+  elseif condition.type == "Stalled" and condition.status == "True" then
+    stalled = condition
   end
 end
 if generation ~= nil and status.observedGeneration ~= nil and status.observedGeneration ~= generation then
@@ -17,7 +19,7 @@ if generation ~= nil and status.observedGeneration ~= nil and status.observedGen
   return hs
 end
 local message = (ready ~= nil and ready.message) or ""
-if status.phase == "Failed" then
+if stalled ~= nil or status.phase == "Failed" then
   hs.status = "Degraded"
   hs.message = message
   return hs

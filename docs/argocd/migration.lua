@@ -1,5 +1,5 @@
 -- Argo CD health of a tenantdb.io Migration, read from what the operator
--- writes: status.observedGeneration, status.phase and the Ready condition.
+-- writes: status.observedGeneration, status.phase and the Ready and Stalled conditions.
 -- A rollout waiting for spec.approved is Suspended: a person has to act, and
 -- nothing is wrong.
 local hs = { status = "Progressing", message = "Waiting for the operator" }
@@ -8,10 +8,12 @@ if status == nil then
   return hs
 end
 local generation = obj.metadata.generation
-local ready = nil
+local ready, stalled = nil, nil
 for _, condition in ipairs(status.conditions or {}) do
   if condition.type == "Ready" then
     ready = condition
+  elseif condition.type == "Stalled" and condition.status == "True" then
+    stalled = condition
   end
 end
 if generation ~= nil and (status.observedGeneration ~= generation
@@ -26,7 +28,7 @@ if phase == "AwaitingApproval" then
   hs.message = message
   return hs
 end
-if phase == "Failed" or phase == "Halted" then
+if stalled ~= nil or phase == "Failed" or phase == "Halted" then
   hs.status = "Degraded"
   hs.message = message
   return hs

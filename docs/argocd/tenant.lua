@@ -1,16 +1,18 @@
 -- Argo CD health of a tenantdb.io Tenant, read from what the operator writes:
--- status.observedGeneration, status.phase and the Ready and IsolationVerified
--- conditions.
+-- status.observedGeneration, status.phase and the Ready, Stalled and
+-- IsolationVerified conditions.
 local hs = { status = "Progressing", message = "Waiting for the operator" }
 local status = obj.status
 if status == nil then
   return hs
 end
 local generation = obj.metadata.generation
-local ready, isolation = nil, nil
+local ready, isolation, stalled = nil, nil, nil
 for _, condition in ipairs(status.conditions or {}) do
   if condition.type == "Ready" then
     ready = condition
+  elseif condition.type == "Stalled" and condition.status == "True" then
+    stalled = condition
   elseif condition.type == "IsolationVerified" then
     isolation = condition
   end
@@ -25,7 +27,7 @@ if obj.metadata.deletionTimestamp ~= nil then
   hs.message = "Deleting"
   return hs
 end
-if status.phase == "Failed" then
+if stalled ~= nil or status.phase == "Failed" then
   hs.status = "Degraded"
   hs.message = message
   return hs

@@ -2,9 +2,10 @@
 
 Argo CD runs health checks in gopher-lua, a Lua 5.1; lupa's ``lua51`` runs
 them here. Every sample status is built by the code that builds the real
-one: the status models of ``tenantdb.api``, ``reporting.write_condition``
-(Tenants) and the Migration controller's own ``_status``, with the phases and
-reasons the controllers write.
+one: the status models of ``tenantdb.api``, ``reporting.write_ready``
+(Tenants), ``conditions.set_ready`` (Backups) and the Migration controller's
+own ``_status``, with the phases and reasons the controllers write. Flux's
+kstatus reads the same samples to the same verdict.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tenantdb.controllers import migrations as migration_controller
 from tenantdb.controllers import reporting
 from tenantdb.core.migrations import errors as migration_errors
 from tenantdb.core.migrations import planning
+from tests.unit.api.test_kstatus import kstatus
 
 ARGOCD = Path(__file__).resolve().parents[2] / "docs" / "argocd"
 KINDS = ("Tenant", "Migration", "Backup")
@@ -69,14 +71,13 @@ def tenant_status(
     generation: int = 1,
     isolation: tuple[conditions.ConditionStatus, str, str] | None = None,
 ) -> dict[str, Any]:
-    """Ready (and IsolationVerified) the way ``reporting.write_condition`` writes them."""
+    """Ready (and IsolationVerified) the way ``reporting`` writes them."""
     patch = kopf.Patch()
-    reporting.write_condition(patch, {}, generation, ConditionType.READY, ready, reason, message)
+    reporting.write_ready(patch, {}, generation, phase.value, ready, reason, message)
     if isolation is not None:
         reporting.write_condition(
             patch, {}, generation, ConditionType.ISOLATION_VERIFIED, *isolation
         )
-    patch.status["phase"] = phase.value
     written = dict(patch.status)
     status = tenants.TenantStatus.model_validate(written)  # the CRD's own shape
     return status.to_api()
@@ -300,13 +301,13 @@ def test_migration_with_a_spec_change_not_yet_reconciled_is_progressing() -> Non
     assert found == "Progressing"
 
 
-# --- Backups: the status model (the Backup controller is not written yet) ---
+# --- Backups: the status model with Ready as the Backup controller sets it ---
 
 
 def backup_status(
     phase: backups.Phase, ready: conditions.ConditionStatus, reason: str
 ) -> dict[str, Any]:
-    condition = conditions.set_condition([], ConditionType.READY, ready, reason, f"{reason} msg", 1)
+    condition = conditions.set_ready([], phase.value, ready, reason, f"{reason} msg", 1)
     status = backups.BackupStatus(
         observed_generation=1,
         conditions=condition,
@@ -335,3 +336,23 @@ def test_backup_health(status: dict[str, Any] | None, expected: str) -> None:
 def test_backup_with_a_spec_change_not_yet_reconciled_is_progressing() -> None:
     status = backup_status(backups.Phase.COMPLETED, "True", "Completed")
     assert health("Backup", body("Backup", status, generation=2))[0] == "Progressing"
+
+
+KSTATUS = {"Progressing": "InProgress", "Healthy": "Current", "Suspended": "Current"}
+SAMPLES = [
+    (kind, sample)
+    for kind, samples in (("Tenant", TENANTS), ("Migration", MIGRATIONS), ("Backup", BACKUPS))
+    for sample in samples
+    if sample[1] is not None and sample[0] != "drift remains"  # kstatus reads Ready's pair only
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "expected"),
+    [(kind, s[1], s[2]) for kind, s in SAMPLES],
+    ids=[f"{kind}: {s[0]}" for kind, s in SAMPLES],
+)
+def test_flux_kstatus_agrees_with_argo_cd(kind: str, status: dict[str, Any], expected: str) -> None:
+    """Degraded is Failed (Stalled=True), Progressing is InProgress (Reconciling=True),
+    Healthy and Suspended are Current: a Migration awaiting approval holds up nothing."""
+    assert kstatus(1, status) == KSTATUS.get(expected, "Failed")

@@ -1,7 +1,10 @@
 """Conditions in the Kubernetes shape, with every type and reason in one place.
 
 Argo CD and ``kubectl wait --for=condition=Ready`` read these, so the shape
-follows the Kubernetes API conventions exactly.
+follows the Kubernetes API conventions exactly. ``Ready`` is written only
+through ``set_ready``, which also keeps kstatus's ``Reconciling`` and
+``Stalled`` (what Flux and other kstatus readers judge by) in step with the
+object's phase.
 """
 
 from datetime import UTC, datetime
@@ -17,6 +20,10 @@ class ConditionType(StrEnum):
     """The condition types tenantdb objects carry."""
 
     READY = "Ready"
+    RECONCILING = "Reconciling"
+    """kstatus: ``True`` while the operator works towards the spec (absent when done)."""
+    STALLED = "Stalled"
+    """kstatus: ``True`` when nothing progresses until someone changes something."""
     ISOLATION_VERIFIED = "IsolationVerified"
     SEEDED = "Seeded"
     RESTORED = "Restored"
@@ -172,6 +179,62 @@ def set_condition(
     )
     others = [c for c in conditions if c.type != type_]
     return sorted([*others, updated], key=lambda c: (c.type != ConditionType.READY, c.type))
+
+
+class Progress(StrEnum):
+    """Where an object's reconciliation stands, as kstatus sees it."""
+
+    DONE = "Done"
+    """Nothing left to do for now (``Ready``, ``Completed``, ``AwaitingApproval`` ...)."""
+    PROGRESSING = "Progressing"
+    """Work in flight or retried by the operator by itself: ``Reconciling=True``."""
+    STALLED = "Stalled"
+    """A permanent failure or a halt: ``Stalled=True``."""
+
+
+PHASE_PROGRESS: dict[str, Progress] = {
+    "Pending": Progress.PROGRESSING,
+    "Provisioning": Progress.PROGRESSING,
+    "Running": Progress.PROGRESSING,
+    "Deleting": Progress.PROGRESSING,
+    "Failed": Progress.STALLED,
+    "Halted": Progress.STALLED,
+}
+"""The progress of each phase of every kind; phases not listed are ``DONE``. A Migration
+awaiting approval is done for now: a person decides, and kstatus calls it Current."""
+
+
+def progress_of(phase: str, ready: ConditionStatus) -> Progress:
+    """The progress an object in ``phase`` with that ``Ready`` status is making."""
+    return Progress.DONE if ready == "True" else PHASE_PROGRESS.get(phase, Progress.DONE)
+
+
+def set_ready(
+    conditions: list[Condition],
+    phase: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    generation: int,
+    timestamp: str | None = None,
+) -> list[Condition]:
+    """Return ``conditions`` with ``Ready`` replaced and kstatus's pair following ``phase``.
+
+    ``Reconciling`` (in progress) or ``Stalled`` (stuck) is ``True`` with
+    Ready's reason and message; the other one, and both once done, are
+    removed (kstatus reads an absent condition as ``False``).
+    """
+    updated = set_condition(
+        conditions, ConditionType.READY, status, reason, message, generation, timestamp
+    )
+    active = {
+        Progress.PROGRESSING: ConditionType.RECONCILING,
+        Progress.STALLED: ConditionType.STALLED,
+    }.get(progress_of(phase, status))
+    if active is not None:
+        updated = set_condition(updated, active, "True", reason, message, generation, timestamp)
+    kstatus = (ConditionType.RECONCILING, ConditionType.STALLED)
+    return [c for c in updated if c.type not in kstatus or c.type == active]
 
 
 def is_true(conditions: list[Condition], type_: ConditionType) -> bool:

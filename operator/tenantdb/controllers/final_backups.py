@@ -14,6 +14,7 @@ import kopf
 
 from tenantdb.api import GROUP, VERSION, conditions
 from tenantdb.api import backups as backups_api
+from tenantdb.api import tenants as tenants_api
 from tenantdb.controllers import backups, kube, reporting, runtime
 from tenantdb.core import errors, naming
 
@@ -148,11 +149,11 @@ def _report(
     patch: kopf.Patch, status: kopf.Status, meta: kopf.Meta, body: kopf.Body, message: str
 ) -> None:
     generation = int(meta.get("generation") or 0)
-    reporting.write_condition(
+    reporting.write_ready(
         patch,
         status,
         generation,
-        conditions.ConditionType.READY,
+        tenants_api.Phase.DELETING,
         "False",
         conditions.Reason.BACKUP_FAILED,
         message,

@@ -388,9 +388,9 @@ def _status(
     generation: int,
 ) -> dict[str, Any]:
     """The full status to write, with ``null`` for cleared fields (merge patch)."""
-    ready = conditions.set_condition(
+    ready = conditions.set_ready(
         reporting.current_conditions(previous),
-        conditions.ConditionType.READY,
+        verdict.phase.value,
         "True" if verdict.ready else "False",
         verdict.reason,
         verdict.message[:32768],

@@ -90,6 +90,24 @@ def write_condition(
     patch.status["observedGeneration"] = generation
 
 
+def write_ready(
+    patch: Patch,
+    status: Any,
+    generation: int,
+    phase: str,
+    value: conditions.ConditionStatus,
+    reason: str,
+    message: str,
+) -> None:
+    """Set the phase and ``Ready`` (with kstatus's ``Reconciling``/``Stalled``) in the patch."""
+    pending = patch.status.get("conditions")
+    base = current_conditions({"conditions": pending}) if pending else current_conditions(status)
+    updated = conditions.set_ready(base, phase, value, reason, message, generation)
+    patch.status["phase"] = phase
+    patch.status["conditions"] = [c.to_api() for c in updated]
+    patch.status["observedGeneration"] = generation
+
+
 def fail(
     kind: str,
     exc: Exception,
@@ -105,10 +123,7 @@ def fail(
     reason = str(getattr(exc, "reason", "Error"))
     permanent = bool(getattr(exc, "permanent", True))
     message = str(exc)
-    write_condition(
-        patch, status, generation, conditions.ConditionType.READY, "False", reason, message
-    )
-    patch.status["phase"] = phase
+    write_ready(patch, status, generation, phase, "False", reason, message)
     kopf.warn(body, reason=reason, message=message)
     RECONCILES.labels(kind=kind, outcome="permanent" if permanent else "retry").inc()
     logger.warning("%s: %s", reason, message)

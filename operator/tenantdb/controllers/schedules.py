@@ -188,15 +188,12 @@ def _set(
     ready: conditions.ConditionStatus,
     message: str,
 ) -> None:
-    patch.status["phase"] = phase.value
     reason = {
         api.SchedulePhase.ACTIVE: conditions.Reason.SCHEDULED,
         api.SchedulePhase.SUSPENDED: conditions.Reason.SCHEDULE_SUSPENDED,
         api.SchedulePhase.FAILED: conditions.Reason.INVALID_SCHEDULE,
     }[phase]
-    reporting.write_condition(
-        patch, status, generation, conditions.ConditionType.READY, ready, reason, message
-    )
+    reporting.write_ready(patch, status, generation, phase.value, ready, reason, message)
 
 
 def _time(text: str) -> datetime:

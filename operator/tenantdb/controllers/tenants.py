@@ -325,9 +325,8 @@ def _wait(
     delay: float,
 ) -> None:
     """Not Ready while the restore runs; no Warning event for a wait."""
-    patch.status["phase"] = api.Phase.PROVISIONING
-    reporting.write_condition(
-        patch, status, generation, conditions.ConditionType.READY, "False", exc.reason, str(exc)
+    reporting.write_ready(
+        patch, status, generation, api.Phase.PROVISIONING, "False", exc.reason, str(exc)
     )
     raise kopf.TemporaryError(str(exc), delay=delay) from exc
 
@@ -358,12 +357,10 @@ def _write_location(
 def _write_ready(
     patch: kopf.Patch, status: kopf.Status, generation: int, tenant: api.TenantSpec
 ) -> None:
-    patch.status["phase"] = api.Phase.SUSPENDED if tenant.suspended else api.Phase.READY
+    phase = api.Phase.SUSPENDED if tenant.suspended else api.Phase.READY
     reason = conditions.Reason.SUSPENDED if tenant.suspended else conditions.Reason.PROVISIONED
     message = "login disabled; data kept" if tenant.suspended else "tenant is provisioned"
-    reporting.write_condition(
-        patch, status, generation, conditions.ConditionType.READY, "True", reason, message
-    )
+    reporting.write_ready(patch, status, generation, phase, "True", reason, message)
 
 
 def _write_isolation(
