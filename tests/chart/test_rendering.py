@@ -76,7 +76,13 @@ def test_default_values(helm: Helm) -> None:
         assert labels["app.kubernetes.io/version"] == _app_version()
     operator_container = container(manifests)
     assert operator_container["image"] == f"tenantdb:{_app_version()}"
-    assert operator_container["args"] == ["run", "--liveness", "http://0.0.0.0:8080/healthz"]
+    assert operator_container["args"] == [
+        "run",
+        "--liveness",
+        "http://0.0.0.0:8080/healthz",
+        "--readiness",
+        "http://0.0.0.0:8081/readyz",
+    ]
     variables = env(manifests)
     assert variables["DATABASE_URL"] == {
         "secretKeyRef": {"name": "tenantdb-database", "key": "DATABASE_URL"}
@@ -101,7 +107,7 @@ def test_default_values(helm: Helm) -> None:
     ]
 
 
-def test_pod_is_hardened_and_probed_on_kopfs_health_endpoint(helm: Helm) -> None:
+def test_pod_is_hardened_alive_on_kopfs_endpoint_and_ready_on_the_operators(helm: Helm) -> None:
     manifests = helm.manifests()
     pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -118,11 +124,12 @@ def test_pod_is_hardened_and_probed_on_kopfs_health_endpoint(helm: Helm) -> None
     tmp_mount = {"name": "tmp", "mountPath": "/tmp"}  # noqa: S108 - the pod's own emptyDir
     assert tmp_mount in operator_container["volumeMounts"]
     assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+    for probe in ("startupProbe", "livenessProbe"):
         assert operator_container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in operator_container[
-        "ports"
-    ]
+    assert operator_container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ready"}
+    ports = operator_container["ports"]
+    assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in ports
+    assert {"name": "ready", "containerPort": 8081, "protocol": "TCP"} in ports
     assert operator_container["resources"]["limits"]["memory"] == "512Mi"
 
 
@@ -363,6 +370,11 @@ REFUSED = [
     ({"log.format": "text"}, "at '/log/format': value must be one of 'full', 'json'"),
     ({"replicas": -1}, "at '/replicas': minimum: got -1, want 0"),
     ({"metrics.port": 8080}, "metrics.port and health.port must differ (both are 8080)"),
+    (
+        {"health.readinessPort": 8080},
+        "health.readinessPort and health.port must differ (both are 8080)",
+    ),
+    ({"metrics.port": 8081}, "metrics.port and health.readinessPort must differ (both are 8081)"),
     (
         {"concurrency.poolMinSize": 20},
         "concurrency.poolMinSize (20) must not exceed concurrency.poolMaxSize (16)",

@@ -111,6 +111,12 @@ granted with the namespaced rules (a ClusterKopfPeering when cluster-wide).
 {{- if and .Values.metrics.enabled (eq (int .Values.metrics.port) (int .Values.health.port)) }}
 {{- fail (printf "metrics.port and health.port must differ (both are %v)" .Values.health.port) }}
 {{- end }}
+{{- if eq (int .Values.health.readinessPort) (int .Values.health.port) }}
+{{- fail (printf "health.readinessPort and health.port must differ (both are %v)" .Values.health.port) }}
+{{- end }}
+{{- if and .Values.metrics.enabled (eq (int .Values.metrics.port) (int .Values.health.readinessPort)) }}
+{{- fail (printf "metrics.port and health.readinessPort must differ (both are %v)" .Values.metrics.port) }}
+{{- end }}
 {{- if gt (int .Values.concurrency.poolMinSize) (int .Values.concurrency.poolMaxSize) }}
 {{- fail (printf "concurrency.poolMinSize (%v) must not exceed concurrency.poolMaxSize (%v)" .Values.concurrency.poolMinSize .Values.concurrency.poolMaxSize) }}
 {{- end }}

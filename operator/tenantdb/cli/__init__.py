@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
         "--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
     )
     run.add_argument(
+        "--readiness",
+        default=None,
+        help="readiness endpoint (503 until the database is reached), e.g. "
+        "http://0.0.0.0:8081/readyz",
+    )
+    run.add_argument(
         "--log-format",
         choices=["full", "json"],
         default=os.environ.get("TENANTDB_LOG_FORMAT", "full"),
@@ -105,6 +111,7 @@ def _run(args: argparse.Namespace) -> int:
         namespaces=args.namespaces or watched_namespaces(os.environ.get("TENANTDB_NAMESPACE")),
         peering=peering,
         liveness_endpoint=args.liveness,
+        readiness_endpoint=args.readiness,
         log_format=args.log_format,
         verbose=args.verbose,
     )

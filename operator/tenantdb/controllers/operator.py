@@ -6,7 +6,15 @@ from collections.abc import Sequence
 import kopf
 
 from tenantdb import settings as settings_
-from tenantdb.controllers import backups, migrations, operations, schedules, startup, tenants
+from tenantdb.controllers import (
+    backups,
+    migrations,
+    operations,
+    readiness,
+    schedules,
+    startup,
+    tenants,
+)
 
 HANDLER_MODULES = (startup, tenants, migrations, backups, schedules, operations)
 """Importing these registers their handlers with kopf's default registry."""
@@ -30,6 +38,7 @@ def run(
     namespaces: Sequence[str],
     peering: settings_.PeeringSettings | None = None,
     liveness_endpoint: str | None = None,
+    readiness_endpoint: str | None = None,
     log_format: str = "full",
     verbose: bool = False,
 ) -> None:
@@ -37,7 +46,8 @@ def run(
 
     With a peering name, kopf keeps every replica but the live one of the
     highest priority paused (its watches and daemons stopped); the peering
-    object must exist (the chart creates it). Logs are structured (JSON, one
+    object must exist (the chart creates it). The readiness endpoint answers
+    as soon as kopf starts: not ready until the database is reached. Logs are structured (JSON, one
     object per line) in clusters, readable lines on a terminal; every line
     about an object names it (``[namespace/name]`` or the ``object`` key).
     """
@@ -47,6 +57,9 @@ def run(
     )
     if not verbose:
         logging.getLogger("kopf.objects").addFilter(QuietTimers())
+    state = readiness.Readiness()
+    if readiness_endpoint:
+        readiness.serve(readiness_endpoint, state)
     kopf_settings = kopf.OperatorSettings()
     kopf_settings.peering.lifetime = peering.lifetime
     kopf_settings.peering.stealth = True  # keep-alives are not news; pauses are logged
@@ -58,4 +71,5 @@ def run(
         clusterwide=not namespaces,
         namespaces=list(namespaces),
         liveness_endpoint=liveness_endpoint,
+        memo=kopf.Memo(readiness=state),
     )

@@ -17,6 +17,8 @@ from tenantdb.controllers import jobs as jobs_
 from tenantdb.core import commands, connecting, errors, naming
 
 _LOG = logging.getLogger(__name__)
+REACH_TIMEOUT = 10
+"""Seconds the first connection of a start-up may take."""
 
 
 @dataclass
@@ -34,8 +36,8 @@ class Runtime:
 
     @classmethod
     def start(cls, settings: settings_.Settings) -> "Runtime":
-        """Open the pool, check the operator role's privileges, and make sure the control
-        and shared schemas are current.
+        """Reach the server, open the pool, check the operator role's privileges, and make
+        sure the control and shared schemas are current.
 
         A missing privilege is logged with the statement that grants it; one
         without which nothing can be served (CREATEROLE, CREATE on the
@@ -43,6 +45,7 @@ class Runtime:
         """
         server = commands.open_server(settings.database, "tenantdb-operator")
         try:
+            connecting.reach(server.url, REACH_TIMEOUT)
             privileges = commands.inspect_privileges(server)
             for line in privileges.missing():
                 _LOG.warning("the operator's database role %s lacks %s", privileges.role, line)

@@ -1,4 +1,4 @@
-"""Operator start-up and shutdown: settings, pools, the watchdog, kopf's own settings.
+"""Operator start-up and shutdown: settings, kopf's own settings, connecting, the watchdog.
 
 kopf's annotations get a ``tenantdb.io`` prefix, its finalizer is ours, and
 watches have explicit timeouts (silent, frozen watch streams are a known
@@ -6,6 +6,7 @@ failure of long-running operators).
 """
 
 import logging
+import threading
 from typing import Any
 
 import kopf
@@ -13,38 +14,45 @@ import prometheus_client
 
 from tenantdb import settings as settings_
 from tenantdb.api import GROUP
-from tenantdb.controllers import kube, patrolling, persistence, runtime, surveying
+from tenantdb.controllers import kube, patrolling, persistence, readiness, runtime, surveying
 from tenantdb.core import errors
 
 FINALIZER = f"{GROUP}/finalizer"
 STATE_PREFIX = f"operator.{GROUP}"
 """kopf's own annotations. Not plain ``tenantdb.io``: kopf ignores changes to
 annotations under its prefix, and users annotate under ``tenantdb.io/``."""
+MAX_RETRY_DELAY = 30.0
+"""Seconds between two start-up attempts at most (the delay grows by ``retry_delay``)."""
+_LOG = logging.getLogger("tenantdb.startup")
 
 
 @kopf.on.startup()
 def start(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
-    """Parse settings once, connect, configure kopf, and start the statement watchdog."""
+    """Parse settings once, configure kopf, then connect in the background.
+
+    The start-up database work (``Runtime.start``) is retried on a thread of
+    its own until it succeeds, so an unreachable server or a missing
+    privilege leaves the process alive (kopf's liveness answers) but not
+    ready, saying why in the log and on the readiness endpoint; handlers
+    wait for it (``runtime.of``)."""
     config = settings_.Settings.from_environment()
     configure_kopf(settings, config)
     kube.login()
-    try:
-        memo["runtime"] = runtime.Runtime.start(config)
-    except errors.DatabaseUnavailable as exc:
-        raise kopf.TemporaryError(str(exc), delay=config.watch.retry_delay) from exc
-    except errors.InsufficientPrivilege as exc:
-        logger.error("%s", exc)
-        raise kopf.PermanentError(str(exc)) from exc
     if config.metrics_port:
         prometheus_client.start_http_server(config.metrics_port)
-    memo["patrol"] = patrolling.start(memo["runtime"])
-    memo["surveyor"] = surveying.start(memo["runtime"])
-    logger.info("tenantdb operator started (environment=%s)", config.environment.value)
+    state = memo.get("readiness")
+    memo["connector"] = Connector(
+        config, memo, state if isinstance(state, readiness.Readiness) else readiness.Readiness()
+    )
+    memo["connector"].start()
 
 
 @kopf.on.cleanup()
 def stop(memo: Any, **_: Any) -> None:
-    """Stop the watchdog, then close database connections."""
+    """Stop connecting and the watchdog, then close database connections."""
+    connector = memo.get("connector")
+    if isinstance(connector, Connector):
+        connector.stop()
     patrol = memo.get("patrol")
     if isinstance(patrol, patrolling.Patrol):
         patrol.stop()
@@ -54,6 +62,55 @@ def stop(memo: Any, **_: Any) -> None:
     current = memo.get("runtime")
     if isinstance(current, runtime.Runtime):
         current.close()
+
+
+class Connector:
+    """Retries the start-up database work until it succeeds, then starts the background work."""
+
+    def __init__(self, config: settings_.Settings, memo: Any, state: readiness.Readiness) -> None:
+        self.config, self.memo, self.readiness = config, memo, state
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tenantdb-connect", daemon=True)
+
+    def start(self) -> None:
+        """Begin connecting in the background."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Give up connecting (a runtime started meanwhile is closed by the thread itself)."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stopping.is_set():
+            attempt += 1
+            try:
+                started = runtime.Runtime.start(self.config)
+            except errors.TenantDBError as exc:
+                self._failed(attempt, f"{exc.reason}: {exc}")
+                continue
+            except Exception as exc:  # an unforeseen failure must not end the retries either
+                _LOG.exception("start-up database work failed (attempt %d)", attempt)
+                self._failed(attempt, f"{type(exc).__name__}: {exc}", logged=True)
+                continue
+            if self._stopping.is_set():
+                started.close()
+                return
+            self.memo["runtime"] = started
+            self.memo["patrol"] = patrolling.start(started)
+            self.memo["surveyor"] = surveying.start(started)
+            self.readiness.started(started.pool)
+            _LOG.info("tenantdb operator started (environment=%s)", self.config.environment.value)
+            return
+
+    def _failed(self, attempt: int, problem: str, logged: bool = False) -> None:
+        delay = min(self.config.watch.retry_delay * attempt, MAX_RETRY_DELAY)
+        self.readiness.waiting(problem)
+        if not logged:
+            _LOG.error("not ready: %s; retrying in %.0fs (attempt %d)", problem, delay, attempt)
+        self._stopping.wait(delay)
 
 
 def configure_kopf(settings: kopf.OperatorSettings, config: settings_.Settings) -> None:

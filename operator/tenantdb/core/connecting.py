@@ -84,6 +84,19 @@ def connection(pool: psycopg_pool.ConnectionPool) -> Iterator[psycopg.Connection
         yield conn
 
 
+def reach(url: str, timeout: int) -> None:
+    """Open and close one connection to the server, so that a start-up fails within
+    ``timeout`` seconds with the driver's own words (refused, unknown host, password)."""
+    with translated_errors(), psycopg.connect(url, connect_timeout=timeout) as conn:
+        conn.execute("SELECT 1")
+
+
+def ping(pool: psycopg_pool.ConnectionPool, timeout: float) -> None:
+    """One round trip to the server within ``timeout`` seconds (``DatabaseUnavailable`` if not)."""
+    with translated_errors(), pool.connection(timeout=timeout) as conn:
+        conn.execute("SELECT 1")
+
+
 def public_parameters(url: str, host_override: str | None = None) -> dict[str, str]:
     """Host, port and database name of a URL, without its credentials."""
     params = conninfo.conninfo_to_dict(url)

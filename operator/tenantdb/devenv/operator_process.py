@@ -1,13 +1,14 @@
 """The operator as a real, separate process (`tenantdb run`), as in production.
 
 Used by `tenantdb dev up` and by the end-to-end tests, which also SIGKILL
-it mid-work. Readiness is kopf's own liveness endpoint answering, which
-happens only after the startup handlers (database connection, control
-schema) succeeded.
+it mid-work. Started means kopf's liveness endpoint answers and the
+operator's readiness endpoint says ready: the database was reached and the
+control schema is current.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import urllib.request
@@ -36,6 +37,8 @@ class OperatorProcess:
         self.startup_timeout = startup_timeout
         self._child: processes.Child | None = None
         self._port: int | None = None
+        self.readiness_url = f"http://{processes.LOOPBACK}:{processes.free_port()}/readyz"
+        """The readiness endpoint: 200 once the database is reached, 503 with the reason."""
 
     @property
     def pid(self) -> int | None:
@@ -53,20 +56,24 @@ class OperatorProcess:
             **self.extra_env,
         }
 
-    def start(self) -> None:
-        """Start the process and wait until kopf reports itself alive."""
+    def start(self, ready: bool = True) -> None:
+        """Start the process and wait until kopf reports itself alive (and, with
+        ``ready``, until the operator is ready)."""
         self._port = processes.free_port()
         liveness = f"http://{processes.LOOPBACK}:{self._port}/healthz"
         argv = [sys.executable, "-m", "tenantdb", "run", "--liveness", liveness]
+        argv += ["--readiness", self.readiness_url]
         self._child = processes.spawn("operator", argv, self.log_path, env=self.environment())
-        processes.wait_until(
-            lambda: _answers(liveness),
-            component="operator",
-            condition="alive",
-            timeout=self.startup_timeout,
-            log_path=self.log_path,
-            process=self._child.process,
-        )
+        waits = [(liveness, "alive")] + ([(self.readiness_url, "ready")] if ready else [])
+        for url, condition in waits:
+            processes.wait_until(
+                functools.partial(_answers, url),
+                component="operator",
+                condition=condition,
+                timeout=self.startup_timeout,
+                log_path=self.log_path,
+                process=self._child.process,
+            )
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM (kopf finishes its handlers), SIGKILL after ``timeout``."""
