@@ -189,6 +189,7 @@ class Job:
         if isinstance(exc, kube.ApiError):
             reason = "KubernetesError"
         reporting.BACKUP_FAILURES.labels(reason=reason).inc()
+        reporting.RECONCILE_ERRORS.labels(kind=KIND, reason=reason).inc()
         self.write(api.Phase.FAILED, "False", reason, str(exc) or type(exc).__name__, warning=True)
 
     def _take(self, tenant: dict[str, Any]) -> manifest_.Manifest:

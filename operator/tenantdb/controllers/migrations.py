@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -58,6 +59,11 @@ TENANT_RESULTS = Counter(
 )
 TENANT_SECONDS = Histogram(
     "tenantdb_migration_apply_seconds", "Seconds one migration took on one tenant"
+)
+ROLLOUT_SECONDS = Histogram(
+    "tenantdb_migration_rollout_seconds",
+    "Seconds from a rollout's start to its end (startedAt to finishedAt), every tenant",
+    buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
 )
 Mode = planning.Mode
 Reason = conditions.Reason
@@ -269,16 +275,10 @@ class _Pass:
         if self.state.settled and fingerprint == self.state.fingerprint and recent:
             return IDLE_DELAY
         try:
-            verdict = reconciling.reconcile(
-                self.rt.server,
-                self._request(),
-                self.rt.settings.instance,
-                self._write,
-                self.stop,
-                STATUS_INTERVAL,
-                self._observe,
-            )
+            with reporting.RECONCILE_SECONDS.labels(kind=KIND).time():
+                verdict = self._reconcile()
         except errors.TenantDBError as exc:
+            reporting.RECONCILE_ERRORS.labels(kind=KIND, reason=exc.reason).inc()
             try:
                 self._problem(exc)
             except kube.ApiError as api_error:
@@ -298,6 +298,17 @@ class _Pass:
         self.state.fingerprint, self.state.checked_at = fingerprint, time.monotonic()
         self.state.settled = not running
         return ACTIVE_DELAY if running else IDLE_DELAY
+
+    def _reconcile(self) -> planning.Verdict | None:
+        return reconciling.reconcile(
+            self.rt.server,
+            self._request(),
+            self.rt.settings.instance,
+            self._write,
+            self.stop,
+            STATUS_INTERVAL,
+            self._observe,
+        )
 
     def _declared(self) -> list[planning.Declared]:
         """The namespace's Migrations as the API server has them now.
@@ -360,6 +371,8 @@ class _Pass:
             if status == self.state.written:
                 return
             kube.patch_custom_status(GROUP, VERSION, self.namespace, PLURAL, self.name, status)
+            if status.get("finishedAt") and not (self.state.written or {}).get("finishedAt"):
+                _observe_rollout(status)
             self.state.written = status
 
     def _announce(self, verdict: planning.Verdict) -> None:
@@ -378,6 +391,18 @@ class _Pass:
         if self.state.written is not None:
             return self.state.written
         return dict(self.body.get("status") or {})
+
+
+def _observe_rollout(status: Mapping[str, Any]) -> None:
+    """A rollout ended: how long it ran (nothing if it never started, like a refusal)."""
+    started, finished = status.get("startedAt"), status.get("finishedAt")
+    if started and finished:
+        seconds = _seconds(str(finished)) - _seconds(str(started))
+        ROLLOUT_SECONDS.observe(max(seconds, 0.0))
+
+
+def _seconds(timestamp: str) -> float:
+    return datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def _status(

@@ -8,6 +8,7 @@ import kopf
 from tenantdb import settings as settings_
 from tenantdb.controllers import (
     backups,
+    census,
     migrations,
     operations,
     readiness,
@@ -16,7 +17,7 @@ from tenantdb.controllers import (
     tenants,
 )
 
-HANDLER_MODULES = (startup, tenants, migrations, backups, schedules, operations)
+HANDLER_MODULES = (startup, tenants, migrations, backups, schedules, operations, census)
 """Importing these registers their handlers with kopf's default registry."""
 
 

@@ -16,6 +16,18 @@ RECONCILES = Counter(
     "tenantdb_reconciles_total", "Reconciliations by kind and outcome", ["kind", "outcome"]
 )
 
+RECONCILE_ERRORS = Counter(
+    "tenantdb_reconcile_errors_total",
+    "Reconciliations that failed, by kind and reason (a CamelCase word, never a name)",
+    ["kind", "reason"],
+)
+RECONCILE_SECONDS = Histogram(
+    "tenantdb_reconcile_duration_seconds",
+    "Time of one reconciliation (a Tenant handler, a Migration's pass), failures included",
+    ["kind"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+
 WATCHDOG_ACTIONS = Counter(
     "tenantdb_watchdog_actions_total",
     "Tenant statements the watchdog cancelled and sessions it terminated, past their plan's limit",
@@ -60,6 +72,11 @@ BACKUP_SECONDS = Histogram(
     buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600),
 )
 BACKUP_BYTES = Counter("tenantdb_backup_bytes_total", "Bytes of archives stored")
+RESTORE_SECONDS = Histogram(
+    "tenantdb_restore_duration_seconds",
+    "Time to restore one archive into a new tenant, failures included",
+    buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600),
+)
 BACKUP_FAILURES = Counter(
     "tenantdb_backup_failures_total", "Backups that ended Failed, by reason", ["reason"]
 )
@@ -126,6 +143,7 @@ def fail(
     write_ready(patch, status, generation, phase, "False", reason, message)
     kopf.warn(body, reason=reason, message=message)
     RECONCILES.labels(kind=kind, outcome="permanent" if permanent else "retry").inc()
+    RECONCILE_ERRORS.labels(kind=kind, reason=reason).inc()
     logger.warning("%s: %s", reason, message)
     if permanent:
         raise kopf.PermanentError(message) from exc

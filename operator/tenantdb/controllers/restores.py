@@ -7,6 +7,7 @@ reconcile waits for it (a temporary error, retried), then records
 archive's tenant already ran are not run again.
 """
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,6 +125,7 @@ def _restore(
     """The job: check the archive's versions against the namespace's Migrations, restore."""
     log = logs.about("Tenant", source.namespace, target, target_uid)
     log.info("restoring from Backup %s", source.name)
+    started = time.monotonic()
     try:
         declared = migrations.declared_versions(source.namespace)
         restored = taking.restore(
@@ -139,6 +141,8 @@ def _restore(
     except Exception as exc:
         log.warning("restore from Backup %s failed: %s", source.name, exc)
         raise
+    finally:
+        reporting.RESTORE_SECONDS.observe(time.monotonic() - started)
     log.info("restored %d row(s) from Backup %s", restored.rows, source.name)
     return restored
 

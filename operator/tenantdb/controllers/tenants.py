@@ -64,6 +64,19 @@ def reconcile(
     **_: Any,
 ) -> None:
     """Converge the tenant's database objects and its credentials Secret."""
+    with reporting.RECONCILE_SECONDS.labels(kind=KIND).time():
+        _reconcile(spec, meta, status, body, patch, memo, logger)
+
+
+def _reconcile(
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: Any,
+    logger: kopf.Logger,
+) -> None:
     rt = runtime.of(memo)
     generation = int(meta.get("generation") or 0)
     try:
