@@ -293,11 +293,20 @@ class Job:
         message: str,
         warning: bool = False,
     ) -> None:
-        """Phase, Ready and the fields gathered so far, then an event."""
+        """Phase, Ready and the fields gathered so far, then an event if that is a
+        transition (a Backup waiting for its tenant is not re-announced on every retry)."""
+        before = (self.status.get("phase"), self._ready_reason())
         self.status["phase"] = phase.value
         self._condition(conditions.ConditionType.READY, ready, reason, message)
         self._patch()
-        self._event(reason, message, warning)
+        if before != (phase.value, reason):
+            self._event(reason, message, warning)
+
+    def _ready_reason(self) -> str | None:
+        for condition in self.status.get("conditions") or []:
+            if condition.get("type") == conditions.ConditionType.READY:
+                return str(condition.get("reason"))
+        return None
 
     def _condition(
         self,
