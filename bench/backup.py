@@ -737,7 +737,9 @@ def findings(results: Results) -> list[str]:
         f" passing COPY rows on in 1 MiB pieces), {restore_tool:.1f} s in `pg_restore --file=-`"
         f" and {restore_server:.1f} s in the server, against {base_tool:.1f} s and"
         f" {base_server:.1f} s for `pg_restore -d`: the server's COPY parsing, WAL and index"
-        " builds dominate both.",
+        " builds dominate both. (The server column of `pg_restore -d` is lower than its COPY and"
+        " index builds should cost, and lower than the restore's; not explained yet: read it"
+        " with doubt.)",
         f"- Shared export: the server works {export_server:.1f} s (COPY out through row-level"
         f" security, the count and the checksums on a second session in the same snapshot)"
         f" against {copy_server:.1f} s for the raw COPY; the operator {export_own:.1f} s against"
@@ -748,7 +750,7 @@ def findings(results: Results) -> list[str]:
         "",
         "- The checksum query computed each row's text and md5 twice: the planner folded the",
         "  subquery into the outer query, once per 64-bit half. `OFFSET 0` keeps it apart:",
-        "  the same sums at about half the server's CPU (`checksums.summary_query`).",
+        "  the same sums for about 40 % less of the server's CPU (`checksums.summary_query`).",
         "- A shared export read its checksums first, then the rows: two scans one after the",
         "  other. They now run at once, the checksums on a second session that imports the",
         "  export's snapshot (`snapshots.joined`), narrowed to the tenant's login role like the",
@@ -756,10 +758,16 @@ def findings(results: Results) -> list[str]:
         "  checked against the checksum's count.",
         "- A shared export handed every COPY row (one message each) to the compressor, the",
         "  hash and the storage one at a time; they are now gathered into 1 MiB pieces.",
-        "- In the operator's process the backup's time is zlib's or zstd's compress and",
-        "  sha256, both outside the GIL, on the one thread that pumps pg_dump's pipe; the",
-        "  restore's is the SQL lexer's line reads and the COPY pass-through. Neither holds",
-        "  more than a chunk of 1 MiB and a compression window at a time (the memory table).",
+        "- pg_dump's pipe held 64 KiB: the thread pumping it and compressing took turns with",
+        "  pg_dump instead of working beside it (py-spy: the pump waited on the pipe for a",
+        "  sixth of the backup). `programs.running` now sizes the children's pipes to a whole",
+        "  1 MiB chunk (`F_SETPIPE_SZ`), which also lets pg_restore run ahead of the restore.",
+        "- Otherwise the operator's backup time is zlib's or zstd's compress and sha256 (both",
+        "  outside the GIL) on that one thread, while the main thread waits for the checksum",
+        "  query. In a restore the main thread mostly waits, for pg_restore's output and for",
+        "  the server's COPY and index builds; the SQL lexer and the COPY pass-through barely",
+        "  show. Neither holds more than a 1 MiB chunk and a compression window at a time",
+        "  (the memory table); to S3 add the upload's 8 MiB parts and boto3.",
         "",
         "What limits the ratios: the checksums are work pg_dump does not do (a full scan with",
         "an md5 per row, in the server), and on this 2-core machine shared with other work",
