@@ -379,13 +379,18 @@ def run(argv: list[str], env: dict[str, str]) -> None:
 
 
 def restore(
-    server: commands.Server, store: storage.VolumeStorage, location: str, versions: dict[int, str]
+    server: commands.Server,
+    store: storage.VolumeStorage,
+    location: str,
+    versions: dict[int, str],
+    source: registry.TenantRecord,
 ) -> Sample:
     """``taking.restore`` (the archive checked whole, then loaded) into a new tenant."""
     target = provision(server, "restored", Isolation.SCHEMA)
+    origin = taking.Origin(source.namespace, source.uid)
     try:
         with Peak() as peak, Clock().timing() as clock:
-            taking.restore(server, store, location, None, target.uid, None, versions)
+            taking.restore(server, store, location, None, target.uid, None, versions, origin)
         return Sample(clock, 0, peak.added)
     finally:
         commands.deprovision(server, target.uid, target.name, drop=True)
@@ -492,8 +497,8 @@ def measure(
     alternate(db, results, small_steps, runs)
     versions = archive_versions(volume, last["gzip"])
     restores: dict[str, Callable[[], Sample]] = {
-        "restore gzip": lambda: restore(server, volume, last["gzip"], versions),
-        "restore zstd": lambda: restore(server, volume, last["zstd"], versions),
+        "restore gzip": lambda: restore(server, volume, last["gzip"], versions, data.large),
+        "restore zstd": lambda: restore(server, volume, last["zstd"], versions, data.large),
         "pg_restore": lambda: pg_restore(db, server, found, data.large, dump_file),
     }
     alternate(db, results, restores, runs)
