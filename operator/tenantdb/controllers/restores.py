@@ -16,7 +16,7 @@ import kopf
 from tenantdb.api import GROUP, VERSION, conditions
 from tenantdb.api import backups as backups_api
 from tenantdb.api import tenants as api
-from tenantdb.controllers import archives, backups, kube, logs, migrations, reporting, runtime
+from tenantdb.controllers import archives, backups, jobs, kube, logs, migrations, reporting, runtime
 from tenantdb.core import errors
 from tenantdb.core.backups import manifest as manifest_
 from tenantdb.core.backups import taking
@@ -51,7 +51,7 @@ def ensure_restored(
     job = rt.jobs.get(key)
     if job is None:
         source = _source(rt, namespace, tenant)
-        rt.jobs.submit(key, lambda: _restore(rt, source, uid, meta["name"]))
+        rt.jobs.submit(key, lambda: _restore(rt, source, uid, meta["name"]), group=namespace)
         message = f"restoring from Backup {tenant.restore_from.backup}"
         kopf.info(body, reason=conditions.Reason.RESTORING, message=message)
         _condition(patch, status, meta, "False", conditions.Reason.RESTORING, message)
@@ -136,6 +136,7 @@ def _restore(
             target_uid,
             rt.settings.backups.tools_dir,
             known_versions=declared,
+            progress=jobs.deadline(rt.settings.backups.timeout),
             origin=source.origin,
         )
     except Exception as exc:
