@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
 
 import psycopg
 
-from tenantdb.devenv import operator_process
+from tenantdb.devenv import operator_process, processes
 
 
 def tenant(name: str, **spec: object) -> str:
@@ -55,3 +57,31 @@ def scrape(operator: operator_process.OperatorProcess) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             samples[name] = float(value)
     return samples
+
+
+class Forwarder:
+    """Accepts on a loopback port and pipes each connection to ``target``."""
+
+    def __init__(self, port: int, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server((processes.LOOPBACK, port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with source, sink:
+            while data := source.recv(65536):
+                sink.sendall(data)
+
+    def close(self) -> None:
+        self.listener.close()

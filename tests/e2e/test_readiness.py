@@ -9,8 +9,6 @@ start-up database work succeeds, then 200.
 
 from __future__ import annotations
 
-import socket
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,40 +18,13 @@ import psycopg
 import pytest
 
 from tenantdb.devenv import operator_process, processes
-from tests.e2e.support import eventually
+from tests.e2e.support import Forwarder, eventually
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres]
 
 
-class Forwarder:
-    """Accepts on a loopback port and pipes each connection to ``target``."""
-
-    def __init__(self, port: int, target: tuple[str, int]) -> None:
-        self.target = target
-        self.listener = socket.create_server((processes.LOOPBACK, port))
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        with source, sink:
-            while data := source.recv(65536):
-                sink.sendall(data)
-
-    def close(self) -> None:
-        self.listener.close()
-
-
-def _readiness(url: str) -> tuple[int, str]:
+def readiness(url: str) -> tuple[int, str]:
+    """The readiness endpoint's answer: status code and text."""
     try:
         with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback
             return response.status, response.read().decode()
@@ -79,8 +50,8 @@ def test_unreachable_database_is_not_ready_alive_and_retried_until_it_answers(
     unreachable: tuple[operator_process.OperatorProcess, int], operator_url: str
 ) -> None:
     process, port = unreachable
-    eventually(lambda: "DatabaseUnavailable" in _readiness(process.readiness_url)[1], timeout=90)
-    code, reason = _readiness(process.readiness_url)
+    eventually(lambda: "DatabaseUnavailable" in readiness(process.readiness_url)[1], timeout=90)
+    code, reason = readiness(process.readiness_url)
     assert code == 503 and "DatabaseUnavailable" in reason, reason
     eventually(lambda: "attempt 2" in process.log_path.read_text(), timeout=90)  # retried
     log = process.log_path.read_text()
@@ -90,7 +61,7 @@ def test_unreachable_database_is_not_ready_alive_and_retried_until_it_answers(
     params = psycopg.conninfo.conninfo_to_dict(operator_url)
     forwarder = Forwarder(port, (str(params["host"]), int(str(params["port"]))))
     try:
-        eventually(lambda: _readiness(process.readiness_url)[0] == 200, timeout=90)
+        eventually(lambda: readiness(process.readiness_url)[0] == 200, timeout=90)
         assert "tenantdb operator started" in process.log_path.read_text()
         assert str(params["password"]) not in process.log_path.read_text()
     finally:

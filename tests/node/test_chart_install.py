@@ -3,8 +3,9 @@ operator's pod Ready on its kubelet-projected ServiceAccount token (so the chart
 is what it runs on), Tenants Ready with working Secrets; a standby release in the same
 peering takes over a Migration's rollout when the active pod is killed, and the ledger
 shows every tenant migrated once; `helm upgrade` rolls the pod and loses no work;
-`helm uninstall` leaves the CRDs, the Tenants and their data; in namespaced mode the
-token reads no Secret outside its namespaces.
+the metrics the Service selects move during a rollout; `helm uninstall` leaves the
+CRDs, the Tenants and their data; in namespaced mode the token reads no Secret outside
+its namespaces; a pod whose database is unreachable stays up, not Ready, retrying.
 
 The node has only host networking: pods use ``hostNetwork: true``, so each release gets
 free health and metrics ports and two replicas are two releases (REAL-NODE-NOTES).
@@ -16,6 +17,7 @@ import json
 import os
 import signal
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +31,8 @@ import yaml
 from tenantdb.devenv import processes
 from tests.chart import helm as helm_
 from tests.e2e.kubectl import Kubectl
-from tests.e2e.support import connect, eventually
+from tests.e2e.support import Forwarder, connect, eventually
+from tests.node import manifests
 from tests.node.fixtures import NodeCluster
 from tests.security import rbac
 
@@ -87,6 +90,7 @@ def node_values(cluster: NodeCluster, priority: int | None = None) -> dict[str, 
         "image.pullPolicy": "Never",
         "database.existingSecret": "tenantdb-database",
         "health.port": processes.free_port(),
+        "health.readinessPort": processes.free_port(),
         "metrics.port": processes.free_port(),
         "log.format": "full",
         "resources.requests": {"cpu": "10m", "memory": "64Mi"},
@@ -198,7 +202,7 @@ def sigkill_operator(cluster: NodeCluster, system: Kubectl, release: Release) ->
 
 
 def test_installed_operator_serves_a_tenant_on_the_charts_token(
-    active: Release, system: Kubectl, apps: Kubectl
+    active: Release, system: Kubectl, apps: Kubectl, operator_url: str
 ) -> None:
     pod = system.get("pod", system.run("get", "pod", "-o", "name").stdout.split()[0].split("/")[1])
     assert pod["spec"]["hostNetwork"] is True
@@ -210,8 +214,27 @@ def test_installed_operator_serves_a_tenant_on_the_charts_token(
     with connect(credentials) as conn:
         row = conn.execute("SELECT current_user").fetchone()
     assert row is not None and row[0] == credentials["username"]
+    log = active.logs(system)
     for refusal in ("Forbidden", "forbidden"):
-        assert refusal not in active.logs(system)
+        assert refusal not in log
+    assert f"[{apps.namespace}/first]" in log  # lines about an object name it
+    database_password = psycopg.conninfo.conninfo_to_dict(operator_url)["password"]
+    for secret in (credentials["password"], database_password):
+        assert str(secret) not in log
+
+
+def test_the_charts_pod_runs_as_its_non_root_user_on_a_read_only_root(
+    active: Release, system: Kubectl
+) -> None:
+    exec_ = ("exec", f"deploy/{active.fullname}", "--")
+    assert system.run(*exec_, "id", "-u").stdout.strip() == str(manifests.UID)
+    refused = system.run(*exec_, "touch", "/app/written", check=False)
+    assert refused.returncode != 0 and "Read-only file system" in refused.stderr
+    assert system.run(*exec_, "touch", "/tmp/written").returncode == 0  # noqa: S108
+    # Nothing but the projected token tells the client where the API server is.
+    environment = system.run(*exec_, "env").stdout
+    assert "KUBECONFIG" not in environment
+    assert "KUBERNETES_SERVICE_HOST=127.0.100.1" in environment
 
 
 def test_standby_release_takes_over_a_rollout_when_the_active_pod_is_killed(
@@ -281,6 +304,56 @@ def test_upgrade_rolls_the_pod_and_loses_no_work(
     }
 
 
+def metrics_endpoint(system: Kubectl, release: Release) -> str:
+    """The pod and port the release's metrics Service selects: its selector's pod, the
+    container port its ``targetPort`` names, at the pod's IP."""
+    service = system.get("service", f"{release.fullname}-metrics")["spec"]
+    selector = ",".join(f"{key}={value}" for key, value in service["selector"].items())
+    (pod,) = json.loads(system.run("get", "pod", "-l", selector, "-o", "json").stdout)["items"]
+    (target,) = [p["targetPort"] for p in service["ports"] if p["name"] == "metrics"]
+    ports = {p.get("name"): p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+    return f"http://{pod['status']['podIP']}:{ports[target]}/metrics"
+
+
+def scrape_url(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback
+        lines = response.read().decode().splitlines()
+    return {
+        name: float(value)
+        for name, _, value in (line.rpartition(" ") for line in lines)
+        if name and not name.startswith("#")
+    }
+
+
+def test_metrics_behind_the_service_move_during_a_rollout(
+    active: Release, system: Kubectl, apps: Kubectl
+) -> None:
+    """Scraped at the pod and port the metrics Service selects, not at its ClusterIP: this
+    node runs no kube-proxy (traffic stays on loopback), so no ClusterIP routes anywhere,
+    and its hostNetwork pods have the loopback address, which the API server refuses in
+    Endpoints; the Service's selector and named targetPort are what lead to the pod."""
+    url = metrics_endpoint(system, active)
+    before = scrape_url(url)
+    applied = 'tenantdb_migration_tenants{state="applied"}'
+    assert before['tenantdb_tenant_objects{isolation="schema",phase="Ready"}'] >= TENANTS
+    apply_migration(apps, "third", 3, "CREATE TABLE metered (id int); SELECT pg_sleep(0.3)")
+    seen = [before[applied]]
+
+    def moving() -> bool:
+        samples = scrape_url(url)
+        seen.append(samples[applied])
+        return samples.get('tenantdb_migrations{phase="Running"}', 0) >= 1 and seen[-1] > seen[0]
+
+    eventually(moving, timeout=120)
+    apps.wait("migration/third", "jsonpath={.status.phase}=Succeeded", timeout=180)
+    after = scrape_url(url)
+    assert after[applied] >= before[applied] + TENANTS
+    rollouts = "tenantdb_migration_rollout_seconds_count"
+    assert after[rollouts] > before.get(rollouts, 0)
+    passes = 'tenantdb_reconcile_duration_seconds_count{kind="Migration"}'
+    assert after[passes] > before[passes]
+
+
 def test_uninstall_leaves_crds_tenants_and_their_data(
     active: Release, system: Kubectl, apps: Kubectl, admin: psycopg.Connection[Any]
 ) -> None:
@@ -327,5 +400,59 @@ def test_namespaced_token_reads_no_secret_outside_its_namespaces(
         assert everywhere.returncode != 0 and "Forbidden" in everywhere.stderr
         allowed = Kubectl(config, served).run("get", "secret", "absent", check=False)
         assert "NotFound" in allowed.stderr  # allowed to ask: the Secret just is not there
+    finally:
+        release.run("uninstall")
+
+
+def test_a_pod_that_cannot_reach_its_database_is_alive_not_ready_and_retries(
+    node_cluster: NodeCluster, helm: helm_.Helm, system: Kubectl, operator_url: str
+) -> None:
+    """The release's Secret names a loopback port where nothing listens: the pod runs,
+    is not Ready, and its log says why; once a forwarder to the real PostgreSQL opens on
+    that port, the same container (no restart) becomes Ready."""
+    port = processes.free_port()
+    system.run(
+        "create",
+        "secret",
+        "generic",
+        "nodb-database",
+        "--from-literal=DATABASE_URL="
+        + psycopg.conninfo.make_conninfo(operator_url, port=str(port)),
+        f"--from-literal=TENANTDB_CREDENTIALS_KEY={os.environ['TENANTDB_CREDENTIALS_KEY']}",
+    )
+    served = f"{system.namespace}-nodb"
+    system.run("create", "namespace", served)
+    release = Release(helm, node_cluster.kubeconfig, "nodb", system.namespace)
+    values = {
+        **node_values(node_cluster),
+        "database.existingSecret": "nodb-database",
+        "watchNamespaces": [served],
+    }
+    release.install(values, "--skip-crds")
+    selector = f"app.kubernetes.io/instance={release.name}"
+
+    def pod() -> dict[str, Any]:
+        listed = system.run("get", "pod", "-l", selector, "-o", "json").stdout
+        items = json.loads(listed)["items"]
+        return items[0] if items else {}
+
+    def container() -> dict[str, Any]:
+        statuses = (pod().get("status") or {}).get("containerStatuses") or [{}]
+        return dict(statuses[0])
+
+    try:
+        eventually(lambda: "running" in (container().get("state") or {}), timeout=120)
+        eventually(lambda: "not ready: DatabaseUnavailable" in release.logs(system), timeout=90)
+        eventually(lambda: "attempt 3" in release.logs(system), timeout=90)  # still retrying
+        assert container()["ready"] is False and container()["restartCount"] == 0
+        params = psycopg.conninfo.conninfo_to_dict(operator_url)
+        forwarder = Forwarder(port, (str(params["host"]), int(str(params["port"]))))
+        try:
+            name = pod()["metadata"]["name"]
+            system.wait(f"pod/{name}", "condition=Ready", timeout=120)
+            assert container()["restartCount"] == 0
+            assert "tenantdb operator started" in release.logs(system)
+        finally:
+            forwarder.close()
     finally:
         release.run("uninstall")
