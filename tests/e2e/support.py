@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -79,7 +80,7 @@ class Forwarder:
 
     @staticmethod
     def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        with source, sink:
+        with source, sink, contextlib.suppress(OSError):  # a peer gone ends the pipe
             while data := source.recv(65536):
                 sink.sendall(data)
 

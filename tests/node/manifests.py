@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 
-UID = 10001
-"""The image's numeric user (Dockerfile)."""
-
 
 def command_pod(name: str, image: str, command: list[str]) -> str:
     """A Pod that runs ``command`` once in the image: host network, non-root, read-only root."""

@@ -32,7 +32,6 @@ from tenantdb.devenv import processes
 from tests.chart import helm as helm_
 from tests.e2e.kubectl import Kubectl
 from tests.e2e.support import Forwarder, connect, eventually
-from tests.node import manifests
 from tests.node.fixtures import NodeCluster
 from tests.security import rbac
 
@@ -227,7 +226,9 @@ def test_the_charts_pod_runs_as_its_non_root_user_on_a_read_only_root(
     active: Release, system: Kubectl
 ) -> None:
     exec_ = ("exec", f"deploy/{active.fullname}", "--")
-    assert system.run(*exec_, "id", "-u").stdout.strip() == str(manifests.UID)
+    pod_spec = system.get("deploy", active.fullname)["spec"]["template"]["spec"]
+    user = pod_spec["securityContext"]["runAsUser"]
+    assert user != 0 and system.run(*exec_, "id", "-u").stdout.strip() == str(user)
     refused = system.run(*exec_, "touch", "/app/written", check=False)
     assert refused.returncode != 0 and "Read-only file system" in refused.stderr
     assert system.run(*exec_, "touch", "/tmp/written").returncode == 0  # noqa: S108
