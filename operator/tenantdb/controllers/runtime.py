@@ -19,6 +19,8 @@ from tenantdb.core import commands, connecting, errors, naming
 _LOG = logging.getLogger(__name__)
 REACH_TIMEOUT = 10
 """Seconds the first connection of a start-up may take."""
+STARTING_DELAY = 5.0
+"""Seconds before a handler that found no runtime (still connecting) runs again."""
 
 
 @dataclass
@@ -97,5 +99,8 @@ def of(memo: Any) -> Runtime:
     """The runtime stored in kopf's memo by the startup handler."""
     runtime = memo.get("runtime")
     if not isinstance(runtime, Runtime):
-        raise kopf.TemporaryError("the operator is still starting", delay=1)
+        raise kopf.TemporaryError(
+            "the operator is not connected to its database yet (see its readiness)",
+            delay=STARTING_DELAY,
+        )
     return runtime
