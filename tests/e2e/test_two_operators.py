@@ -17,6 +17,8 @@ pytestmark = [pytest.mark.kube, pytest.mark.postgres]
 
 TENANTS = 6
 """Enough new Tenants that both processes reach several of them at the same moment."""
+ROUNDS = 3
+"""Batches tried until the second process has reconciled some Tenant of one."""
 
 
 @pytest.fixture
@@ -36,15 +38,17 @@ def second_operator(
 def test_two_standalone_operators_store_one_password_per_new_tenant(
     kubectl: Kubectl, second_operator: operator_process.OperatorProcess
 ) -> None:
-    names = [f"race-{index}" for index in range(TENANTS)]
-    kubectl.apply("\n---\n".join(tenant(name, isolation="schema") for name in names))
-    for name in names:
-        kubectl.wait(f"tenant/{name}", "condition=Ready", timeout=120)
-    for name in names:
-        credentials = kubectl.secret_data(f"{name}-credentials")
-        with connect(credentials) as conn:
-            row = conn.execute("SELECT current_user").fetchone()
-        assert row is not None and row[0] == credentials["username"]
-        assert credentials["password"] in credentials["uri"]
-    log = second_operator.log_path.read_text()
-    assert f"[{kubectl.namespace}/race-" in log, "the second process reconciled none of them"
+    for attempt in range(ROUNDS):  # a loaded machine may let one process take a whole batch
+        names = [f"race-{attempt}-{index}" for index in range(TENANTS)]
+        kubectl.apply("\n---\n".join(tenant(name, isolation="schema") for name in names))
+        for name in names:
+            kubectl.wait(f"tenant/{name}", "condition=Ready", timeout=120)
+        for name in names:
+            credentials = kubectl.secret_data(f"{name}-credentials")
+            with connect(credentials) as conn:
+                row = conn.execute("SELECT current_user").fetchone()
+            assert row is not None and row[0] == credentials["username"]
+            assert credentials["password"] in credentials["uri"]
+        if f"[{kubectl.namespace}/race-" in second_operator.log_path.read_text():
+            return
+    raise AssertionError(f"the second process reconciled none of {ROUNDS} batches")
