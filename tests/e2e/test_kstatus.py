@@ -36,7 +36,9 @@ def test_done_objects_are_current_and_a_permanent_failure_is_failed(kubectl: Kub
     kubectl.apply(migration("ks-gated", 1, "CREATE TABLE gated (id int)", approved=False))
     wait_phase(kubectl, "ks-gated", "AwaitingApproval")
     assert _seen(kubectl, "migration", "ks-gated") == "Current"  # waits for a person
-    kubectl.run("patch", "migration", "ks-gated", "--type=merge", "-p", '{"spec":{"approved":true}}')
+    kubectl.run(
+        "patch", "migration", "ks-gated", "--type=merge", "-p", '{"spec":{"approved":true}}'
+    )
     wait_phase(kubectl, "ks-gated", "Succeeded")
     assert _types(kubectl, "migration", "ks-gated") == {"Ready": "True"}
 
