@@ -152,6 +152,17 @@ class Restored(base.ApiModel):
     """When the restore finished (RFC 3339)."""
 
 
+class Bookkeeping(base.ApiModel):
+    """kopf's own state of the object, kept in status so that it costs no write of its own."""
+
+    last_handled_configuration: str | None = None
+    """The spec and metadata last reconciled, as JSON (large values as digests)."""
+    progress: dict[str, str] | None = None
+    """Handlers retrying or in progress, each record as JSON."""
+    touch: str | None = None
+    """Changed to wake a handler that waits for a delay."""
+
+
 class TenantStatus(conditions.ObservedStatus):
     """The observed state of a tenant, written by the operator only."""
 
@@ -179,6 +190,8 @@ class TenantStatus(conditions.ObservedStatus):
     """The Backup the tenant's data came from (``spec.restoreFrom``), once restored."""
     final_backup: str | None = None
     """The Backup ``BackupThenDelete`` took (or is taking) before deleting the data."""
+    operator: Bookkeeping | None = None
+    """The operator's own bookkeeping; not for users."""
 
 
 TENANT = resources.ResourceKind(

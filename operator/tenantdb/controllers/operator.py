@@ -5,9 +5,9 @@ from collections.abc import Sequence
 
 import kopf
 
-from tenantdb.controllers import backups, migrations, schedules, startup, tenants
+from tenantdb.controllers import backups, migrations, schedules, startup, tenants, verification
 
-HANDLER_MODULES = (startup, tenants, migrations, backups, schedules)
+HANDLER_MODULES = (startup, tenants, verification, migrations, backups, schedules)
 """Importing these registers their handlers with kopf's default registry."""
 
 
