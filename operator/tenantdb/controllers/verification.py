@@ -3,7 +3,7 @@
 A kopf timer per Tenant is an asyncio task per Tenant for the operator's
 whole life, and memory that grows with every tenant. Instead an index keeps
 what the loop needs of each Tenant (a few strings, from the watch stream),
-and one task wakes every ``TICK`` seconds, picks the tenants due (never
+and one task wakes every ``verify_tick`` seconds, picks the tenants due (never
 verified first, then the longest ago) within a budget that spreads one
 ``verify_interval`` of work evenly over its ticks, and verifies them on a
 worker thread: version from the ledger, isolation from the catalogs, drift
@@ -30,8 +30,8 @@ from tenantdb.core import commands, errors, passwords
 
 logger = logging.getLogger("tenantdb.verification")
 
-TICK = 10.0
-"""Seconds between two looks at which tenants are due."""
+STARTING = 1.0
+"""Seconds between two looks for the runtime while the operator starts."""
 PHASES = frozenset({api.Phase.READY.value, api.Phase.SUSPENDED.value})
 """Only provisioned tenants are verified."""
 TASK = "verification"
@@ -76,7 +76,7 @@ def due(
     last_verified: Mapping[str, float],
     now: float,
     interval: float,
-    tick: float = TICK,
+    tick: float,
 ) -> list[Target]:
     """The tenants to verify this tick, never verified first, then the longest ago.
 
@@ -110,14 +110,16 @@ async def stop(memo: Any, **_: Any) -> None:
 
 
 async def _loop(memo: Any, index: kopf.Index[str, Target]) -> None:
+    while not isinstance(memo.get("runtime"), runtime.Runtime):
+        await asyncio.sleep(STARTING)
+    rt: runtime.Runtime = memo["runtime"]
+    watch = rt.settings.watch
     while True:
-        await asyncio.sleep(TICK)
-        rt = memo.get("runtime")
-        if not isinstance(rt, runtime.Runtime):
-            continue  # still starting
+        await asyncio.sleep(watch.verify_tick)
         targets = list(index.get("", []))
         _forget_gone(rt.last_verified, targets)
-        chosen = due(targets, rt.last_verified, time.monotonic(), rt.settings.watch.verify_interval)
+        now = time.monotonic()
+        chosen = due(targets, rt.last_verified, now, watch.verify_interval, watch.verify_tick)
         try:
             await asyncio.to_thread(_verify_all, rt, chosen)
         except Exception:
