@@ -224,7 +224,11 @@ def test_a_legacy_shared_tenant_keeps_working(
             suspended=False,
             metadata={},
         )
-        params = {**record.__dict__, "metadata": psycopg.types.json.Jsonb({})}
+        params = {
+            **record.__dict__,
+            "metadata": psycopg.types.json.Jsonb({}),
+            "restoring_from": None,
+        }
         conn.execute(registry.upsert(server.control_schema), params)
     password = passwords.generate()
     location = commands.provision(server, old, password, True)

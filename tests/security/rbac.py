@@ -1,8 +1,9 @@
 """Namespace users with the real RBAC: a ServiceAccount, a Role, a RoleBinding, a token.
 
 What a platform admin grants a team that may use tenantdb in one
-namespace: every verb on ``tenants``, ``migrations`` and ``backups`` of
-``tenantdb.io``, and reading ``secrets`` and ``events``, in that namespace
+namespace: every verb on ``tenants``, ``migrations``, ``backups`` and
+``backupschedules`` of ``tenantdb.io``, reading ``secrets`` and ``events``,
+and creating ``secrets`` (backup keys, S3 credentials), in that namespace
 only. The token comes from the API server's TokenRequest endpoint (``kubectl
 create token``), signed with the control plane's service-account key; the
 kubeconfig carries nothing but the server, its CA and that token, so every
@@ -39,7 +40,7 @@ def role_manifest(namespace: str) -> str:
             "rules": [
                 {
                     "apiGroups": ["tenantdb.io"],
-                    "resources": ["tenants", "migrations", "backups"],
+                    "resources": ["tenants", "migrations", "backups", "backupschedules"],
                     "verbs": ["*"],
                 },
                 {
@@ -47,6 +48,7 @@ def role_manifest(namespace: str) -> str:
                     "resources": ["secrets", "events"],
                     "verbs": ["get", "list", "watch"],
                 },
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
                 {
                     "apiGroups": ["events.k8s.io"],
                     "resources": ["events"],

@@ -22,7 +22,7 @@ from tenantdb.cli import terminal
 
 if TYPE_CHECKING:
     from tenantdb.core import commands
-    from tenantdb.core.backups import storage
+    from tenantdb.core.backups import manifest, storage, taking
 
 
 def human_size(size: int) -> str:
@@ -149,7 +149,8 @@ def _verify(args: argparse.Namespace) -> int:
 
     with terminal.failures_reported(), terminal.server(max_connections=4) as server:
         store = _storage(args.storage)
-        total = archive.ArchiveReader(store, args.location).manifest().payload_bytes
+        found = archive.ArchiveReader(store, args.location).manifest()
+        total = found.payload_bytes
         bar = terminal.Bar(f"verify {args.location}")
         result = taking.verify(
             server,
@@ -157,6 +158,7 @@ def _verify(args: argparse.Namespace) -> int:
             args.location,
             None,
             terminal.settings().backups.tools_dir,
+            _origin(args.location, found),
             progress=lambda done: bar.draw(done / max(total, 1), human_size(done)),
         )
         bar.close()
@@ -173,6 +175,11 @@ def _restore(args: argparse.Namespace) -> int:
     with terminal.failures_reported(), terminal.server(max_connections=4) as server:
         store = _storage(args.storage)
         checked = archive.ArchiveReader(store, args.location).manifest()
+        origin = _origin(args.location, checked)
+        if origin.namespace != args.namespace:
+            raise SystemExit(
+                f"the archive is of namespace {origin.namespace}: restore it into a tenant there"
+            )
         uid = _uid(server, args.namespace, args.tenant)
         bar = terminal.Bar(f"restore into {args.namespace}/{args.tenant}")
         known = {m.version: m.scope for m in checked.migrations}
@@ -184,12 +191,21 @@ def _restore(args: argparse.Namespace) -> int:
             uid,
             terminal.settings().backups.tools_dir,
             known_versions=known,
+            origin=origin,
             progress=lambda done: bar.draw(done / max(checked.payload_bytes, 1), human_size(done)),
         )
         bar.close()
         print(f"restored {restored.rows} row(s) of {len(restored.tables)} table(s)")
         return 0
     return 1
+
+
+def _origin(location: str, found: manifest.Manifest) -> taking.Origin:
+    """Whose archive a location holds: the namespace its path begins with (as every
+    archive's does) and the tenant its manifest names."""
+    from tenantdb.core.backups import taking  # noqa: PLC0415
+
+    return taking.Origin(namespace=location.split("/", 1)[0], tenant_uid=found.tenant_uid)
 
 
 def _uid(server: commands.Server, namespace: str, name: str) -> str:

@@ -210,6 +210,8 @@ def _secret_data(namespace: str, name: str) -> dict[str, str]:
 
 
 def _secret_value(data: dict[str, str], name: str, key: str) -> str:
-    if key not in data:
-        raise BackupConfigError(f"Secret {name!r} has no key {key!r}")
+    """A Secret's value: present and not blank (an empty S3 key would otherwise mean
+    "use the default chain", the operator's own identity)."""
+    if not data.get(key, "").strip():
+        raise BackupConfigError(f"Secret {name!r} has no (non-empty) key {key!r}")
     return data[key]

@@ -241,12 +241,9 @@ class Job:
             return
         try:
             where = self.destination()
+            tenant_uid = str(self.status.get("tenantUid"))
             keys = archives.keys(
-                self.namespace,
-                self.spec.encryption,
-                self.spec.tenant,
-                str(self.status.get("tenantUid")),
-                create=False,
+                self.namespace, self.spec.encryption, self.spec.tenant, tenant_uid, create=False
             )
             result = taking.verify(
                 self.rt.server,
@@ -254,6 +251,7 @@ class Job:
                 where.location,
                 keys.tenant_key if keys else None,
                 self.rt.settings.backups.tools_dir,
+                taking.Origin(self.namespace, tenant_uid),
             )
             passed, message = result.ok, "; ".join(result.mismatches)
         except errors.TenantDBError as exc:

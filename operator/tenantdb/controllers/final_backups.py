@@ -17,6 +17,8 @@ from tenantdb.controllers import backups, kube, reporting, runtime
 from tenantdb.core import errors, naming
 
 PURPOSE_LABEL = f"{GROUP}/purpose"
+MAX_TAKEN_NAMES = 20
+"""Final Backup names tried in one reconcile when others are taken."""
 
 
 class FinalBackupPending(errors.TenantDBError):
@@ -35,6 +37,8 @@ def ensure_backed_up(
     found = (
         kube.read_custom_object(GROUP, VERSION, namespace, backups.PLURAL, name) if name else None
     )
+    if found is not None and not _as_made(found, meta):
+        found = None  # not the one made here (changed, or planted): left alone, not trusted
     phase = (found or {}).get("status", {}).get("phase")
     if phase == backups_api.Phase.COMPLETED:
         return str(name)
@@ -45,11 +49,38 @@ def ensure_backed_up(
         message = f"final Backup {name} failed: {why}; nothing deleted, taking another"
         _report(patch, status, meta, body, message)
         kube.delete_custom_object(GROUP, VERSION, namespace, backups.PLURAL, str(name))
-    name = _next_name(meta, name)
-    kube.create_custom_object(GROUP, VERSION, namespace, backups.PLURAL, _backup(meta, name))
+    name = _create(meta, _next_name(meta, name))
     patch.status["finalBackup"] = name
     kopf.info(body, reason=conditions.Reason.BACKING_UP, message=f"taking final Backup {name}")
     raise FinalBackupPending(f"taking the final Backup {name} before deleting the data")
+
+
+def _as_made(found: dict[str, Any], meta: kopf.Meta) -> bool:
+    """Whether a Backup is still what ``_backup`` made for this tenant: of its name (and,
+    once taken, its UID), to the default storage, kept. A namespace user may create one
+    under the final name beforehand, or change ``dataPolicy`` and ``ttl`` meanwhile."""
+    spec, status = found.get("spec") or {}, found.get("status") or {}
+    return (
+        spec.get("tenant") == meta["name"]
+        and status.get("tenantUid") in (None, meta["uid"])
+        and spec.get("storage") is None
+        and spec.get("dataPolicy") == backups_api.DataPolicy.RETAIN
+        and not spec.get("ttl")
+        and (found.get("metadata") or {}).get("labels", {}).get(PURPOSE_LABEL) == "final"
+    )
+
+
+def _create(meta: kopf.Meta, name: str) -> str:
+    """Create the final Backup under ``name``, or under the next attempt's name while one
+    exists already (this finalizer records every name it creates, so that one is not its)."""
+    for _ in range(MAX_TAKEN_NAMES):
+        made = _backup(meta, name)
+        if kube.create_custom_object(GROUP, VERSION, meta["namespace"], backups.PLURAL, made):
+            return name
+        name = _next_name(meta, name)
+    raise FinalBackupPending(
+        f"{MAX_TAKEN_NAMES} final Backup names of this tenant are taken by other objects"
+    )
 
 
 def _next_name(meta: kopf.Meta, previous: str | None) -> str:

@@ -100,10 +100,11 @@ def _source(rt: runtime.Runtime, namespace: str, tenant: api.TenantSpec) -> "_So
         )
     if job.spec is None:
         raise RestoreRefused(f"Backup {name!r} has a spec this operator cannot read")
+    origin = taking.Origin(namespace, str(state.get("tenantUid")))
     keys = archives.keys(
-        namespace, job.spec.encryption, job.spec.tenant, str(state.get("tenantUid")), create=False
+        namespace, job.spec.encryption, job.spec.tenant, origin.tenant_uid, create=False
     )
-    return _Source(name, namespace, job.destination(), keys)
+    return _Source(name, namespace, job.destination(), keys, origin)
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class _Source:
     namespace: str
     where: archives.Destination
     keys: archives.Keys | None
+    origin: taking.Origin
 
 
 def _restore(rt: runtime.Runtime, source: _Source, target_uid: str) -> manifest_.Manifest:
@@ -127,6 +129,7 @@ def _restore(rt: runtime.Runtime, source: _Source, target_uid: str) -> manifest_
         target_uid,
         rt.settings.backups.tools_dir,
         known_versions=declared,
+        origin=source.origin,
     )
 
 

@@ -34,8 +34,9 @@ DELETE_BATCH = 1000
 class S3Storage:
     """Objects in an S3 bucket under ``prefix``; large objects go up as multipart uploads.
 
-    Without keys, boto3's default chain is used (environment, web identity,
-    instance profile). Building one does no I/O.
+    Without keys (both None), boto3's default chain is used (environment, web
+    identity, instance profile); with keys, those alone, even empty. Building one
+    does no I/O.
     """
 
     bucket: str
@@ -62,12 +63,18 @@ class S3Storage:
             connect_timeout=10,
             read_timeout=120,
         )
-        session = boto3.session.Session(
-            aws_access_key_id=self.access_key_id,
-            aws_secret_access_key=self.secret_access_key,
-            region_name=self.region,
+        session = boto3.session.Session(region_name=self.region)
+        if self.access_key_id is None and self.secret_access_key is None:
+            return session.client("s3", endpoint_url=self.endpoint, config=config)
+        # Keys given (even empty ones) are the only keys: boto3's Session treats an empty
+        # key as none and would sign with the default chain, the operator's own identity.
+        return session.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            config=config,
+            aws_access_key_id=self.access_key_id or "",
+            aws_secret_access_key=self.secret_access_key or "",
         )
-        return session.client("s3", endpoint_url=self.endpoint, config=config)
 
     @contextlib.contextmanager
     def writer(self, key: str) -> Iterator[storage.Sink]:

@@ -51,6 +51,17 @@ class UnknownTenant(errors.TenantDBError):
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Whose archive the Backup object says it holds: what its manifest must say too.
+
+    Anyone who can write to a bucket can write a manifest; its namespace chooses the
+    shared space a verification's scratch copy is made in, so it is never taken on trust."""
+
+    namespace: str
+    tenant_uid: str
+
+
+@dataclass(frozen=True)
 class Options:
     """How to take one archive."""
 
@@ -93,11 +104,12 @@ def restore(
     target_uid: str,
     tools_dir: Path | None,
     known_versions: dict[int, str],
+    origin: Origin,
     progress: Progress | None = None,
 ) -> manifest.Manifest:
-    """Load a checked archive into the (new, empty) tenant ``target_uid``."""
+    """Load a checked archive of ``origin`` into the (new, empty) tenant ``target_uid``."""
     reader = archive.ArchiveReader(store, location, tenant_key=tenant_key)
-    checked = reader.verify()
+    checked = _of_origin(reader.verify(), origin)
     unknown = [m.version for m in checked.migrations if m.version not in known_versions]
     if unknown:
         raise ArchiveTooNew(
@@ -119,11 +131,13 @@ def verify(
     location: str,
     tenant_key: bytes | None,
     tools_dir: Path | None,
+    origin: Origin,
     progress: Progress | None = None,
 ) -> verifying.VerifyResult:
-    """Restore the archive into a scratch copy, compare it with its manifest, drop the copy."""
+    """Restore the archive of ``origin`` into a scratch copy, compare it with its
+    manifest, drop the copy."""
     reader = archive.ArchiveReader(store, location, tenant_key=tenant_key)
-    checked = reader.verify()
+    checked = _of_origin(reader.verify(), origin)
     with reader.payload() as source:
         return verifying.verify(server, checked, source, progress=progress, tools_dir=tools_dir)
 
@@ -131,6 +145,16 @@ def verify(
 def discard(store: storage.Storage, location: str) -> None:
     """Remove an archive (its manifest first would be better, the storage decides the order)."""
     store.delete(location)
+
+
+def _of_origin(checked: manifest.Manifest, origin: Origin) -> manifest.Manifest:
+    if (checked.namespace, checked.tenant_uid) != (origin.namespace, origin.tenant_uid):
+        raise errors.ArchiveTampered(
+            f"the archive's manifest names tenant {checked.tenant_uid} of namespace "
+            f"{checked.namespace}, not the Backup's tenant {origin.tenant_uid} of "
+            f"{origin.namespace}"
+        )
+    return checked
 
 
 def _record(server: Server, uid: str) -> registry.TenantRecord:
