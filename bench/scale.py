@@ -390,7 +390,11 @@ def render(
         "(status, conditions and kopf's diff base together), the Secret and the `Provisioned`",
         "event. The `GET secrets` is the reconcile's look for an existing Secret. The later",
         "`PATCH tenants/status` of the verification loop (`IsolationVerified`, once per tenant)",
-        "comes within one `verify_interval`, in the idle window below.",
+        "comes within one `verify_interval`, in the idle window below; the loop runs meanwhile",
+        "too, so its reads (`GET tenants`) and writes for the tenants of earlier runs show in",
+        "later columns. In the plot, RSS climbs while a burst is queued, before its first tenant",
+        "is Ready, then stays flat as they become Ready: it follows how many objects kopf holds",
+        "in flight at once more than how many tenants exist.",
         "",
         f"- Idle ({idle['seconds']:.0f} s, {idle['tenants']:.0f} tenants Ready, default"
         f" `verify_interval` 300 s): operator CPU **{idle['cpu_share']:.1%}** of one core,"
