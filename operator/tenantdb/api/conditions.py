@@ -21,6 +21,7 @@ class ConditionType(StrEnum):
     SEEDED = "Seeded"
     RESTORED = "Restored"
     VERIFIED = "Verified"
+    HEALTHY = "Healthy"
 
 
 class Reason(StrEnum):
@@ -83,6 +84,17 @@ class Reason(StrEnum):
     SCHEDULED = "Scheduled"
     SCHEDULE_SUSPENDED = "ScheduleSuspended"
     INVALID_SCHEDULE = "InvalidSchedule"
+    HEALTHY = "Healthy"
+    CONNECTIONS_NEAR_LIMIT = "ConnectionsNearLimit"
+    LONG_TRANSACTION = "LongTransaction"
+    INVALID_INDEXES = "InvalidIndexes"
+    VALIDATED = "Validated"
+    VALIDATION_FINDINGS = "ValidationFindings"
+    RESETTING = "Resetting"
+    RESET = "Reset"
+    RESET_REFUSED = "ResetRefused"
+    RESET_FAILED = "ResetFailed"
+    BUSY = "Busy"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

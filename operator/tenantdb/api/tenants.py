@@ -163,6 +163,72 @@ class Bookkeeping(base.ApiModel):
     """Changed to wake a handler that waits for a delay."""
 
 
+class Usage(base.ApiModel):
+    """What the tenant uses, refreshed by the operator's usage survey (docs/operations.md)."""
+
+    bytes: int | None = None
+    """Bytes of its tables, indexes and TOAST (``pg_total_relation_size``), or of its
+    database (``pg_database_size``); absent for ``shared`` tenants (see ``spaceBytes``)."""
+    space_bytes: int | None = None
+    """``shared`` tenants: bytes of the whole shared space of the namespace."""
+    tables: int | None = None
+    """Tables of the tenant (partitions and tenantdb's bookkeeping not counted)."""
+    connections: int = 0
+    """Live sessions of its login role (``pg_stat_activity``)."""
+    connection_limit: int | None = None
+    """The login role's CONNECTION LIMIT (the plan's); absent if unlimited."""
+    oldest_transaction_seconds: int | None = None
+    """Age of its oldest open transaction, in seconds; absent when none is open."""
+    invalid_indexes: list[str] = Field(default_factory=list, max_length=32)
+    """Indexes left invalid by a failed ``CREATE INDEX CONCURRENTLY`` (at most 32 named)."""
+    measured_at: str | None = None
+    """When the numbers were read (RFC 3339, the server's clock)."""
+
+
+class Finding(base.ApiModel):
+    """One integrity problem found by validation."""
+
+    kind: str
+    """What it is about: NotValidConstraint, InvalidIndex, UnexpectedTable, MissingTable,
+    SequenceBehind, UnknownVersion, ChangedVersion."""
+    object: str
+    message: str
+
+
+class ValidationResult(base.ApiModel):
+    """The last validation asked for with the ``tenantdb.io/validate`` annotation."""
+
+    request: str
+    """The annotation's value this result answers."""
+    passed: bool | None = None
+    """No findings; absent while it could not run (see ``message``)."""
+    findings: list[Finding] = Field(default_factory=list, max_length=50)
+    """The findings (the first 50)."""
+    finding_count: int = 0
+    message: str = ""
+    completed_at: str | None = None
+
+
+class ResetResult(base.ApiModel):
+    """The last reset asked for with the ``tenantdb.io/reset`` annotation."""
+
+    request: str
+    """The annotation's value this result answers (it must be the tenant's name)."""
+    phase: str
+    """``BackingUp`` (waiting for its Backup), ``Busy`` (a migration or backup of the tenant
+    is running, or its server is unreachable: retried), ``Completed``, ``Refused`` (no
+    confirmation; see ``message``) or ``Failed``."""
+    backup: str | None = None
+    """The Backup taken before the reset (production)."""
+    emptied: int = 0
+    """Tables emptied."""
+    kept: list[str] = Field(default_factory=list, max_length=64)
+    """Tables whose rows a migration wrote (reference data), kept."""
+    reseeded: list[str] = Field(default_factory=list, max_length=64)
+    message: str = ""
+    completed_at: str | None = None
+
+
 class TenantStatus(conditions.ObservedStatus):
     """The observed state of a tenant, written by the operator only."""
 
@@ -190,6 +256,12 @@ class TenantStatus(conditions.ObservedStatus):
     """The Backup the tenant's data came from (``spec.restoreFrom``), once restored."""
     final_backup: str | None = None
     """The Backup ``BackupThenDelete`` took (or is taking) before deleting the data."""
+    usage: Usage | None = None
+    """Size, tables, connections and oldest transaction, refreshed by the usage survey."""
+    validation: ValidationResult | None = None
+    """The last integrity validation (``tenantdb.io/validate``)."""
+    reset: ResetResult | None = None
+    """The last data reset (``tenantdb.io/reset``)."""
     operator: Bookkeeping | None = None
     """The operator's own bookkeeping; not for users."""
 

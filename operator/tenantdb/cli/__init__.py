@@ -1,13 +1,15 @@
 """The ``tenantdb`` command: run the operator, generate CRDs, drive the dev stack."""
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tenantdb import settings
 from tenantdb.api import crds, reference
-from tenantdb.cli import backups, migrations, seeding, tenants
+from tenantdb.cli import backups, migrations, operations, seeding, tenants
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,6 +43,19 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("TENANTDB_LOG_FORMAT", "full"),
         help="log lines for humans (full) or for log pipelines (json)",
     )
+    run.add_argument(
+        "--peering",
+        default=None,
+        help="meet other replicas in this kopf peering object; only one of them works "
+        "(default: TENANTDB_PEERING; unset: standalone)",
+    )
+    run.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="this replica's peering priority; the highest live one works "
+        "(default: TENANTDB_PRIORITY, else derived from POD_UID: distinct per pod)",
+    )
     run.add_argument("--verbose", action="store_true", help="log every handler step")
     run.set_defaults(func=_run)
 
@@ -73,14 +88,22 @@ def _parser() -> argparse.ArgumentParser:
     seeding.register(commands)
     migrations.register(commands)
     backups.register(commands)
+    operations.register(commands)
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
     from tenantdb.controllers import operator  # noqa: PLC0415 - kopf only when running
 
+    peering = settings.PeeringSettings.from_environment(os.environ)
+    peering = dataclasses.replace(
+        peering,
+        name=args.peering or peering.name,
+        priority=peering.priority if args.priority is None else args.priority,
+    )
     operator.run(
         namespaces=args.namespaces or watched_namespaces(os.environ.get("TENANTDB_NAMESPACE")),
+        peering=peering,
         liveness_endpoint=args.liveness,
         log_format=args.log_format,
         verbose=args.verbose,
@@ -96,9 +119,9 @@ def watched_namespaces(listed: str | None) -> list[str]:
 def _crds(args: argparse.Namespace) -> int:
     directories = args.out or [Path("crds")]
     outputs = {
-        directory / crds.file_name(kind): crds.render(kind)
+        directory / name: rendered
         for directory in directories
-        for kind in crds.KINDS
+        for name, rendered in crds.files().items()
     }
     outputs[args.docs] = reference.render()
     # The CRD directories hold generated files only: one without a model is stale.

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import argparse
 
-from tenantdb.cli import terminal
+from tenantdb.cli import operations, terminal
 
 HEADER = ["NAMESPACE", "NAME", "ISOLATION", "PLAN", "STATE", "DATABASE", "SCHEMA", "ROLE"]
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``tenants list`` to the ``tenantdb`` command."""
+    """Add ``tenants list`` and ``tenants health`` to the ``tenantdb`` command."""
     tenants = commands.add_parser("tenants", help="the tenant registry")
     tenants.set_defaults(func=lambda _: terminal.usage(tenants))
-    listing = tenants.add_subparsers(title="tenants commands").add_parser(
-        "list", help="every registered tenant, live and retained"
-    )
+    tenant_commands = tenants.add_subparsers(title="tenants commands")
+    listing = tenant_commands.add_parser("list", help="every registered tenant, live and retained")
     listing.add_argument("--namespace", help="only this namespace")
     listing.set_defaults(func=_list)
+    operations.register_health(tenant_commands)
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ import tenantdb
 from tenantdb.api import GROUP, VERSION, conditions
 from tenantdb.api import backups as api
 from tenantdb.api import tenants as tenants_api
-from tenantdb.controllers import archives, kube, reporting, runtime
+from tenantdb.controllers import archives, jobs, kube, reporting, runtime
 from tenantdb.core import errors
 from tenantdb.core.backups import manifest as manifest_
 from tenantdb.core.backups import taking
@@ -60,7 +60,7 @@ def admit(
     except (errors.TenantDBError, kube.ApiError) as exc:
         job.fail(exc)
         return
-    rt.jobs.submit(f"backup:{meta['uid']}", lambda: job.run(tenant))
+    rt.jobs.submit(f"backup:{meta['uid']}", lambda: job.run(tenant), group=meta["namespace"])
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, annotations={VERIFY_ANNOTATION: kopf.PRESENT})
@@ -76,7 +76,7 @@ def verify_on_request(
         return
     job = Job.of(rt, body)
     job.status["verifyRequest"] = asked
-    rt.jobs.submit(f"backup:{meta['uid']}", job.verify)
+    rt.jobs.submit(f"backup:{meta['uid']}", job.verify, group=meta["namespace"])
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=EXPIRY_TICK, initial_delay=EXPIRY_TICK)
@@ -217,6 +217,7 @@ class Job:
                 tenant_key=keys.tenant_key if keys else None,
                 tools_dir=self.rt.settings.backups.tools_dir,
                 tool_version=tenantdb.__version__,
+                progress=jobs.deadline(self.rt.settings.backups.timeout),
             ),
         )
         self.status.update(
@@ -252,6 +253,7 @@ class Job:
                 keys.tenant_key if keys else None,
                 self.rt.settings.backups.tools_dir,
                 taking.Origin(self.namespace, tenant_uid),
+                progress=jobs.deadline(self.rt.settings.backups.timeout),
             )
             passed, message = result.ok, "; ".join(result.mismatches)
         except errors.TenantDBError as exc:
@@ -291,11 +293,20 @@ class Job:
         message: str,
         warning: bool = False,
     ) -> None:
-        """Phase, Ready and the fields gathered so far, then an event."""
+        """Phase, Ready and the fields gathered so far, then an event if that is a
+        transition (a Backup waiting for its tenant is not re-announced on every retry)."""
+        before = (self.status.get("phase"), self._ready_reason())
         self.status["phase"] = phase.value
         self._condition(conditions.ConditionType.READY, ready, reason, message)
         self._patch()
-        self._event(reason, message, warning)
+        if before != (phase.value, reason):
+            self._event(reason, message, warning)
+
+    def _ready_reason(self) -> str | None:
+        for condition in self.status.get("conditions") or []:
+            if condition.get("type") == conditions.ConditionType.READY:
+                return str(condition.get("reason"))
+        return None
 
     def _condition(
         self,

@@ -4,6 +4,12 @@ Its name is fixed by the Tenant's name; it is owned by the Tenant (so the
 garbage collector removes it with the Tenant) and refused if someone else's
 Secret already has that name. Passwords never leave this module except
 into the Secret and into ``core`` (as a SCRAM verifier).
+
+The Secret is where a password is decided, never a process's memory: a new
+password is stored with a create-only write (or, rotating, a write at the
+version read) before any role gets it, and ``core`` sets the role's password
+from what the Secret holds, read under the tenant's lock. Two operator
+processes reconciling one new Tenant therefore agree on its password.
 """
 
 from dataclasses import dataclass, field
@@ -11,6 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from tenantdb.controllers import kube
+from tenantdb.core import passwords
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "tenantdb"}
 
@@ -63,28 +70,93 @@ def secret_name(tenant: str) -> str:
     return f"{tenant}-credentials"
 
 
-def existing_password(namespace: str, tenant: str, owner_uid: str) -> str | None:
-    """The password stored for this Tenant, if its Secret exists."""
-    return existing(namespace, tenant, owner_uid).get("password")
-
-
 def existing(namespace: str, tenant: str, owner_uid: str) -> dict[str, str]:
     """What this Tenant's Secret holds (empty if there is none yet)."""
-    secret = kube.read_secret(namespace, secret_name(tenant))
-    if secret is None:
+    return _owned_data(kube.read_secret(namespace, secret_name(tenant)), tenant, owner_uid)
+
+
+@dataclass
+class StoredPassword:
+    """The Tenant's password as its Secret holds it: a ``core.tenancy.PasswordSource``.
+
+    Called under the tenant's lock. The first call for a Tenant without a
+    Secret stores a new password with a create-only write; losing that race
+    (409) means another process stored one, and that one is used. ``rotate``
+    replaces the stored password, at the version read.
+    """
+
+    namespace: str
+    tenant: str
+    owner: dict[str, Any]
+    """The owner reference of the Tenant (``kopf.build_owner_reference``)."""
+    rotate: bool = False
+    data: dict[str, str] = field(default_factory=dict, repr=False)
+    """What the Secret holds after the call."""
+    version: str | None = None
+    """The Secret's ``resourceVersion`` after the call: a later write is made at it."""
+    written: bool = False
+    """Whether this call stored a new password."""
+
+    def __call__(self) -> str:
+        name = secret_name(self.tenant)
+        raw = kube.read_secret(self.namespace, name)
+        data = _owned_data(raw, self.tenant, self.owner["uid"])
+        if data.get("password") and not self.rotate:
+            return self._keep(raw, data)
+        candidate = passwords.generate()
+        body = _body(self.namespace, self.tenant, self.owner, {"password": candidate})
+        if raw is None:
+            version = kube.create_secret_once(self.namespace, body)
+        else:
+            version = kube.patch_secret_at(self.namespace, body, raw["metadata"]["resourceVersion"])
+        if version is None:  # another process stored one first: that one it is
+            raw = kube.read_secret(self.namespace, name)
+            data = _owned_data(raw, self.tenant, self.owner["uid"])
+            if not data.get("password"):
+                raise SecretConflict(f"Secret {name!r} changed while its password was stored")
+            return self._keep(raw, data)
+        self.data, self.version, self.written = {"password": candidate}, version, True
+        return candidate
+
+    def _keep(self, raw: dict[str, Any] | None, data: dict[str, str]) -> str:
+        self.data = data
+        self.version = str((raw or {}).get("metadata", {}).get("resourceVersion") or "") or None
+        return data["password"]
+
+
+def write(stored: StoredPassword, credentials: Credentials) -> bool:
+    """Complete the Secret with every key, at the version ``stored`` read or wrote.
+
+    ``False`` if it holds them already. A Secret changed since (another process
+    rotated it) fails with a 409, so a stale password is never written back.
+    """
+    wanted = credentials.as_data()
+    if stored.data == wanted:
+        return False
+    if stored.version is None:
+        raise SecretConflict(f"Secret {secret_name(stored.tenant)!r} has no password stored")
+    body = _body(stored.namespace, stored.tenant, stored.owner, wanted)
+    if kube.patch_secret_at(stored.namespace, body, stored.version) is None:
+        raise kube.ApiError(status=409, reason="Secret changed since it was read; retrying")
+    return True
+
+
+def _owned_data(raw: dict[str, Any] | None, tenant: str, owner_uid: str) -> dict[str, str]:
+    if raw is None:
         return {}
-    owners = secret.get("metadata", {}).get("ownerReferences") or []
+    owners = raw.get("metadata", {}).get("ownerReferences") or []
     if not any(ref.get("uid") == owner_uid for ref in owners):
         raise SecretConflict(
             f"Secret {secret_name(tenant)!r} exists and is not owned by this Tenant; "
             "rename or delete it"
         )
-    return {str(k): str(v) for k, v in (secret.get("data") or {}).items()}
+    return {str(k): str(v) for k, v in (raw.get("data") or {}).items()}
 
 
-def write(namespace: str, tenant: str, owner: dict[str, Any], credentials: Credentials) -> None:
-    """Create or update the Secret, owned by the Tenant."""
-    body = {
+def _body(
+    namespace: str, tenant: str, owner: dict[str, Any], data: dict[str, str]
+) -> dict[str, Any]:
+    return {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
@@ -94,6 +166,5 @@ def write(namespace: str, tenant: str, owner: dict[str, Any], credentials: Crede
             "labels": {**MANAGED_BY, "tenantdb.io/tenant": tenant},
             "ownerReferences": [owner],
         },
-        "stringData": credentials.as_data(),
+        "stringData": data,
     }
-    kube.apply_secret(namespace, body)

@@ -47,15 +47,28 @@ def read_secret(namespace: str, name: str) -> dict[str, Any] | None:
     return raw
 
 
-def apply_secret(namespace: str, body: dict[str, Any]) -> None:
-    """Create the Secret, or replace its data if it exists (``stringData`` in body)."""
-    api = core()
+def create_secret_once(namespace: str, body: dict[str, Any]) -> str | None:
+    """Create a Secret; its ``resourceVersion``, or ``None`` if one of that name exists."""
     try:
-        api.create_namespaced_secret(namespace, body)
+        made = core().create_namespaced_secret(namespace, body)
     except ApiException as exc:
-        if exc.status != 409:
-            raise
-        api.patch_namespaced_secret(body["metadata"]["name"], namespace, body)
+        if exc.status == 409:
+            return None
+        raise
+    return str(made.metadata.resource_version)
+
+
+def patch_secret_at(namespace: str, body: dict[str, Any], resource_version: str) -> str | None:
+    """Patch a Secret only if it is still at ``resource_version`` (optimistic concurrency);
+    its new ``resourceVersion``, or ``None`` if someone changed it in between."""
+    versioned = {**body, "metadata": {**body["metadata"], "resourceVersion": resource_version}}
+    try:
+        patched = core().patch_namespaced_secret(body["metadata"]["name"], namespace, versioned)
+    except ApiException as exc:
+        if exc.status == 409:
+            return None
+        raise
+    return str(patched.metadata.resource_version)
 
 
 def is_conflict_or_unavailable(exc: BaseException) -> bool:
@@ -177,6 +190,39 @@ def create_secret(namespace: str, body: dict[str, Any]) -> bool:
         core().create_namespaced_secret(namespace, body)
     except ApiException as exc:
         if exc.status == 409:
+            return False
+        raise
+    return True
+
+
+def list_every_custom_object(
+    group: str, version: str, plural: str, namespace: str | None
+) -> list[dict[str, Any]]:
+    """Every object of one custom kind, in one namespace or all of them (one list call)."""
+    if namespace:
+        return [dict(o) for o in list_custom_objects(group, version, namespace, plural)]
+    listed = _custom().list_cluster_custom_object(group, version, plural)
+    return list(cast(dict[str, Any], listed).get("items") or [])
+
+
+def patch_custom_status_at(
+    group: str,
+    version: str,
+    namespace: str,
+    plural: str,
+    name: str,
+    status: dict[str, Any],
+    resource_version: str,
+) -> bool:
+    """Merge-patch the status only if the object is still at ``resource_version``;
+    ``False`` (nothing written) if it changed meanwhile or is gone."""
+    body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+    try:
+        _custom().patch_namespaced_custom_object_status(
+            group, version, namespace, plural, name, body
+        )
+    except ApiException as exc:
+        if exc.status in (404, 409):
             return False
         raise
     return True

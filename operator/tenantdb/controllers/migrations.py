@@ -517,3 +517,14 @@ def declared_versions(namespace: str) -> dict[int, str]:
     objects = kube.list_custom_objects(GROUP, VERSION, namespace, PLURAL)
     declared = (_declare_object(obj) for obj in objects)
     return {d.version: d.scope.value for d in declared if d is not None}
+
+
+def known_scripts(namespace: str) -> list[scripts.Script]:
+    """The script of every version the namespace's Migrations define (one per version, its
+    owner's), for validation and reset to read the tenants' history against."""
+    objects = kube.list_custom_objects(GROUP, VERSION, namespace, PLURAL)
+    parsed = [found for found in map(_parse_object, objects) if found is not None]
+    specs = {item.name: spec for item, spec in parsed}
+    return [
+        scripts.from_spec(d.name, specs[d.name]) for d in planning.owners([i for i, _ in parsed])
+    ]

@@ -5,9 +5,18 @@ from collections.abc import Sequence
 
 import kopf
 
-from tenantdb.controllers import backups, migrations, schedules, startup, tenants, verification
+from tenantdb import settings as settings_
+from tenantdb.controllers import (
+    backups,
+    migrations,
+    operations,
+    schedules,
+    startup,
+    tenants,
+    verification,
+)
 
-HANDLER_MODULES = (startup, tenants, verification, migrations, backups, schedules)
+HANDLER_MODULES = (startup, tenants, verification, migrations, backups, schedules, operations)
 """Importing these registers their handlers with kopf's default registry."""
 
 
@@ -27,20 +36,33 @@ class QuietTimers(logging.Filter):
 
 def run(
     namespaces: Sequence[str],
+    peering: settings_.PeeringSettings | None = None,
     liveness_endpoint: str | None = None,
     log_format: str = "full",
     verbose: bool = False,
 ) -> None:
     """Run kopf until SIGINT/SIGTERM: in the namespaces named, or in all of them.
 
-    Logs are structured (JSON, one object per line) in clusters, readable
-    lines on a terminal; every line carries the object it is about.
+    With a peering name, kopf keeps every replica but the live one of the
+    highest priority paused (its watches and daemons stopped); the peering
+    object must exist (the chart creates it). Logs are structured (JSON, one
+    object per line) in clusters, readable lines on a terminal; every line
+    about an object names it (``[namespace/name]`` or the ``object`` key).
     """
-    kopf.configure(verbose=verbose, log_format=LOG_FORMATS[log_format], log_refkey="object")
+    peering = peering or settings_.PeeringSettings()
+    kopf.configure(
+        verbose=verbose, log_format=LOG_FORMATS[log_format], log_prefix=None, log_refkey="object"
+    )
     if not verbose:
         logging.getLogger("kopf.objects").addFilter(QuietTimers())
+    kopf_settings = kopf.OperatorSettings()
+    kopf_settings.peering.lifetime = peering.lifetime
+    kopf_settings.peering.stealth = True  # keep-alives are not news; pauses are logged
     kopf.run(
-        standalone=True,
+        settings=kopf_settings,
+        standalone=peering.name is None,
+        peering_name=peering.name,
+        priority=peering.priority,
         clusterwide=not namespaces,
         namespaces=list(namespaces),
         liveness_endpoint=liveness_endpoint,

@@ -8,7 +8,7 @@ exactly one place.
 from typing import Any, NoReturn
 
 import kopf
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from tenantdb.api import conditions
 
@@ -20,6 +20,38 @@ WATCHDOG_ACTIONS = Counter(
     "tenantdb_watchdog_actions_total",
     "Tenant statements the watchdog cancelled and sessions it terminated, past their plan's limit",
     ["action"],
+)
+
+USAGE_TENANTS = Gauge(
+    "tenantdb_tenants", "Live tenants by isolation mode and plan", ["isolation", "plan"]
+)
+USAGE_NEAR_LIMIT = Gauge(
+    "tenantdb_tenants_near_connection_limit",
+    "Tenants whose sessions reach the near-limit fraction of their plan's connection limit",
+    ["plan"],
+)
+USAGE_UNHEALTHY = Gauge(
+    "tenantdb_tenants_unhealthy", "Tenants crossing one health threshold, by reason", ["reason"]
+)
+USAGE_BYTES = Gauge(
+    "tenantdb_data_bytes",
+    "Bytes of tenant data by isolation mode (shared spaces once)",
+    ["isolation"],
+)
+USAGE_SWEEP_SECONDS = Histogram(
+    "tenantdb_usage_sweep_seconds",
+    "Time of one usage sweep over every tenant of the server",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+TENANT_BYTES = Gauge(
+    "tenantdb_tenant_bytes",
+    "One tenant's bytes (only with TENANTDB_USAGE_TENANT_METRICS=true: a series per tenant)",
+    ["namespace", "tenant"],
+)
+TENANT_CONNECTIONS = Gauge(
+    "tenantdb_tenant_connections",
+    "One tenant's live sessions (only with TENANTDB_USAGE_TENANT_METRICS=true)",
+    ["namespace", "tenant"],
 )
 
 BACKUP_SECONDS = Histogram(

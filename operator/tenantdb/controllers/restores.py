@@ -15,7 +15,7 @@ import kopf
 from tenantdb.api import GROUP, VERSION, conditions
 from tenantdb.api import backups as backups_api
 from tenantdb.api import tenants as api
-from tenantdb.controllers import archives, backups, kube, migrations, reporting, runtime
+from tenantdb.controllers import archives, backups, jobs, kube, migrations, reporting, runtime
 from tenantdb.core import errors
 from tenantdb.core.backups import manifest as manifest_
 from tenantdb.core.backups import taking
@@ -50,7 +50,7 @@ def ensure_restored(
     job = rt.jobs.get(key)
     if job is None:
         source = _source(rt, namespace, tenant)
-        rt.jobs.submit(key, lambda: _restore(rt, source, uid))
+        rt.jobs.submit(key, lambda: _restore(rt, source, uid), group=namespace)
         message = f"restoring from Backup {tenant.restore_from.backup}"
         kopf.info(body, reason=conditions.Reason.RESTORING, message=message)
         _condition(patch, status, meta, "False", conditions.Reason.RESTORING, message)
@@ -129,6 +129,7 @@ def _restore(rt: runtime.Runtime, source: _Source, target_uid: str) -> manifest_
         target_uid,
         rt.settings.backups.tools_dir,
         known_versions=declared,
+        progress=jobs.deadline(rt.settings.backups.timeout),
         origin=source.origin,
     )
 

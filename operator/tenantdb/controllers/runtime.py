@@ -57,7 +57,7 @@ class Runtime:
             settings=settings,
             server=server,
             privileges=privileges,
-            jobs=jobs_.Jobs(settings.backups.concurrency),
+            jobs=jobs_.Jobs(settings.backups.concurrency, settings.backups.namespace_concurrency),
         )
 
     def require(self, isolation: str) -> None:

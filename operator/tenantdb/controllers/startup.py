@@ -13,7 +13,7 @@ import prometheus_client
 
 from tenantdb import settings as settings_
 from tenantdb.api import GROUP
-from tenantdb.controllers import kube, patrolling, persistence, runtime
+from tenantdb.controllers import kube, patrolling, persistence, runtime, surveying
 from tenantdb.core import errors
 
 FINALIZER = f"{GROUP}/finalizer"
@@ -38,6 +38,7 @@ def start(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: 
     if config.metrics_port:
         prometheus_client.start_http_server(config.metrics_port)
     memo["patrol"] = patrolling.start(memo["runtime"])
+    memo["surveyor"] = surveying.start(memo["runtime"])
     logger.info("tenantdb operator started (environment=%s)", config.environment.value)
 
 
@@ -47,6 +48,9 @@ def stop(memo: Any, **_: Any) -> None:
     patrol = memo.get("patrol")
     if isinstance(patrol, patrolling.Patrol):
         patrol.stop()
+    surveyor = memo.get("surveyor")
+    if isinstance(surveyor, surveying.Surveyor):
+        surveyor.stop()
     current = memo.get("runtime")
     if isinstance(current, runtime.Runtime):
         current.close()

@@ -21,7 +21,7 @@ from tenantdb.controllers import (
     restores,
     runtime,
 )
-from tenantdb.core import commands, connecting, errors, passwords, seeding
+from tenantdb.core import commands, connecting, errors, seeding
 
 KIND = "Tenant"
 PLURAL = "tenants"
@@ -190,33 +190,32 @@ def _converge(
     status: kopf.Status,
     body: kopf.Body,
 ) -> Outcome:
-    """Provision in PostgreSQL, then write the Secret (so a refusal leaves no Secret)."""
+    """Store the password in the Secret and provision with it, then complete the Secret.
+
+    ``core`` asks for the password after registering the tenant, so a refusal
+    (a domain taken) still leaves no Secret."""
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
     rt.require(tenant.isolation.value)
     request = request_for(rt, tenant, meta)
     rotation = dict(meta.get("annotations") or {}).get(ROTATE_ANNOTATION)
     rotate = rotation is not None and rotation != dict(status).get("credentialsRotation")
-    secret = credentials.existing(namespace, name, uid)
-    stored = secret.get("password")
-    password = passwords.generate() if rotate or stored is None else stored
-    provisioned = commands.provision(
-        rt.server, request, password, reset_password=password != stored
+    owner = dict(kopf.build_owner_reference(body))
+    stored = credentials.StoredPassword(namespace, name, owner, rotate=rotate)
+    provisioned = commands.provision(rt.server, request, stored, reset_password=True)
+    endpoint = connecting.public_parameters(
+        rt.settings.database.url, rt.settings.database.public_host
     )
-    rewrite = password != stored or provisioned.token != secret.get("tenantToken")
-    if rewrite:
-        endpoint = connecting.public_parameters(
-            rt.settings.database.url, rt.settings.database.public_host
-        )
-        creds = credentials.Credentials(
-            host=endpoint["host"],
-            port=endpoint["port"],
-            database=provisioned.database,
-            username=provisioned.names.login_role,
-            password=password,
-            tenant_id=uid if tenant.isolation is api.Isolation.SHARED else None,
-            tenant_token=provisioned.token,
-        )
-        credentials.write(namespace, name, dict(kopf.build_owner_reference(body)), creds)
+    creds = credentials.Credentials(
+        host=endpoint["host"],
+        port=endpoint["port"],
+        database=provisioned.database,
+        username=provisioned.names.login_role,
+        password=stored.data["password"],
+        tenant_id=uid if tenant.isolation is api.Isolation.SHARED else None,
+        tenant_token=provisioned.token,
+    )
+    rewrite = credentials.write(stored, creds)
+    rotate = rotate and stored.written
     return Outcome(provisioned, secret_written=rewrite, rotated=rotation if rotate else None)
 
 

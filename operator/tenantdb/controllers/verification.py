@@ -19,14 +19,14 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
 from tenantdb.api import API_VERSION, GROUP, VERSION, conditions
 from tenantdb.api import tenants as api
 from tenantdb.controllers import credentials, kube, migrations, reporting, runtime, tenants
-from tenantdb.core import commands, errors, passwords
+from tenantdb.core import commands, errors
 
 logger = logging.getLogger("tenantdb.verification")
 
@@ -169,11 +169,9 @@ def _repair(
     found = "; ".join(findings)
     meta = obj["metadata"]
     request = tenants.request_for(rt, tenants.parse_spec(obj.get("spec") or {}), meta)
-    password = (
-        credentials.existing_password(target.namespace, target.name, target.uid)
-        or passwords.generate()
-    )
-    commands.repair_isolation(rt.server, request, password)
+    owner = dict(kopf.build_owner_reference(cast(kopf.Body, obj)))  # reads only .get()
+    stored = credentials.StoredPassword(target.namespace, target.name, owner)
+    commands.repair_isolation(rt.server, request, stored)
     remaining = commands.verify_isolation(rt.server, target.uid, target.name, rt.settings.plans)
     logger.warning("%s/%s: isolation drift: %s", target.namespace, target.name, found)
     _warn(target, conditions.Reason.ISOLATION_DRIFT, f"drift found: {found}")

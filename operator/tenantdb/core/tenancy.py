@@ -8,6 +8,7 @@ fails for a new tenant, what the first transaction made is dropped again.
 """
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -138,10 +139,24 @@ def space_of(server: Server, record: registry.TenantRecord) -> shared.Space:
     return shared.space_of(record.schema_name, record.namespace, server.shared_schema)
 
 
+PasswordSource = Callable[[], str]
+"""Where the login role's password is kept (the Tenant's Secret): read under the
+tenant's lock, so whichever process sets the role's password last set it to
+what the store holds, and two processes provisioning one tenant cannot leave
+the role and the store disagreeing."""
+
+
 def provision(
-    server: Server, request: TenantRequest, password: str, reset_password: bool
+    server: Server,
+    request: TenantRequest,
+    password: str | PasswordSource,
+    reset_password: bool,
 ) -> Provisioned:
-    """Create or converge a tenant; ``password`` is set on creation or when asked."""
+    """Create or converge a tenant; ``password`` is set on creation or when asked.
+
+    A ``PasswordSource`` is called once, under the tenant's lock, and its value is
+    always set on the login role (``reset_password`` is then implied).
+    """
     names = naming.tenant_names(request.name, request.uid)
     mode = request.isolation
     space = None
@@ -158,9 +173,11 @@ def provision(
                 locking.take(conn, server.control_schema, request.uid)
                 _register(conn, server, request, location)
                 state = _inspect(conn, names)
-                verifier = passwords.scram_verifier(password)
+                stored = password if isinstance(password, str) else password()
+                verifier = passwords.scram_verifier(stored)
+                reset = reset_password or not isinstance(password, str)
                 statements = [
-                    *_role_statements(server, names, space, state, verifier, reset_password),
+                    *_role_statements(server, names, space, state, verifier, reset),
                     provisioning.configure_login_role(
                         names,
                         request.limits,

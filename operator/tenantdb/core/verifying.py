@@ -109,7 +109,11 @@ def _owner_login_findings(server: tenancy.Server, record: registry.TenantRecord)
     return [f"role {record.owner_role} has a password the operator did not set"]
 
 
-def repair(server: tenancy.Server, request: tenancy.TenantRequest, password: str) -> None:
+def repair(
+    server: tenancy.Server,
+    request: tenancy.TenantRequest,
+    password: str | tenancy.PasswordSource,
+) -> None:
     """Converge the tenant again; hand stray objects back to their owners; take back an
     owner's login that is no longer the operator's alone."""
     tenancy.provision(server, request, password, reset_password=False)

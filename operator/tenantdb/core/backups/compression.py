@@ -1,4 +1,10 @@
-"""Compression of an archive's payload: ``gzip`` (zlib), ``zstd`` (zstandard) or ``none``.
+"""Compression of an archive's payload: ``gzip`` (ISA-L), ``zstd`` (zstandard) or ``none``.
+
+gzip is written with Intel's ISA-L (the ``isal`` package): the same gzip
+format zlib reads (``zcat`` opens an unencrypted archive), several times
+faster than zlib at a similar ratio, so that a gzip backup keeps up with
+``pg_dump -Fc`` while the operator also checksums every table. ISA-L has four
+levels; the API's 1-9 map onto 1-3 (``_isal_level``).
 
 Owns the codecs on both sides and their failures: a compressed stream that
 does not decode raises ``ArchiveCorrupt``. Decoding is bounded by what the
@@ -12,6 +18,7 @@ import zlib
 from typing import IO, Protocol, cast
 
 import zstandard
+from isal import isal_zlib
 
 from tenantdb.core import errors
 from tenantdb.core.backups import storage
@@ -45,7 +52,10 @@ def compressor(kind: str, level: int | None = None) -> Compressor:
         return _Identity()
     chosen = DEFAULT_LEVELS[kind] if level is None else level
     if kind == "gzip":
-        return zlib.compressobj(chosen, zlib.DEFLATED, _GZIP_WBITS)
+        return cast(
+            Compressor,
+            isal_zlib.compressobj(_isal_level(chosen), isal_zlib.DEFLATED, _GZIP_WBITS),
+        )
     return zstandard.ZstdCompressor(level=chosen, write_checksum=True).compressobj()
 
 
@@ -60,6 +70,12 @@ def decompressing(kind: str, source: storage.Source) -> storage.Source:
         cast(IO[bytes], source), read_size=_READ_SIZE, read_across_frames=False, closefd=False
     )
     return _ZstdSource(reader)
+
+
+def _isal_level(level: int) -> int:
+    """zlib's 1-9 on ISA-L's 1-3 (0 is ISA-L's fastest, kept for nothing): 1-3 fast,
+    4-6 (the default 6) balanced, 7-9 smallest."""
+    return min(3, max(1, (level + 2) // 3))
 
 
 def checked(kind: str) -> str:

@@ -16,6 +16,7 @@ tenant's row can be in the stream. ``tenant_id`` is left out of every block
 and out of every checksum.
 """
 
+import concurrent.futures
 import secrets
 import threading
 import time
@@ -70,7 +71,7 @@ def dump(
     with snapshots.taken(server, record) as snap:
         if record.isolation == "shared":
             snap.release()
-            tables, size = _export_rows(snap, record, sink, progress)
+            tables, size = _export_rows(server, snap, record, sink, progress)
             payload = framing.PAYLOAD
         else:
             found = tools_.find(snap.server_version, tools_dir)
@@ -194,27 +195,62 @@ def _summaries(
 
 
 def _export_rows(
+    server: tenancy.Server,
     snap: snapshots.Snapshot,
     record: registry.TenantRecord,
     sink: programs.Sink,
     progress: programs.Progress | None,
 ) -> tuple[list[manifest.TableSummary], int]:
-    """Each shared table's rows as the tenant sees them, in the snapshot's one transaction."""
+    """Each shared table's rows as the tenant sees them, in the snapshot's one transaction;
+    the checksums are read meanwhile on a second session in the same snapshot."""
     conn = snap.conn
-    size = _write(sink, framing.MAGIC, 0, progress)
-    tables = []
-    for schema, table in snap.relations:
-        summary = checksums.table_summary(conn, schema, table, SHARED_EXCLUDED)
-        columns = export_columns(conn, schema, table)
-        block = framing.Block(table, columns, summary.rows)
-        size = _write(sink, framing.header(block), size, progress)
-        with conn.cursor().copy(_copy_out(schema, table, columns)) as copy:
-            for data in copy:
-                size = _write(sink, bytes(data), size, progress)
-        size = _write(sink, framing.END_OF_DATA, size, progress)
-        tables.append(summary)
-    size = _write(sink, framing.trailer(), size, progress)
-    return tables, size
+    out = _Batched(sink, progress)
+    out.write(framing.MAGIC)
+    opened: list[psycopg.Connection[Any]] = []
+    with concurrent.futures.ThreadPoolExecutor(1) as side:
+        summing = side.submit(_shared_summaries, server, record, snap, opened)
+        try:
+            counts = [_export_table(conn, schema, table, out) for schema, table in snap.relations]
+        except BaseException:
+            if not summing.cancel() and opened:
+                opened[0].cancel_safe()  # else leaving the block waits for the checksums
+            raise
+        out.write(framing.trailer())
+        out.flush()
+        tables = summing.result()
+    if [t.rows for t in tables] != counts:
+        raise errors.BackupError("the checksums and the export of one snapshot disagree")
+    return tables, out.size
+
+
+def _shared_summaries(
+    server: tenancy.Server,
+    record: registry.TenantRecord,
+    snap: snapshots.Snapshot,
+    opened: list[psycopg.Connection[Any]],
+) -> list[manifest.TableSummary]:
+    """Every table's checksum on a session joined to the snapshot (put into ``opened``)."""
+    with snapshots.joined(server, record, snap.snapshot_id) as conn:
+        opened.append(conn)
+        return [
+            checksums.table_summary(conn, schema, table, SHARED_EXCLUDED)
+            for schema, table in snap.relations
+        ]
+
+
+def _export_table(conn: psycopg.Connection[Any], schema: str, table: str, out: "_Batched") -> int:
+    """One block (header, rows, end line); its rows."""
+    columns = export_columns(conn, schema, table)
+    counted = conn.execute(
+        sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(sql.Identifier(schema, table))
+    ).fetchone()
+    rows = int(counted[0]) if counted else 0
+    out.write(framing.header(framing.Block(table, columns, rows)))
+    with conn.cursor().copy(_copy_out(schema, table, columns)) as copy:
+        for data in copy:
+            out.write(data)
+    out.write(framing.END_OF_DATA)
+    return rows
 
 
 _EXPORTED = sql.SQL(
@@ -240,12 +276,30 @@ def _copy_out(schema: str, table: str, columns: Sequence[str]) -> sql.Composed:
     )
 
 
-def _write(sink: programs.Sink, data: bytes, size: int, progress: programs.Progress | None) -> int:
-    sink.write(data)
-    size += len(data)
-    if progress is not None:
-        progress(size)
-    return size
+class _Batched:
+    """Writes gathered into ``programs.CHUNK``-sized pieces: COPY gives one row per
+    message, and a compressor, a hash and a storage write per row would cost more
+    than the row."""
+
+    def __init__(self, sink: programs.Sink, progress: programs.Progress | None) -> None:
+        self._sink = sink
+        self._progress = progress
+        self._pending = bytearray()
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._pending += data
+        if len(self._pending) >= programs.CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        self._sink.write(bytes(self._pending))
+        self.size += len(self._pending)
+        self._pending.clear()
+        if self._progress is not None:
+            self._progress(self.size)
 
 
 def manifest_for(

@@ -8,6 +8,7 @@ operator's environment are not passed on, so none can redirect the child.
 """
 
 import contextlib
+import fcntl
 import os
 import subprocess
 import threading
@@ -72,6 +73,8 @@ def running(
     process = subprocess.Popen(
         list(argv), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
     )
+    for pipe in (process.stdout, process.stdin if stdin == subprocess.PIPE else None):
+        _widen(pipe)
     kept = bytearray()
     reader = threading.Thread(target=_keep_tail, args=(process.stderr, kept), daemon=True)
     reader.start()
@@ -124,6 +127,16 @@ def feed(source: Source, stdin: IO[bytes], failures: list[BaseException]) -> thr
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+def _widen(pipe: IO[bytes] | None) -> None:
+    """A pipe holding a whole ``CHUNK`` (Linux: 64 KiB by default): the child keeps
+    writing (or reading) while the operator compresses, hashes or sends the last chunk,
+    instead of the two taking turns. Where the system refuses, the pipe stays as it is."""
+    if pipe is None or not hasattr(fcntl, "F_SETPIPE_SZ"):
+        return
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, CHUNK)
 
 
 def _keep_tail(stream: IO[bytes] | None, kept: bytearray) -> None:

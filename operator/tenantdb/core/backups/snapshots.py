@@ -85,6 +85,27 @@ def taken(server: tenancy.Server, record: registry.TenantRecord) -> Iterator[Sna
                 work.rollback()
 
 
+@contextmanager
+def joined(
+    server: tenancy.Server, record: registry.TenantRecord, snapshot_id: str
+) -> Iterator[psycopg.Connection[Any]]:
+    """A second session in an open snapshot (``SET TRANSACTION SNAPSHOT``), as the same
+    role and narrowed the same way as ``taken``'s: what it reads, the snapshot holds."""
+    with (
+        connecting.translated_errors(),
+        server.sessions.session(record.owner_role, record.database_name) as work,
+    ):
+        try:
+            work.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            work.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+            if record.isolation == "shared":
+                work.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(record.login_role)))
+            yield work
+        finally:
+            if work.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                work.rollback()
+
+
 def home_schema(record: registry.TenantRecord) -> str:
     """The schema unqualified manifest table names are in."""
     return "public" if record.isolation == "database" else str(record.schema_name)

@@ -1,0 +1,205 @@
+"""The usage survey's thread: sweep, publish metrics, write ``status.usage`` and ``Healthy``.
+
+One thread per operator, in the style of the statement watchdog
+(``patrolling``): every ``usage.interval`` seconds one ``usage.Survey.sweep``
+(a few catalog queries for every tenant of the server, never one per tenant),
+one list call for the Tenant objects, and a status write only for the tenants
+whose health changed, whose numbers moved noticeably, or whose usage is older
+than ``usage.status_refresh``: at 10,000 tenants, a quiet server costs the
+API server one list per interval and a few writes, not 10,000.
+
+The ``Healthy`` condition is written with the object's ``resourceVersion`` as
+a precondition, over the conditions the object has now, so no other
+condition is lost; a handler that writes its own conditions from an older
+view may drop ``Healthy``, and the next sweep puts it back.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tenantdb.api import GROUP, VERSION, conditions
+from tenantdb.api import tenants as api
+from tenantdb.controllers import kube, reporting, runtime
+from tenantdb.core import errors, usage
+from tenantdb.settings import UsageSettings
+
+logger = logging.getLogger("tenantdb.usage")
+
+PLURAL = "tenants"
+BYTES_CHANGE = 0.1
+"""A relative change of size that is written before ``status_refresh`` is due."""
+
+
+@dataclass(frozen=True)
+class Written:
+    """What was last written for one tenant, and when (monotonic seconds)."""
+
+    at: float
+    usage: usage.TenantUsage
+    health: tuple[str, ...]
+
+
+def health_of(problems: list[usage.Problem]) -> tuple[conditions.ConditionStatus, str, str]:
+    """The ``Healthy`` condition's status, reason and message."""
+    if not problems:
+        return "True", conditions.Reason.HEALTHY.value, "within every usage threshold"
+    return "False", problems[0].reason.value, "; ".join(p.message for p in problems)
+
+
+def moved(before: usage.TenantUsage, now: usage.TenantUsage) -> bool:
+    """Whether the numbers changed enough to be written before the refresh is due. Pure."""
+    if (before.tables, before.connections, before.invalid_indexes) != (
+        now.tables,
+        now.connections,
+        now.invalid_indexes,
+    ):
+        return True
+    if (before.oldest_transaction is None) != (now.oldest_transaction is None):
+        return True
+    old, new = before.bytes or before.space_bytes or 0, now.bytes or now.space_bytes or 0
+    return abs(new - old) > BYTES_CHANGE * max(old, 1)
+
+
+def due(
+    previous: Written | None,
+    current: usage.TenantUsage,
+    health: tuple[str, ...],
+    on_object: tuple[str, ...] | None,
+    now: float,
+    refresh: float,
+) -> bool:
+    """Whether to write this tenant's status now. Pure."""
+    if previous is None or on_object != health or previous.health != health:
+        return True
+    return moved(previous.usage, current) or now - previous.at >= refresh
+
+
+def usage_status(u: usage.TenantUsage) -> dict[str, Any]:
+    """``status.usage`` with explicit nulls, so a merge patch removes what is gone."""
+    model = api.Usage(
+        bytes=u.bytes,
+        space_bytes=u.space_bytes,
+        tables=u.tables,
+        connections=u.connections,
+        connection_limit=u.connection_limit,
+        oldest_transaction_seconds=(
+            None if u.oldest_transaction is None else int(u.oldest_transaction)
+        ),
+        invalid_indexes=list((u.invalid_indexes or ())[:32]),
+        measured_at=u.measured_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    return model.model_dump(mode="json", by_alias=True)
+
+
+class Surveyor:
+    """One thread sweeping one server until stopped."""
+
+    def __init__(self, rt: runtime.Runtime, config: UsageSettings) -> None:
+        self.rt = rt
+        self.config = config
+        self.survey = usage.Survey(visits=config.database_visits)
+        self.written: dict[str, Written] = {}
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tenantdb-usage", daemon=True)
+
+    def start(self) -> None:
+        """Begin sweeping in the background."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the current sweep and end the thread."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def tick(self) -> int:
+        """One sweep; returns the statuses written."""
+        started = time.monotonic()
+        try:
+            found = self.survey.sweep(self.rt.server, namespace=self.rt.settings.watch.namespace)
+        except errors.TenantDBError as exc:
+            logger.warning("usage sweep failed: %s", exc)
+            return 0
+        reporting.USAGE_SWEEP_SECONDS.observe(time.monotonic() - started)
+        publish(found, self.config)
+        objects = {
+            o["metadata"]["uid"]: o
+            for o in kube.list_every_custom_object(
+                GROUP, VERSION, PLURAL, self.rt.settings.watch.namespace
+            )
+        }
+        written = sum(self._write(u, objects.get(u.uid)) for u in found)
+        for gone in [uid for uid in self.written if uid not in objects]:
+            del self.written[gone]
+        return written
+
+    def _write(self, u: usage.TenantUsage, body: Mapping[str, Any] | None) -> bool:
+        if body is None:
+            return False
+        problems = usage.assess(u, self.config)
+        status, reason, message = health_of(problems)
+        health = (status, reason, message)
+        present = reporting.current_conditions(body.get("status"))
+        on_object = next(
+            ((c.status, c.reason, c.message) for c in present if c.type == "Healthy"), None
+        )
+        now = time.monotonic()
+        if not due(self.written.get(u.uid), u, health, on_object, now, self.config.status_refresh):
+            return False
+        generation = int(body["metadata"].get("generation") or 0)
+        updated = conditions.set_condition(
+            present, conditions.ConditionType.HEALTHY, status, reason, message, generation
+        )
+        patch = {"usage": usage_status(u), "conditions": [c.to_api() for c in updated]}
+        meta = body["metadata"]
+        if not kube.patch_custom_status_at(
+            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], patch, meta["resourceVersion"]
+        ):
+            return False  # changed meanwhile: the next sweep writes it
+        self.written[u.uid] = Written(now, u, health)
+        return True
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self.config.interval):
+            try:
+                self.tick()
+            except Exception:
+                logger.exception("usage sweep crashed")  # keep sweeping: health must not go stale
+
+
+def publish(found: list[usage.TenantUsage], config: UsageSettings) -> None:
+    """Server-level gauges always; one series per tenant only when asked for."""
+    totals = usage.aggregate(found, config)
+    reporting.USAGE_TENANTS.clear()
+    for (isolation, plan), count in totals.tenants.items():
+        reporting.USAGE_TENANTS.labels(isolation=isolation, plan=plan).set(count)
+    reporting.USAGE_NEAR_LIMIT.clear()
+    for plan, count in totals.near_limit.items():
+        reporting.USAGE_NEAR_LIMIT.labels(plan=plan).set(count)
+    for reason, count in totals.unhealthy.items():
+        reporting.USAGE_UNHEALTHY.labels(reason=reason).set(count)
+    for isolation, size in totals.bytes.items():
+        reporting.USAGE_BYTES.labels(isolation=isolation).set(size)
+    reporting.TENANT_BYTES.clear()
+    reporting.TENANT_CONNECTIONS.clear()
+    if not config.tenant_metrics:
+        return
+    for u in found:
+        reporting.TENANT_CONNECTIONS.labels(namespace=u.namespace, tenant=u.name).set(u.connections)
+        if u.bytes is not None:
+            reporting.TENANT_BYTES.labels(namespace=u.namespace, tenant=u.name).set(u.bytes)
+
+
+def start(rt: runtime.Runtime) -> Surveyor | None:
+    """Start the survey with the operator's settings, or None if it is turned off."""
+    config = rt.settings.usage
+    if config.interval <= 0:
+        logger.info("usage survey turned off (TENANTDB_USAGE_INTERVAL=0)")
+        return None
+    surveyor = Surveyor(rt, config)
+    surveyor.start()
+    return surveyor

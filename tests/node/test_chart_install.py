@@ -1,0 +1,331 @@
+"""The Helm chart on a real node: `helm install` with this environment's values, the
+operator's pod Ready on its kubelet-projected ServiceAccount token (so the chart's RBAC
+is what it runs on), Tenants Ready with working Secrets; a standby release in the same
+peering takes over a Migration's rollout when the active pod is killed, and the ledger
+shows every tenant migrated once; `helm upgrade` rolls the pod and loses no work;
+`helm uninstall` leaves the CRDs, the Tenants and their data; in namespaced mode the
+token reads no Secret outside its namespaces.
+
+The node has only host networking: pods use ``hostNetwork: true``, so each release gets
+free health and metrics ports and two replicas are two releases (REAL-NODE-NOTES).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+
+from tenantdb.devenv import processes
+from tests.chart import helm as helm_
+from tests.e2e.kubectl import Kubectl
+from tests.e2e.support import connect, eventually
+from tests.node.fixtures import NodeCluster
+from tests.security import rbac
+
+pytestmark = [pytest.mark.node, pytest.mark.kube, pytest.mark.postgres, pytest.mark.helm]
+
+ACTIVE_PRIORITY, STANDBY_PRIORITY = 200, 100
+"""Fixed priorities, so the test knows which release is active (pods derive theirs
+from their UIDs otherwise; tests/unit/test_peering.py covers that)."""
+TENANTS = 20
+PROBE = "CREATE TABLE ha_probe (id int); INSERT INTO ha_probe VALUES (1); SELECT pg_sleep(0.4)"
+"""Applied twice, it would fail on CREATE TABLE; applied once, one row per tenant."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """One `helm install` of the chart in its own namespace."""
+
+    helm: helm_.Helm
+    kubeconfig: Path
+    name: str
+    namespace: str
+
+    def run(self, verb: str, *args: str) -> str:
+        where = ("--kubeconfig", str(self.kubeconfig), "--namespace", self.namespace)
+        return self.helm.run(verb, self.name, *args, *where).stdout
+
+    def install(self, values: dict[str, Any], *flags: str) -> None:
+        self.run("install", str(helm_.CHART), *_pairs(values), *flags)
+
+    @property
+    def fullname(self) -> str:
+        return self.name if "tenantdb" in self.name else f"{self.name}-tenantdb"
+
+    def logs(self, kubectl: Kubectl) -> str:
+        return kubectl.run("logs", f"deploy/{self.fullname}", check=False).stdout
+
+
+def _pairs(values: dict[str, Any]) -> list[str]:
+    return [
+        arg for key, value in values.items() for arg in ("--set-json", f"{key}={json.dumps(value)}")
+    ]
+
+
+def node_values(cluster: NodeCluster, priority: int | None = None) -> dict[str, Any]:
+    """What this environment needs: host networking, the imported image, free ports."""
+    repository, _, tag = cluster.image.name.rpartition(":")
+    extra = [{"name": "TENANTDB_RETRY_DELAY", "value": "2"}]
+    if priority is not None:
+        extra.append({"name": "TENANTDB_PRIORITY", "value": str(priority)})
+    return {
+        "hostNetwork": True,
+        "replicas": 1,
+        "image.repository": repository,
+        "image.tag": tag,
+        "image.pullPolicy": "Never",
+        "database.existingSecret": "tenantdb-database",
+        "health.port": processes.free_port(),
+        "metrics.port": processes.free_port(),
+        "log.format": "full",
+        "resources.requests": {"cpu": "10m", "memory": "64Mi"},
+        "extraEnv": extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def helm() -> helm_.Helm:
+    return helm_.Helm(helm_.find_binary())
+
+
+@pytest.fixture(scope="module")
+def system(node_cluster: NodeCluster, operator_url: str) -> Iterator[Kubectl]:
+    """The releases' namespace, with the database Secret the chart expects."""
+    namespace = f"tdb-{uuid.uuid4().hex[:6]}"
+    kubectl = node_cluster.kubectl(namespace)
+    kubectl.run("create", "namespace", namespace)
+    kubectl.run(
+        "create",
+        "secret",
+        "generic",
+        "tenantdb-database",
+        f"--from-literal=DATABASE_URL={operator_url}",
+        f"--from-literal=TENANTDB_CREDENTIALS_KEY={os.environ['TENANTDB_CREDENTIALS_KEY']}",
+    )
+    yield kubectl
+    kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def active(node_cluster: NodeCluster, helm: helm_.Helm, system: Kubectl) -> Iterator[Release]:
+    """The chart installed cluster-wide, its pod Ready."""
+    release = Release(helm, node_cluster.kubeconfig, "tenantdb", system.namespace)
+    release.install(node_values(node_cluster, ACTIVE_PRIORITY), "--wait", "--timeout=180s")
+    yield release
+    release.helm.run(
+        "uninstall",
+        release.name,
+        "--kubeconfig",
+        str(release.kubeconfig),
+        "-n",
+        release.namespace,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def apps(node_cluster: NodeCluster) -> Iterator[Kubectl]:
+    namespace = f"apps-{uuid.uuid4().hex[:6]}"
+    kubectl = node_cluster.kubectl(namespace)
+    kubectl.run("create", "namespace", namespace)
+    yield kubectl
+    kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def apply_tenants(kubectl: Kubectl, names: list[str]) -> None:
+    docs = [
+        {
+            "apiVersion": "tenantdb.io/v1alpha1",
+            "kind": "Tenant",
+            "metadata": {"name": name},
+            "spec": {"isolation": "schema"},
+        }
+        for name in names
+    ]
+    kubectl.apply(yaml.safe_dump_all(docs))
+
+
+def apply_migration(kubectl: Kubectl, name: str, version: int, up: str) -> None:
+    body = {
+        "apiVersion": "tenantdb.io/v1alpha1",
+        "kind": "Migration",
+        "metadata": {"name": name},
+        "spec": {"version": version, "up": up, "strategy": {"maxParallel": 1}},
+    }
+    kubectl.apply(yaml.safe_dump(body))
+
+
+def applied(kubectl: Kubectl, name: str) -> int:
+    status = kubectl.get("migration", name).get("status") or {}
+    return int((status.get("tenants") or {}).get("applied") or 0)
+
+
+def probe_rows(admin: psycopg.Connection[Any], kubectl: Kubectl, tenant: str) -> int:
+    schema = kubectl.get("tenant", tenant)["status"]["schema"]
+    row = admin.execute(f'SELECT count(*) FROM "{schema}".ha_probe').fetchone()
+    return int(row[0]) if row else 0
+
+
+def ledger_rows(admin: psycopg.Connection[Any], namespace: str, version: int) -> dict[str, int]:
+    rows = admin.execute(
+        "SELECT tenant_name, count(*) FROM tenantdb.migration_ledger"
+        " WHERE namespace = %s AND version = %s AND state = 'applied' GROUP BY tenant_name",
+        (namespace, version),
+    ).fetchall()
+    return {str(name): int(count) for name, count in rows}
+
+
+def sigkill_operator(cluster: NodeCluster, system: Kubectl, release: Release) -> float:
+    """SIGKILL the release's operator process (no clean exit: its peering record stays
+    until it expires); the monotonic time it was killed."""
+    selector = f"app.kubernetes.io/instance={release.name}"
+    pod = system.run("get", "pod", "-l", selector, "-o", "jsonpath={.items[0].metadata.name}")
+    listed = cluster.node.crictl("ps", "--label", f"io.kubernetes.pod.name={pod.stdout}", "-q")
+    pid = int(json.loads(cluster.node.crictl("inspect", listed.split()[0]))["info"]["pid"])
+    os.kill(pid, signal.SIGKILL)
+    return time.monotonic()
+
+
+def test_installed_operator_serves_a_tenant_on_the_charts_token(
+    active: Release, system: Kubectl, apps: Kubectl
+) -> None:
+    pod = system.get("pod", system.run("get", "pod", "-o", "name").stdout.split()[0].split("/")[1])
+    assert pod["spec"]["hostNetwork"] is True
+    assert pod["spec"]["serviceAccountName"] == active.fullname
+    assert pod["status"]["containerStatuses"][0]["ready"]
+    apply_tenants(apps, ["first"])
+    apps.wait("tenant/first", "condition=Ready", timeout=120)
+    credentials = apps.secret_data("first-credentials")
+    with connect(credentials) as conn:
+        row = conn.execute("SELECT current_user").fetchone()
+    assert row is not None and row[0] == credentials["username"]
+    for refusal in ("Forbidden", "forbidden"):
+        assert refusal not in active.logs(system)
+
+
+def test_standby_release_takes_over_a_rollout_when_the_active_pod_is_killed(
+    node_cluster: NodeCluster,
+    active: Release,
+    system: Kubectl,
+    apps: Kubectl,
+    admin: psycopg.Connection[Any],
+) -> None:
+    standby = Release(active.helm, active.kubeconfig, "standby", system.namespace)
+    values = {
+        **node_values(node_cluster, STANDBY_PRIORITY),
+        "peering.name": active.fullname,
+        "peering.create": False,
+    }
+    standby.install(values, "--skip-crds", "--wait", "--timeout=180s")
+    try:
+        # kopf starts a peered operator paused and logs only when it resumes.
+        eventually(lambda: "tenantdb operator started" in standby.logs(system), timeout=60)
+        assert "Resuming operations" in active.logs(system)
+        assert "Resuming operations" not in standby.logs(system)
+        names = [f"ha-{index:02d}" for index in range(TENANTS)]
+        apply_tenants(apps, names)
+        for name in names:
+            apps.wait(f"tenant/{name}", "condition=Ready", timeout=180)
+        assert "Handler 'reconcile'" not in standby.logs(system), "the standby worked"
+
+        apply_migration(apps, "probe", 1, PROBE)
+        eventually(lambda: applied(apps, "probe") >= 3, timeout=120)
+        killed = sigkill_operator(node_cluster, system, active)
+        # No restart in place: the pod goes too, as when its node is lost.
+        system.run("scale", f"deploy/{active.fullname}", "--replicas=0")
+        eventually(lambda: "Resuming operations" in standby.logs(system), timeout=120)
+        takeover = time.monotonic() - killed
+        print(f"standby resumed {takeover:.1f}s after the active pod was killed")
+        apps.wait("migration/probe", "jsonpath={.status.phase}=Succeeded", timeout=300)
+    finally:
+        standby.run("uninstall")
+    assert ledger_rows(admin, apps.namespace, 1) == {name: 1 for name in [*names, "first"]}
+    for name in [*names, "first"]:
+        assert probe_rows(admin, apps, name) == 1, name
+    # kopf's bound: the killed pod's record expires peering.lifetime (15 s) after its last
+    # keep-alive, sent every 5-10 s; the standby then resumes at once.
+    assert takeover < 15 + 10
+
+
+def test_upgrade_rolls_the_pod_and_loses_no_work(
+    active: Release, system: Kubectl, apps: Kubectl, admin: psycopg.Connection[Any]
+) -> None:
+    system.run("rollout", "status", f"deploy/{active.fullname}", "--timeout=180s")
+    before = system.get("deploy", active.fullname)["metadata"]["generation"]
+    apply_tenants(apps, ["late"])
+    active.run(
+        "upgrade",
+        str(helm_.CHART),
+        "--reuse-values",
+        "--set-json",
+        'podAnnotations={"example.com/revision":"2"}',
+    )
+    apply_migration(apps, "second", 2, "CREATE TABLE upgraded (id int)")
+    system.run("rollout", "status", f"deploy/{active.fullname}", "--timeout=180s")
+    assert system.get("deploy", active.fullname)["metadata"]["generation"] > before
+    apps.wait("tenant/late", "condition=Ready", timeout=180)
+    apps.wait("migration/second", "jsonpath={.status.phase}=Succeeded", timeout=180)
+    assert ledger_rows(admin, apps.namespace, 2) == {
+        name: 1 for name in ["first", "late", *[f"ha-{i:02d}" for i in range(TENANTS)]]
+    }
+
+
+def test_uninstall_leaves_crds_tenants_and_their_data(
+    active: Release, system: Kubectl, apps: Kubectl, admin: psycopg.Connection[Any]
+) -> None:
+    status = apps.get("tenant", "first")["status"]
+    active.run("uninstall", "--wait")
+    assert apps.get("tenant", "first")["metadata"]["name"] == "first"
+    for crd in ("tenants.tenantdb.io", "migrations.tenantdb.io", "clusterkopfpeerings.kopf.dev"):
+        assert apps.run("get", "crd", crd).returncode == 0
+    schema = admin.execute(
+        "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (status["schema"],)
+    ).fetchone()
+    role = admin.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", (status["role"],))
+    assert schema == (1,) and role.fetchone() == (1,)
+    credentials = apps.secret_data("first-credentials")
+    with connect(credentials) as conn:
+        assert conn.execute("SELECT count(*) FROM ha_probe").fetchone() == (1,)
+
+
+def test_namespaced_token_reads_no_secret_outside_its_namespaces(
+    node_cluster: NodeCluster, helm: helm_.Helm, system: Kubectl, tmp_path: Path
+) -> None:
+    """Only the RBAC matters here: the release runs no pod (replicas 0)."""
+    served, other = (f"{system.namespace}-{side}" for side in ("a", "b"))
+    for name in (served, other):
+        system.run("create", "namespace", name)
+    release = Release(helm, node_cluster.kubeconfig, "scoped", system.namespace)
+    release.install({**node_values(node_cluster), "replicas": 0, "watchNamespaces": [served]})
+    account = f"system:serviceaccount:{system.namespace}:{release.fullname}"
+    try:
+
+        def can(*args: str) -> str:
+            result = system.run("auth", "can-i", f"--as={account}", *args, check=False)
+            return result.stdout.strip()
+
+        assert can("get", "secrets", "-n", served) == "yes"
+        assert can("get", "secrets", "-n", other) == "no"
+        assert can("list", "secrets", "--all-namespaces") == "no"
+        token = system.run("create", "token", release.fullname, "--duration=600s").stdout.strip()
+        config = rbac.token_kubeconfig(node_cluster.kubeconfig, token, tmp_path / "token")
+        as_account = Kubectl(config, other)
+        refused = as_account.run("get", "secrets", check=False)
+        assert refused.returncode != 0 and "Forbidden" in refused.stderr
+        everywhere = as_account.run("get", "secrets", "--all-namespaces", check=False)
+        assert everywhere.returncode != 0 and "Forbidden" in everywhere.stderr
+        allowed = Kubectl(config, served).run("get", "secret", "absent", check=False)
+        assert "NotFound" in allowed.stderr  # allowed to ask: the Secret just is not there
+    finally:
+        release.run("uninstall")
