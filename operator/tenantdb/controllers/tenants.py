@@ -3,7 +3,7 @@
 Isolation is verified periodically by ``verification``, one loop for every tenant.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from tenantdb.controllers import (
     restores,
     runtime,
 )
-from tenantdb.core import commands, connecting, errors, seeding
+from tenantdb.core import commands, connecting, errors, naming, seeding
 
 KIND = "Tenant"
 PLURAL = "tenants"
@@ -200,11 +200,12 @@ def _converge(
     rotation = dict(meta.get("annotations") or {}).get(ROTATE_ANNOTATION)
     rotate = rotation is not None and rotation != dict(status).get("credentialsRotation")
     owner = dict(kopf.build_owner_reference(body))
-    stored = credentials.StoredPassword(namespace, name, owner, rotate=rotate)
-    provisioned = commands.provision(rt.server, request, stored, reset_password=True)
     endpoint = connecting.public_parameters(
         rt.settings.database.url, rt.settings.database.public_host
     )
+    complete = _predicted(tenant, naming.tenant_names(name, uid), endpoint)
+    stored = credentials.StoredPassword(namespace, name, owner, rotate=rotate, complete=complete)
+    provisioned = commands.provision(rt.server, request, stored, reset_password=True)
     creds = credentials.Credentials(
         host=endpoint["host"],
         port=endpoint["port"],
@@ -217,6 +218,27 @@ def _converge(
     rewrite = credentials.write(stored, creds)
     rotate = rotate and stored.written
     return Outcome(provisioned, secret_written=rewrite, rotated=rotation if rotate else None)
+
+
+def _predicted(
+    tenant: api.TenantSpec, names: naming.TenantNames, endpoint: Mapping[str, str]
+) -> Callable[[str], dict[str, str]] | None:
+    """The Secret's keys before provisioning, for every mode but ``shared`` (whose
+    token provisioning computes). A wrong guess costs only the second write."""
+    if tenant.isolation is api.Isolation.SHARED:
+        return None
+    database = names.database if tenant.isolation is api.Isolation.DATABASE else endpoint["dbname"]
+
+    def data(password: str) -> dict[str, str]:
+        return credentials.Credentials(
+            host=endpoint["host"],
+            port=endpoint["port"],
+            database=database,
+            username=names.login_role,
+            password=password,
+        ).as_data()
+
+    return data
 
 
 def _seed(
