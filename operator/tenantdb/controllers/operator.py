@@ -6,9 +6,17 @@ from collections.abc import Sequence
 import kopf
 
 from tenantdb import settings as settings_
-from tenantdb.controllers import backups, migrations, operations, schedules, startup, tenants
+from tenantdb.controllers import (
+    backups,
+    migrations,
+    operations,
+    schedules,
+    startup,
+    tenants,
+    verification,
+)
 
-HANDLER_MODULES = (startup, tenants, migrations, backups, schedules, operations)
+HANDLER_MODULES = (startup, tenants, verification, migrations, backups, schedules, operations)
 """Importing these registers their handlers with kopf's default registry."""
 
 
