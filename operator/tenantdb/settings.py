@@ -121,6 +121,8 @@ class WatchSettings:
     """Seconds before retrying after a transient failure (database down)."""
     verify_interval: float = 300.0
     """Seconds between two isolation checks (and repairs) of one tenant."""
+    verify_tick: float = 10.0
+    """Seconds between two looks at which tenants are due for their isolation check."""
 
 
 @dataclass(frozen=True)
@@ -323,6 +325,7 @@ class Settings:
             verify_interval=float(
                 env.get("TENANTDB_VERIFY_INTERVAL", WatchSettings.verify_interval)
             ),
+            verify_tick=float(env.get("TENANTDB_VERIFY_TICK", WatchSettings.verify_tick)),
         )
         migrations = MigrationSettings(
             max_lock_timeout=_timeout(env, "TENANTDB_MAX_LOCK_TIMEOUT"),

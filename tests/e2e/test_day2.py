@@ -71,3 +71,45 @@ def test_validation_and_reset_by_annotation(kubectl: Kubectl, admin: psycopg.Con
     assert "backup" not in reset  # the test operator runs in development: no Backup asked for
     assert reset["emptied"] == 1 and reset["request"] == "tidy"
     assert admin.execute(f'SELECT count(*) FROM "{status["schema"]}".parts').fetchone() == (0,)
+
+
+def test_a_production_reset_from_the_cli_needs_a_completed_backup_of_that_tenant(
+    kubectl: Kubectl,
+    admin: psycopg.Connection,
+    kubeconfig: Any,
+    operator_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tenantdb import cli  # noqa: PLC0415
+
+    for name in ("prod", "other"):
+        kubectl.apply(tenant(name))
+        kubectl.wait(f"tenant/{name}", "condition=Ready")
+        create_as_owner(admin, status_of(kubectl, name), "CREATE TABLE notes (id int)")
+        create_as_owner(admin, status_of(kubectl, name), "INSERT INTO notes VALUES (1), (2)")
+    schema = status_of(kubectl, "prod")["schema"]
+    for name, of in (("prod-1", "prod"), ("other-1", "other")):
+        kubectl.apply(
+            "apiVersion: tenantdb.io/v1alpha1\nkind: Backup\n"
+            f"metadata: {{name: {name}}}\nspec: {{tenant: {of}}}\n"
+        )
+        kubectl.wait(f"backup/{name}", "jsonpath={.status.phase}=Completed", timeout=120)
+    monkeypatch.setenv("DATABASE_URL", operator_url)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("TENANTDB_ENVIRONMENT", "production")
+    target = f"{kubectl.namespace}/prod"
+
+    def reset(*extra: str) -> tuple[int, str]:
+        code = cli.main(["reset", "--tenant", target, "--confirm", "prod", *extra])
+        printed = capsys.readouterr()
+        return code, printed.out + printed.err
+
+    code, out = reset()
+    assert code != 0 and "backup" in out.lower(), out
+    code, out = reset("--backup", "other-1")  # a Completed Backup, but of another tenant
+    assert code != 0 and "not a Completed backup of this tenant" in out, out
+    assert admin.execute(f'SELECT count(*) FROM "{schema}".notes').fetchone() == (2,)
+    code, out = reset("--backup", "prod-1")
+    assert code == 0, out
+    assert admin.execute(f'SELECT count(*) FROM "{schema}".notes').fetchone() == (0,)

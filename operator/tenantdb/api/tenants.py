@@ -152,6 +152,17 @@ class Restored(base.ApiModel):
     """When the restore finished (RFC 3339)."""
 
 
+class Bookkeeping(base.ApiModel):
+    """kopf's own state of the object, kept in status so that it costs no write of its own."""
+
+    last_handled_configuration: str | None = None
+    """The spec and metadata last reconciled, as JSON (large values as digests)."""
+    progress: dict[str, str] | None = None
+    """Handlers retrying or in progress, each record as JSON."""
+    touch: str | None = None
+    """Changed to wake a handler that waits for a delay."""
+
+
 class Usage(base.ApiModel):
     """What the tenant uses, refreshed by the operator's usage survey (docs/operations.md)."""
 
@@ -251,6 +262,8 @@ class TenantStatus(conditions.ObservedStatus):
     """The last integrity validation (``tenantdb.io/validate``)."""
     reset: ResetResult | None = None
     """The last data reset (``tenantdb.io/reset``)."""
+    operator: Bookkeeping | None = None
+    """The operator's own bookkeeping; not for users."""
 
 
 TENANT = resources.ResourceKind(

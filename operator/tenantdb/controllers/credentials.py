@@ -12,6 +12,7 @@ from what the Secret holds, read under the tenant's lock. Two operator
 processes reconciling one new Tenant therefore agree on its password.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -90,6 +91,9 @@ class StoredPassword:
     owner: dict[str, Any]
     """The owner reference of the Tenant (``kopf.build_owner_reference``)."""
     rotate: bool = False
+    complete: Callable[[str], dict[str, str]] | None = field(default=None, repr=False)
+    """Every key of the Secret for a new password, when they are known before
+    provisioning: stored with it, so that completing the Secret costs no second write."""
     data: dict[str, str] = field(default_factory=dict, repr=False)
     """What the Secret holds after the call."""
     version: str | None = None
@@ -104,7 +108,8 @@ class StoredPassword:
         if data.get("password") and not self.rotate:
             return self._keep(raw, data)
         candidate = passwords.generate()
-        body = _body(self.namespace, self.tenant, self.owner, {"password": candidate})
+        data = self.complete(candidate) if self.complete else {"password": candidate}
+        body = _body(self.namespace, self.tenant, self.owner, data)
         if raw is None:
             version = kube.create_secret_once(self.namespace, body)
         else:
@@ -115,7 +120,7 @@ class StoredPassword:
             if not data.get("password"):
                 raise SecretConflict(f"Secret {name!r} changed while its password was stored")
             return self._keep(raw, data)
-        self.data, self.version, self.written = {"password": candidate}, version, True
+        self.data, self.version, self.written = data, version, True
         return candidate
 
     def _keep(self, raw: dict[str, Any] | None, data: dict[str, str]) -> str:

@@ -118,13 +118,21 @@ def list_custom_objects(group: str, version: str, namespace: str, plural: str) -
 
 
 def patch_custom_status(
-    group: str, version: str, namespace: str, plural: str, name: str, status: dict[str, Any]
+    group: str,
+    version: str,
+    namespace: str,
+    plural: str,
+    name: str,
+    status: dict[str, Any],
+    resource_version: str | None = None,
 ) -> None:
-    """Merge-patch the status subresource of one custom object."""
+    """Merge-patch the status subresource of one custom object; with ``resource_version``,
+    only if the object is still at it (409 otherwise)."""
     api = kubernetes.client.CustomObjectsApi(_client())
-    api.patch_namespaced_custom_object_status(
-        group, version, namespace, plural, name, {"status": status}
-    )
+    body: dict[str, Any] = {"status": status}
+    if resource_version is not None:
+        body["metadata"] = {"resourceVersion": resource_version}
+    api.patch_namespaced_custom_object_status(group, version, namespace, plural, name, body)
 
 
 def _custom() -> Any:

@@ -20,7 +20,7 @@ import contextlib
 import copy
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -455,6 +455,8 @@ def catch_up(
     tenant_uid: str,
     labels: Mapping[str, str],
     logger: kopf.Logger,
+    known: Iterable[planning.Declared] | None = None,
+    shared: bool = False,
 ) -> int | None:
     """Apply every earlier Migration of the namespace this tenant lacks; return its version.
 
@@ -466,7 +468,17 @@ def catch_up(
     (retry: a halted or invalid Migration the tenant lacks stops it),
     ``TenantFailed`` (permanent, with the database's message), and
     ``kube.ApiError`` when Migrations cannot be listed.
+
+    ``known`` is the namespace's ``migration_versions`` index. When it says
+    there is nothing to apply (no Migration for this tenant, every one of
+    them in its ledger already, or a ``shared`` tenant, which has its
+    space's versions), no Migration is listed; otherwise they are, so that
+    what runs is what the API server holds now, in its order.
     """
+    indexed = None if known is None else list(known)
+    if indexed is not None and _nothing_to_apply(rt, tenant_uid, indexed, labels, shared):
+        held_by = planning.holding_back(planning.owners(indexed), labels)
+        return commands.catch_up(rt.server, [], tenant_uid, rt.settings.instance, held_by=held_by)
     objects = kube.list_custom_objects(GROUP, VERSION, namespace, PLURAL)
     specs: dict[str, api.MigrationSpec] = {}
     declared: list[planning.Declared] = []
@@ -489,6 +501,22 @@ def catch_up(
         raise migration_errors.HeldBack(f"{exc}; this tenant catches up once it is fixed") from exc
     logger.info("tenant at migration version %s (%d migration(s) apply)", version, len(changes))
     return version
+
+
+def _nothing_to_apply(
+    rt: runtime.Runtime,
+    tenant_uid: str,
+    known: list[planning.Declared],
+    labels: Mapping[str, str],
+    shared: bool,
+) -> bool:
+    """Whether catching up would apply nothing, by the index and one ledger query."""
+    if shared:
+        return True
+    plan = planning.catch_up_plan(planning.owners(known), labels)
+    if any(d.scope is not api.Scope.TENANT for d in plan):
+        return False
+    return commands.has_applied(rt.server, tenant_uid, {d.version for d in plan})
 
 
 def limited(spec: api.MigrationSpec, limits: settings_.MigrationSettings) -> api.MigrationSpec:

@@ -15,9 +15,19 @@ from tenantdb.controllers import (
     schedules,
     startup,
     tenants,
+    verification,
 )
 
-HANDLER_MODULES = (startup, tenants, migrations, backups, schedules, operations, census)
+HANDLER_MODULES = (
+    startup,
+    tenants,
+    verification,
+    migrations,
+    backups,
+    schedules,
+    operations,
+    census,
+)
 """Importing these registers their handlers with kopf's default registry."""
 
 

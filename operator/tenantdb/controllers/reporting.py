@@ -125,6 +125,20 @@ def write_ready(
     patch.status["observedGeneration"] = generation
 
 
+def drop_unchanged(patch: Patch, status: Any) -> None:
+    """Leave out of the status patch every field that already holds that value.
+
+    kopf sends whatever the patch holds: an unchanged field still costs a
+    write. With none left, the patch has no ``status`` at all.
+    """
+    current = dict(status or {})
+    for key in list(patch.status):
+        if patch.status[key] == current.get(key):
+            del patch.status[key]
+    if "status" in patch and not patch["status"]:
+        del patch["status"]
+
+
 def fail(
     kind: str,
     exc: Exception,

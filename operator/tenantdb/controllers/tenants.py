@@ -1,6 +1,9 @@
-"""Handlers of the ``Tenant`` kind: provision, converge, verify, delete by policy."""
+"""Handlers of the ``Tenant`` kind: provision, converge, delete by policy.
 
-import time
+Isolation is verified periodically by ``verification``, one loop for every tenant.
+"""
+
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,15 +21,13 @@ from tenantdb.controllers import (
     restores,
     runtime,
 )
-from tenantdb.core import commands, connecting, errors, seeding
+from tenantdb.core import commands, connecting, errors, naming, seeding
 
 KIND = "Tenant"
 PLURAL = "tenants"
 ROTATE_ANNOTATION = f"{GROUP}/rotate-credentials"
 WAIT_DELAY = 2.0
 """Seconds between two looks at a restore or a final backup in flight."""
-VERIFY_TICK = 10.0
-"""Seconds between timer ticks; each tenant is verified every ``verify_interval``."""
 
 
 class InvalidSpec(errors.TenantDBError):
@@ -61,11 +62,19 @@ def reconcile(
     patch: kopf.Patch,
     memo: Any,
     logger: kopf.Logger,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
-    """Converge the tenant's database objects and its credentials Secret."""
+    """Converge the tenant's database objects and its credentials Secret.
+
+    The status patch keeps only what changed, so a reconcile that changes
+    nothing writes nothing of its own (kopf's diff base, when the spec or
+    metadata moved, is then its one write).
+    """
     with reporting.RECONCILE_SECONDS.labels(kind=KIND).time():
-        _reconcile(spec, meta, status, body, patch, memo, logger)
+        try:
+            _reconcile(spec, meta, status, body, patch, memo, logger, kwargs)
+        finally:
+            reporting.drop_unchanged(patch, status)
 
 
 def _reconcile(
@@ -76,11 +85,12 @@ def _reconcile(
     patch: kopf.Patch,
     memo: Any,
     logger: kopf.Logger,
+    indices: dict[str, Any],
 ) -> None:
     rt = runtime.of(memo)
     generation = int(meta.get("generation") or 0)
     try:
-        tenant = _parse(spec)
+        tenant = parse_spec(spec)
         refused = api.unsupported(tenant)
         if refused:
             raise Unsupported("; ".join(refused))
@@ -88,7 +98,13 @@ def _reconcile(
         _write_location(patch, outcome, meta, tenant)
         restores.ensure_restored(rt, tenant, meta, status, patch, body)
         version = migrations.catch_up(
-            rt, meta["namespace"], meta["uid"], dict(meta.get("labels") or {}), logger
+            rt,
+            meta["namespace"],
+            meta["uid"],
+            dict(meta.get("labels") or {}),
+            logger,
+            known=indices["migration_versions"].get(meta["namespace"], []),
+            shared=tenant.isolation is api.Isolation.SHARED,
         )
         seeded = _seed(rt, tenant, meta["uid"], patch, status, generation, body)
     except restores.RestoreWaiting as exc:
@@ -122,48 +138,6 @@ def _reconcile(
     reporting.RECONCILES.labels(kind=KIND, outcome="ready").inc()
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=VERIFY_TICK, initial_delay=VERIFY_TICK)
-def verify(
-    spec: kopf.Spec,
-    meta: kopf.Meta,
-    status: kopf.Status,
-    body: kopf.Body,
-    patch: kopf.Patch,
-    memo: Any,
-    logger: kopf.Logger,
-    **_: Any,
-) -> None:
-    """Check isolation every ``verify_interval``; repair drift and say so."""
-    rt = runtime.of(memo)
-    uid, name = meta["uid"], meta["name"]
-    due = rt.last_verified.get(uid, 0.0) + rt.settings.watch.verify_interval
-    if time.monotonic() < due or dict(status).get("phase") not in (
-        api.Phase.READY,
-        api.Phase.SUSPENDED,
-    ):
-        return
-    rt.last_verified[uid] = time.monotonic()
-    generation = int(meta.get("generation") or 0)
-    try:
-        version = migrations.tenant_version(rt, uid)  # later rollouts move it
-        if version != dict(status).get("version"):
-            patch.status["version"] = version
-        findings = commands.verify_isolation(rt.server, uid, name, rt.settings.plans)
-        if findings:
-            tenant = _parse(spec)
-            owner = dict(kopf.build_owner_reference(body))
-            stored = credentials.StoredPassword(meta["namespace"], name, owner)
-            commands.repair_isolation(rt.server, _request(rt, tenant, meta), stored)
-            remaining = commands.verify_isolation(rt.server, uid, name, rt.settings.plans)
-            _report_drift(patch, status, generation, body, findings, remaining, logger)
-        else:
-            _write_isolation(
-                patch, status, generation, "True", conditions.Reason.VERIFIED, "isolation verified"
-            )
-    except errors.TenantDBError as exc:
-        logger.warning("isolation check failed: %s", exc)
-
-
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 def delete(
     spec: kopf.Spec,
@@ -194,7 +168,6 @@ def delete(
     except (errors.TenantDBError, kube.ApiError) as exc:
         kopf.warn(body, reason=conditions.Reason.DELETION_BLOCKED, message=str(exc))
         raise kopf.TemporaryError(str(exc), delay=rt.settings.watch.retry_delay) from exc
-    rt.last_verified.pop(meta["uid"], None)
     logger.info("tenant deleted with policy %s", policy.value)
 
 
@@ -205,7 +178,7 @@ def deletion_policy(spec: Any) -> tuple[api.DeletionPolicy, str]:
     read keeps the data, as ``Retain`` does.
     """
     try:
-        policy = _parse(spec).deletion_policy
+        policy = parse_spec(spec).deletion_policy
     except InvalidSpec as exc:
         return api.DeletionPolicy.RETAIN, f"data retained: the spec cannot be read ({exc})"
     return policy, ""
@@ -224,15 +197,16 @@ def _converge(
     (a domain taken) still leaves no Secret."""
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
     rt.require(tenant.isolation.value)
-    request = _request(rt, tenant, meta)
+    request = request_for(rt, tenant, meta)
     rotation = dict(meta.get("annotations") or {}).get(ROTATE_ANNOTATION)
     rotate = rotation is not None and rotation != dict(status).get("credentialsRotation")
     owner = dict(kopf.build_owner_reference(body))
-    stored = credentials.StoredPassword(namespace, name, owner, rotate=rotate)
-    provisioned = commands.provision(rt.server, request, stored, reset_password=True)
     endpoint = connecting.public_parameters(
         rt.settings.database.url, rt.settings.database.public_host
     )
+    complete = _predicted(tenant, naming.tenant_names(name, uid), endpoint)
+    stored = credentials.StoredPassword(namespace, name, owner, rotate=rotate, complete=complete)
+    provisioned = commands.provision(rt.server, request, stored, reset_password=True)
     creds = credentials.Credentials(
         host=endpoint["host"],
         port=endpoint["port"],
@@ -245,6 +219,27 @@ def _converge(
     rewrite = credentials.write(stored, creds)
     rotate = rotate and stored.written
     return Outcome(provisioned, secret_written=rewrite, rotated=rotation if rotate else None)
+
+
+def _predicted(
+    tenant: api.TenantSpec, names: naming.TenantNames, endpoint: Mapping[str, str]
+) -> Callable[[str], dict[str, str]] | None:
+    """The Secret's keys before provisioning, for every mode but ``shared`` (whose
+    token provisioning computes). A wrong guess costs only the second write."""
+    if tenant.isolation is api.Isolation.SHARED:
+        return None
+    database = names.database if tenant.isolation is api.Isolation.DATABASE else endpoint["dbname"]
+
+    def data(password: str) -> dict[str, str]:
+        return credentials.Credentials(
+            host=endpoint["host"],
+            port=endpoint["port"],
+            database=database,
+            username=names.login_role,
+            password=password,
+        ).as_data()
+
+    return data
 
 
 def _seed(
@@ -301,9 +296,10 @@ def _seed(
     return True
 
 
-def _request(
-    rt: runtime.Runtime, tenant: api.TenantSpec, meta: kopf.Meta
+def request_for(
+    rt: runtime.Runtime, tenant: api.TenantSpec, meta: Mapping[str, Any]
 ) -> commands.TenantRequest:
+    """What ``core`` provisions (or repairs) for this Tenant, with its plan's limits."""
     limits = rt.settings.plans.get(tenant.plan)
     if limits is None:
         known = ", ".join(sorted(rt.settings.plans))
@@ -323,7 +319,8 @@ def _request(
     )
 
 
-def _parse(spec: kopf.Spec) -> api.TenantSpec:
+def parse_spec(spec: Mapping[str, Any]) -> api.TenantSpec:
+    """The spec as the operator reads it; ``InvalidSpec`` if it cannot."""
     try:
         return api.TenantSpec.model_validate(dict(spec))
     except pydantic.ValidationError as exc:
@@ -376,14 +373,15 @@ def _write_ready(
     reporting.write_ready(patch, status, generation, phase, "True", reason, message)
 
 
-def _write_isolation(
+def write_isolation(
     patch: kopf.Patch,
-    status: kopf.Status,
+    status: Mapping[str, Any],
     generation: int,
     value: conditions.ConditionStatus,
     reason: str,
     message: str,
 ) -> None:
+    """Set ``IsolationVerified`` in the patch, unless it already says exactly this."""
     current = reporting.current_conditions(status)
     same = any(
         c.type == conditions.ConditionType.ISOLATION_VERIFIED
@@ -400,27 +398,4 @@ def _write_isolation(
             value,
             reason,
             message,
-        )
-
-
-def _report_drift(
-    patch: kopf.Patch,
-    status: kopf.Status,
-    generation: int,
-    body: kopf.Body,
-    findings: list[str],
-    remaining: list[str],
-    logger: kopf.Logger,
-) -> None:
-    found = "; ".join(findings)
-    kopf.warn(body, reason=conditions.Reason.ISOLATION_DRIFT, message=f"drift found: {found}")
-    logger.warning("isolation drift: %s", found)
-    if remaining:
-        message = "drift not repaired: " + "; ".join(remaining)
-        _write_isolation(
-            patch, status, generation, "False", conditions.Reason.ISOLATION_DRIFT, message
-        )
-    else:
-        _write_isolation(
-            patch, status, generation, "True", conditions.Reason.REPAIRED, f"repaired: {found}"
         )

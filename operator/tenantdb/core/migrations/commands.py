@@ -258,6 +258,17 @@ def tenant_version(server: commands.Server, uid: str, scope: api.Scope) -> int |
     return int(found[0]) if found and found[0] is not None else None
 
 
+def has_applied(server: commands.Server, uid: str, versions: Collection[int]) -> bool:
+    """Whether every one of ``versions`` (tenant scope) is applied to a tenant (one query)."""
+    if not versions:
+        return True
+    with connecting.connection(server.pool) as conn:
+        found = ledger.applied_versions(
+            conn, server.control_schema, [uid], max(versions) + 1, api.Scope.TENANT.value
+        )
+    return set(versions) <= found.get(uid, set())
+
+
 def accept_checksum(
     server: commands.Server, script: scripts.Script, where: Sequence[scoping.TenantLocation]
 ) -> int:
