@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import secrets
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from tenantdb.cli import terminal
 
@@ -219,21 +217,9 @@ def _uid(server: commands.Server, namespace: str, name: str) -> str:
 
 def _storage(url: str) -> storage.Storage:
     """The storage a URL names, with the S3 settings of the environment."""
-    from tenantdb.core.backups import s3  # noqa: PLC0415
-    from tenantdb.core.backups import storage as storage_  # noqa: PLC0415
+    from tenantdb.core.backups import urls  # noqa: PLC0415
 
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        return storage_.VolumeStorage(Path(parts.path))
-    if parts.scheme != "s3":
-        raise SystemExit(f"--storage {url!r}: must be file:///<directory> or s3://<bucket>/")
-    backups = terminal.settings().backups
-    return s3.S3Storage(
-        bucket=parts.netloc,
-        prefix=parts.path.strip("/"),
-        endpoint=backups.s3_endpoint,
-        region=backups.s3_region,
-        path_style=backups.s3_path_style,
-        access_key_id=backups.s3_access_key_id,
-        secret_access_key=backups.s3_secret_access_key,
-    )
+    try:
+        return urls.open_url(url, terminal.settings().backups)
+    except ValueError as exc:
+        raise SystemExit(f"--storage {exc}") from exc

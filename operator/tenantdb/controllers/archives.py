@@ -18,7 +18,7 @@ from tenantdb.api import backups as api
 from tenantdb.controllers import kube
 from tenantdb.core import errors, naming
 from tenantdb.core.backups import encryption as sealing
-from tenantdb.core.backups import s3, storage
+from tenantdb.core.backups import s3, storage, urls
 
 KEY_SECRET_FIELD = "wrappedKey"  # noqa: S105 - a key name, not a secret
 """Data key of a tenant's backup-key Secret: the tenant key wrapped by the master key."""
@@ -83,16 +83,8 @@ def destination(
     if settings.storage.startswith("file://"):
         return _volume(urlsplit(settings.storage).path, prefix)
     parts = urlsplit(settings.storage)
-    bucket = s3.S3Storage(
-        bucket=parts.netloc,
-        prefix=parts.path.strip("/"),
-        endpoint=settings.s3_endpoint,
-        region=settings.s3_region,
-        path_style=settings.s3_path_style,
-        access_key_id=settings.s3_access_key_id,
-        secret_access_key=settings.s3_secret_access_key,
-    )
-    return Destination(bucket, prefix, _s3_url(parts.netloc, parts.path, prefix))
+    default = urls.open_url(settings.storage, settings)
+    return Destination(default, prefix, _s3_url(parts.netloc, parts.path, prefix))
 
 
 def _allowed(settings: settings_.BackupSettings, path: str) -> str:
