@@ -93,6 +93,9 @@ def test_reset_is_refused_without_confirmation_and_in_production_without_a_backu
     server: commands.Server, tenant: scoping.TenantLocation
 ) -> None:
     where = ["--tenant", tenant.uid, "--migrations", str(support.MIGRATIONS)]
+    from tests.integration.test_reset import seed  # noqa: PLC0415
+
+    seed(server, tenant, "production")  # the seeders it has, run again after the reset
     support.create_as_owner(
         server, tenant, "INSERT INTO users (email, full_name) VALUES ('a@b.c', 'A')"
     )

@@ -61,7 +61,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--profile",
         choices=("production", "development"),
         default="production",
-        help="seeders run again afterwards (default: production)",
+        help="the profile the seeders the tenant had run again with (default: production)",
     )
     reset.set_defaults(func=_reset)
 
@@ -189,14 +189,16 @@ def _reset(args: argparse.Namespace) -> int:
         )
         print(f"{found.namespace}/{found.name}: emptied {len(report.emptied)} tables", end="")
         print(f", kept {', '.join(report.kept)}" if report.kept else "")
-        report.reseeded = resetting.reseed(
-            server,
-            found.uid,
-            args.profile,
-            config.environment.value,
-            config.seeders_dir,
-            terminal.who(),
-        )
+        if report.forgotten:  # the seeders it had, no others
+            report.reseeded = resetting.reseed(
+                server,
+                found.uid,
+                args.profile,
+                config.environment.value,
+                config.seeders_dir,
+                terminal.who(),
+                only=report.forgotten,
+            )
         print(f"seeders run again: {', '.join(report.reseeded) or 'none'}")
         return 0
     return 1

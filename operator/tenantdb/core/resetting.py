@@ -55,6 +55,8 @@ class ResetReport:
     rows_deleted: int | None = None
     """Rows deleted (``shared`` tenants); None where tables were truncated."""
     backup: str | None = None
+    forgotten: list[str] = field(default_factory=list)
+    """Seeders the tenant's seed history recorded before the reset (run again after it)."""
     reseeded: list[str] = field(default_factory=list)
 
 
@@ -102,13 +104,14 @@ def reset(
             _delete_rows(server, conn, location, report, set(written))
         else:
             _truncate(server, location, schema, report, set(written))
-        conn.execute(
+        forgotten = conn.execute(
             _FORGET_SEEDS.format(sql.Identifier(server.control_schema, history.TABLE)), (uid,)
-        )
+        ).fetchall()
+        report.forgotten = sorted(str(row[0]) for row in forgotten)
     return report
 
 
-_FORGET_SEEDS = sql.SQL("DELETE FROM {} WHERE tenant_uid = %s")
+_FORGET_SEEDS = sql.SQL("DELETE FROM {} WHERE tenant_uid = %s RETURNING seeder")
 
 _OWN_TABLES = """
 SELECT c.relname::text FROM pg_catalog.pg_class c
