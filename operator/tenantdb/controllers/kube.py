@@ -6,6 +6,7 @@ client library could be swapped without touching handlers.
 
 import base64
 import functools
+import os
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -14,11 +15,14 @@ from kubernetes.client.exceptions import ApiException
 
 
 def login() -> None:
-    """Use the in-cluster service account, else the kubeconfig (KUBECONFIG)."""
+    """Use the in-cluster service account, else the kubeconfig (``KUBECONFIG`` as it is
+    now: the client reads it once, when it is first imported)."""
     try:
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=os.environ.get("KUBECONFIG") or None
+        )
     _client.cache_clear()
 
 
