@@ -69,6 +69,11 @@ def write_tables(server: commands.Server, uid: str, tables: int) -> None:
         f" FROM generate_series(1, {PAYLOAD // 32}), generate_series(1, {ROWS}) g(n) GROUP BY n"
     )
     create_as_owner(server, location, fill)
+    # sizes come from the statistics (pg_class.relpages: read without a lock), which
+    # VACUUM brings up to date, as autovacuum does in time
+    schema = location.search_path(server.shared_schema)
+    with server.sessions.session(location.owner_role, location.database_name) as owner:
+        owner.execute(f'VACUUM (ANALYZE) "{schema}".t0')
 
 
 def swept(

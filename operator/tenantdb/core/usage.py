@@ -41,8 +41,10 @@ class TenantUsage:
     role: str
     """Its login role."""
     bytes: int | None
-    """Bytes of its tables, indexes and TOAST (``pg_total_relation_size``), or of its
-    database (``pg_database_size``); None for a ``shared`` tenant (see ``space_bytes``)."""
+    """Bytes of its tables, indexes and TOAST as the statistics know them (``relpages``,
+    kept by VACUUM and ANALYZE: read without taking a lock on any relation, so a sweep
+    never holds up a tenant's DDL or fills the lock table), or of its database
+    (``pg_database_size``); None for a ``shared`` tenant (see ``space_bytes``)."""
     tables: int | None
     """Its tables (partitions and tenantdb's bookkeeping not counted); None for a
     ``database`` tenant not visited yet."""
@@ -74,9 +76,17 @@ rel AS (
     SELECT c.relnamespace,
         count(*) FILTER (WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
                          AND c.relname <> ALL (%(bookkeeping)s)) AS tables,
-        sum(pg_catalog.pg_total_relation_size(c.oid))
-            FILTER (WHERE c.relkind IN ('r', 'm')) AS bytes
-    FROM pg_catalog.pg_class c WHERE c.relnamespace IN (SELECT oid FROM homes)
+        (sum(c.relpages + coalesce(toast.relpages, 0) + coalesce(toast.index_pages, 0))
+            FILTER (WHERE c.relkind IN ('r', 'm', 'i'))
+            * pg_catalog.current_setting('block_size')::bigint) AS bytes
+    FROM pg_catalog.pg_class c
+    LEFT JOIN LATERAL (
+        SELECT tc.relpages, (SELECT sum(ti.relpages) FROM pg_catalog.pg_index tx
+                             JOIN pg_catalog.pg_class ti ON ti.oid = tx.indexrelid
+                             WHERE tx.indrelid = tc.oid) AS index_pages
+        FROM pg_catalog.pg_class tc WHERE tc.oid = c.reltoastrelid
+    ) toast ON true
+    WHERE c.relnamespace IN (SELECT oid FROM homes)
     GROUP BY c.relnamespace
 ),
 bad AS (
