@@ -4,6 +4,13 @@ kopf hands ``memo`` to every handler; ``Runtime`` is what we keep in it:
 the settings and the database server (pool, control and shared schema).
 Built in the startup handler, closed in the cleanup handler, never at
 import time.
+
+The runtime is connected in the background, after kopf has begun watching,
+and kopf gives each object a shallow copy of the operator's memo when it
+first sees the object: a key set on the operator's memo later would never
+reach an object seen before it. So the startup handler puts one ``Slot`` in
+the memo before any object is seen, and the runtime is set on the slot,
+which every copy shares.
 """
 
 import logging
@@ -95,10 +102,32 @@ def _refuse_to_start(privileges: commands.Privileges) -> None:
     )
 
 
+class Slot:
+    """Where the runtime is once connected; the same object in every object's memo."""
+
+    KEY = "runtime"
+
+    def __init__(self) -> None:
+        self.runtime: Runtime | None = None
+
+    @classmethod
+    def install(cls, memo: Any) -> "Slot":
+        """Put an empty slot in the operator's memo (the startup handler, before watching)."""
+        slot = cls()
+        memo[cls.KEY] = slot
+        return slot
+
+
+def current(memo: Any) -> Runtime | None:
+    """The runtime, or None while the operator connects (or if it never started)."""
+    slot = memo.get(Slot.KEY)
+    return slot.runtime if isinstance(slot, Slot) else None
+
+
 def of(memo: Any) -> Runtime:
-    """The runtime stored in kopf's memo by the startup handler."""
-    runtime = memo.get("runtime")
-    if not isinstance(runtime, Runtime):
+    """The runtime, for a handler; a temporary error (retried) while the operator connects."""
+    runtime = current(memo)
+    if runtime is None:
         raise kopf.TemporaryError(
             "the operator is not connected to its database yet (see its readiness)",
             delay=STARTING_DELAY,

@@ -42,7 +42,10 @@ def start(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: 
         prometheus_client.start_http_server(config.metrics_port)
     state = memo.get("readiness")
     memo["connector"] = Connector(
-        config, memo, state if isinstance(state, readiness.Readiness) else readiness.Readiness()
+        config,
+        memo,
+        runtime.Slot.install(memo),
+        state if isinstance(state, readiness.Readiness) else readiness.Readiness(),
     )
     memo["connector"].start()
 
@@ -59,16 +62,22 @@ def stop(memo: Any, **_: Any) -> None:
     surveyor = memo.get("surveyor")
     if isinstance(surveyor, surveying.Surveyor):
         surveyor.stop()
-    current = memo.get("runtime")
-    if isinstance(current, runtime.Runtime):
+    current = runtime.current(memo)
+    if current is not None:
         current.close()
 
 
 class Connector:
     """Retries the start-up database work until it succeeds, then starts the background work."""
 
-    def __init__(self, config: settings_.Settings, memo: Any, state: readiness.Readiness) -> None:
-        self.config, self.memo, self.readiness = config, memo, state
+    def __init__(
+        self,
+        config: settings_.Settings,
+        memo: Any,
+        slot: runtime.Slot,
+        state: readiness.Readiness,
+    ) -> None:
+        self.config, self.memo, self.slot, self.readiness = config, memo, slot, state
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tenantdb-connect", daemon=True)
 
@@ -98,7 +107,7 @@ class Connector:
             if self._stopping.is_set():
                 started.close()
                 return
-            self.memo["runtime"] = started
+            self.slot.runtime = started
             self.memo["patrol"] = patrolling.start(started)
             self.memo["surveyor"] = surveying.start(started)
             self.readiness.started(started.pool)

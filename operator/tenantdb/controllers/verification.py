@@ -110,9 +110,8 @@ async def stop(memo: Any, **_: Any) -> None:
 
 
 async def _loop(memo: Any, index: kopf.Index[str, Target]) -> None:
-    while not isinstance(memo.get("runtime"), runtime.Runtime):
+    while (rt := runtime.current(memo)) is None:
         await asyncio.sleep(STARTING)
-    rt: runtime.Runtime = memo["runtime"]
     watch = rt.settings.watch
     while True:
         await asyncio.sleep(watch.verify_tick)
