@@ -282,11 +282,6 @@ def test_standby_release_takes_over_a_rollout_when_the_active_pod_is_killed(
     assert takeover < 15 + 10
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known open defect (issue 11): after the whole suite has run, the upgraded pod "
-    "does not take up new Tenants within 180 s; passes when tests/node runs alone",
-)
 def test_upgrade_rolls_the_pod_and_loses_no_work(
     active: Release, system: Kubectl, apps: Kubectl, admin: psycopg.Connection[Any]
 ) -> None:
@@ -331,11 +326,6 @@ def scrape_url(url: str) -> dict[str, float]:
     }
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known open defect (issue 11): after the whole suite has run, the upgraded pod "
-    "does not take up new Tenants within 180 s; passes when tests/node runs alone",
-)
 def test_metrics_behind_the_service_move_during_a_rollout(
     active: Release, system: Kubectl, apps: Kubectl
 ) -> None:
