@@ -61,12 +61,30 @@ def scrape(operator: operator_process.OperatorProcess) -> dict[str, float]:
 
 
 class Forwarder:
-    """Accepts on a loopback port and pipes each connection to ``target``."""
+    """Accepts on a loopback port and pipes each connection to ``target``.
+
+    ``cut()`` partitions the link as a network failure would, without
+    resetting anything: bytes stop flowing both ways and new connections wait
+    (as unanswered SYNs do) until ``restore()``, when everything carries on
+    unless an end gave up meanwhile. ``retarget`` sends new connections to
+    another port (a restarted server)."""
 
     def __init__(self, port: int, target: tuple[str, int]) -> None:
         self.target = target
+        self.port = port
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.listener = socket.create_server((processes.LOOPBACK, port))
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        self._flowing.clear()
+
+    def restore(self) -> None:
+        self._flowing.set()
+
+    def retarget(self, target: tuple[str, int]) -> None:
+        self.target = target
 
     def _accept(self) -> None:
         while True:
@@ -74,15 +92,44 @@ class Forwarder:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self.target)
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+            threading.Thread(target=self._connect, args=(client,), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        with source, sink, contextlib.suppress(OSError):  # a peer gone ends the pipe
+    def _connect(self, client: socket.socket) -> None:
+        self._flowing.wait()
+        try:
+            upstream = socket.create_connection(self.target)
+        except OSError:
+            client.close()  # the server is down: the client sees its connection closed
+            return
+        ends = [0]
+        lock = threading.Lock()
+        for source, sink in ((client, upstream), (upstream, client)):
+            args = (source, sink, (client, upstream), ends, lock)
+            threading.Thread(target=self._pipe, args=args, daemon=True).start()
+
+    def _pipe(
+        self,
+        source: socket.socket,
+        sink: socket.socket,
+        pair: tuple[socket.socket, socket.socket],
+        ends: list[int],
+        lock: threading.Lock,
+    ) -> None:
+        """Copy one direction; at its end pass the EOF on (``shutdown``, which a ``close``
+        would not do while the other direction's thread is in ``recv``: the server would
+        keep a dead client's session, and its locks); the second end closes both."""
+        with contextlib.suppress(OSError):  # a peer gone ends the pipe
             while data := source.recv(65536):
+                self._flowing.wait()
                 sink.sendall(data)
+        self._flowing.wait()  # a cut link carries no EOF either
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+        with lock:
+            ends[0] += 1
+            if ends[0] == 2:
+                for end in pair:
+                    end.close()
 
     def close(self) -> None:
         self.listener.close()

@@ -1,17 +1,38 @@
 """The one module that imports the Kubernetes client.
 
 Everything else asks this module for typed, minimal operations, so that the
-client library could be swapped without touching handlers.
+client library could be swapped without touching handlers. Every operation
+fails with ``ApiError`` only: an API server that cannot be reached (restarted,
+a broken connection) is ``ApiError`` 503, retryable like any server trouble,
+not the HTTP library's own exception, which callers would not expect.
 """
 
 import base64
 import functools
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _reachable(call: Callable[_P, _R]) -> Callable[_P, _R]:
+    """An unreachable API server as ``ApiError`` 503."""
+
+    @functools.wraps(call)
+    def wrapped(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return call(*args, **kwargs)
+        except urllib3.exceptions.HTTPError as exc:
+            raise ApiException(status=503, reason=f"API server unreachable: {exc}") from exc
+
+    return wrapped
 
 
 def login() -> None:
@@ -38,6 +59,7 @@ def core() -> Any:
     return kubernetes.client.CoreV1Api(_client())
 
 
+@_reachable
 def read_secret(namespace: str, name: str) -> dict[str, Any] | None:
     """A Secret as a plain dict with decoded ``data``, or ``None`` if absent."""
     try:
@@ -51,6 +73,7 @@ def read_secret(namespace: str, name: str) -> dict[str, Any] | None:
     return raw
 
 
+@_reachable
 def create_secret_once(namespace: str, body: dict[str, Any]) -> str | None:
     """Create a Secret; its ``resourceVersion``, or ``None`` if one of that name exists."""
     try:
@@ -62,6 +85,7 @@ def create_secret_once(namespace: str, body: dict[str, Any]) -> str | None:
     return str(made.metadata.resource_version)
 
 
+@_reachable
 def patch_secret_at(namespace: str, body: dict[str, Any], resource_version: str) -> str | None:
     """Patch a Secret only if it is still at ``resource_version`` (optimistic concurrency);
     its new ``resourceVersion``, or ``None`` if someone changed it in between."""
@@ -86,6 +110,7 @@ EVENT_MESSAGE_LIMIT = 1024
 """Characters of an event message the API server is sure to keep."""
 
 
+@_reachable
 def post_event(involved: dict[str, str], type_: str, reason: str, message: str) -> None:
     """A core/v1 Event about an object, from outside any kopf handler.
 
@@ -114,6 +139,7 @@ def post_event(involved: dict[str, str], type_: str, reason: str, message: str) 
 # --- Custom objects, for the Migration controller (controllers/migrations.py) ---
 
 
+@_reachable
 def list_custom_objects(group: str, version: str, namespace: str, plural: str) -> list[Any]:
     """Every object of one custom kind in a namespace, as plain dicts."""
     api = kubernetes.client.CustomObjectsApi(_client())
@@ -121,6 +147,7 @@ def list_custom_objects(group: str, version: str, namespace: str, plural: str) -
     return list(cast(dict[str, Any], listed).get("items") or [])
 
 
+@_reachable
 def patch_custom_status(
     group: str,
     version: str,
@@ -143,6 +170,7 @@ def _custom() -> Any:
     return kubernetes.client.CustomObjectsApi(_client())
 
 
+@_reachable
 def read_custom_object(
     group: str, version: str, namespace: str, plural: str, name: str
 ) -> dict[str, Any] | None:
@@ -156,6 +184,7 @@ def read_custom_object(
     return cast(dict[str, Any], found)
 
 
+@_reachable
 def create_custom_object(
     group: str, version: str, namespace: str, plural: str, body: dict[str, Any]
 ) -> dict[str, Any] | None:
@@ -169,6 +198,7 @@ def create_custom_object(
     return cast(dict[str, Any], made)
 
 
+@_reachable
 def delete_custom_object(group: str, version: str, namespace: str, plural: str, name: str) -> None:
     """Delete a custom object (absent already is fine)."""
     try:
@@ -178,6 +208,7 @@ def delete_custom_object(group: str, version: str, namespace: str, plural: str, 
             raise
 
 
+@_reachable
 def list_labelled_objects(
     group: str, version: str, namespace: str, plural: str, selector: str
 ) -> list[dict[str, Any]]:
@@ -188,6 +219,7 @@ def list_labelled_objects(
     return list(cast(dict[str, Any], listed).get("items") or [])
 
 
+@_reachable
 def create_secret(namespace: str, body: dict[str, Any]) -> bool:
     """Create a Secret; ``False`` if one of that name exists already (it is left alone)."""
     try:
@@ -199,6 +231,7 @@ def create_secret(namespace: str, body: dict[str, Any]) -> bool:
     return True
 
 
+@_reachable
 def list_every_custom_object(
     group: str, version: str, plural: str, namespace: str | None
 ) -> list[dict[str, Any]]:
@@ -209,6 +242,7 @@ def list_every_custom_object(
     return list(cast(dict[str, Any], listed).get("items") or [])
 
 
+@_reachable
 def patch_custom_status_at(
     group: str,
     version: str,

@@ -137,6 +137,7 @@ class ControlPlane(processes.Service):
         self._run_dir = self.work_dir / "run"
         self._children: list[processes.Child] = []
         self._api_port: int | None = None
+        self._etcd_url: str | None = None
         self._tls: ssl.SSLContext | None = None
         self._lock: int | None = None
         self.startup_seconds: float | None = None
@@ -172,8 +173,8 @@ class ControlPlane(processes.Service):
             if self.node_mode:
                 self._lock = _take_node_mode_lock(self.work_dir)
             self._prepare()
-            etcd_url = self._start_etcd(bin_dir)
-            self._start_api_server(bin_dir, etcd_url)
+            self._etcd_url = self._start_etcd(bin_dir)
+            self._start_api_server(bin_dir, self._etcd_url)
             if (bin_dir / "kube-controller-manager").is_file():
                 self._start_controller_manager(bin_dir)
         except BaseException:
@@ -196,12 +197,28 @@ class ControlPlane(processes.Service):
                 failures.append(exc)
             (self._run_dir / f"{child.name}.pid").unlink(missing_ok=True)
         self._api_port = None
+        self._etcd_url = None
         self._tls = None
         if self._lock is not None:
             os.close(self._lock)  # closing releases the lock
             self._lock = None
         if failures:
             raise failures[0]
+
+    def restart_api_server(self) -> None:
+        """Stop kube-apiserver and start it again on the same port, etcd and PKI, as an
+        upgrade or a crash of the control plane would; return once it is ready again.
+
+        Clients keep their kubeconfig; watches break and must be re-established."""
+        (old,) = [child for child in self._children if child.name == "kube-apiserver"]
+        if self._etcd_url is None:
+            raise processes.DevEnvError("the control plane is not running")
+        processes.terminate(old, self.stop_timeout)
+        place = self._children.index(old)
+        self._children.remove(old)
+        bin_dir = self.bin_dir if self.bin_dir is not None else find_binaries()
+        self._start_api_server(bin_dir, self._etcd_url)
+        self._children.insert(place, self._children.pop())  # stop() keeps its order
 
     def _prepare(self) -> None:
         """Stop leftovers of a crashed run, then write the PKI and the kubeconfig."""
