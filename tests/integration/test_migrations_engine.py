@@ -13,7 +13,7 @@ from psycopg import conninfo
 
 from tenantdb.api import migrations as api
 from tenantdb.api.tenants import Isolation
-from tenantdb.core import commands, locking, naming, passwords, scoping
+from tenantdb.core import commands, locking, naming, passwords, pools, scoping
 from tenantdb.core.migrations import commands as migration_commands
 from tenantdb.core.migrations import engine, errors, ledger, markers, rollout, scripts
 from tenantdb.settings import DEFAULT_PLANS
@@ -479,3 +479,20 @@ def test_a_down_that_committed_before_its_ledger_row_is_not_run_again(
         f'SELECT rolled_back_at IS NULL FROM "{tenant.schema_name}".{markers.MARKER_TABLE}',
     )
     assert marked is True
+
+
+def test_operator_and_tenant_sessions_keep_tcp_alive_on_both_ends(
+    ctx: engine.Context, tenant: scoping.TenantLocation
+) -> None:
+    """A vanished peer is noticed in about a minute: the server ends the session of an
+    operator that is gone, and its locks with it (pools.KEEPALIVE_IDLE)."""
+    idle = str(pools.KEEPALIVE_IDLE)
+    with ctx.server.pool.connection() as conn:
+        assert scalar(conn, "SHOW tcp_keepalives_idle") == idle
+        assert scalar(conn, "SHOW tcp_keepalives_count") == str(pools.KEEPALIVE_COUNT)
+        assert conn.info.get_parameters()["keepalives_idle"] == str(pools.KEEPALIVE_IDLE)
+    with ctx.server.sessions.session(*scoping.session_login(tenant)) as conn:
+        conn.execute("DISCARD ALL")
+        assert scalar(conn, "SHOW tcp_keepalives_idle") == idle
+        assert scalar(conn, "SHOW tcp_keepalives_interval") == str(pools.KEEPALIVE_INTERVAL)
+        assert conn.info.get_parameters()["keepalives_idle"] == str(pools.KEEPALIVE_IDLE)

@@ -36,7 +36,20 @@ Connection = psycopg.Connection[Any]
 
 TENANT_APPLICATION = "tenantdb-tenant"
 """``application_name`` of sessions as a tenant's roles (seen in ``pg_stat_activity``)."""
-TENANT_OPTIONS = "-c search_path=pg_catalog,pg_temp"
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 30, 10, 3
+"""TCP keepalives, in seconds and probes, on both ends of every operator and tenant
+session: a peer that vanished without closing (a lost node, a partition) is noticed
+within about a minute, not the kernel's two hours. On the server's end this ends the
+session of an operator that is gone, and with it the locks of its open transaction
+(a tenant's lock, the bootstrap lock), which would otherwise hold up the replica
+that took over."""
+SERVER_KEEPALIVE = (
+    f"-c tcp_keepalives_idle={KEEPALIVE_IDLE} -c tcp_keepalives_interval={KEEPALIVE_INTERVAL}"
+    f" -c tcp_keepalives_count={KEEPALIVE_COUNT}"
+)
+"""The server's end of the keepalives, as startup options (``DISCARD ALL`` keeps them)."""
+
+TENANT_OPTIONS = f"-c search_path=pg_catalog,pg_temp {SERVER_KEEPALIVE}"
 """Tenant sessions start resolving nothing a tenant made, whatever ``search_path`` the
 owner role has given itself (``ALTER ROLE CURRENT_USER SET``): the operator's own
 statements on them (marker probes) run before any scope is entered, and a startup
@@ -51,11 +64,24 @@ def operator_url(url: str, lock_wait: float) -> str:
 
     ``search_path`` is ``pg_catalog``, then ``pg_temp`` (named, so that it is
     searched last rather than first for relations), and lock waits end after ``lock_wait``
-    seconds with an error the callers treat as "busy, retry".
+    seconds with an error the callers treat as "busy, retry". Keepalives
+    (``KEEPALIVE_IDLE``) for libpq's end unless the URL sets its own (tenant
+    sessions inherit them), and ``SERVER_KEEPALIVE`` for the server's.
     """
-    existing = str(conninfo.conninfo_to_dict(url).get("options") or "")
-    pinning = f"-c search_path=pg_catalog,pg_temp -c lock_timeout={round(lock_wait * 1000)}"
-    return conninfo.make_conninfo(url, options=f"{existing} {pinning}".strip())
+    given = conninfo.conninfo_to_dict(url)
+    existing = str(given.get("options") or "")
+    pinning = (
+        f"-c search_path=pg_catalog,pg_temp -c lock_timeout={round(lock_wait * 1000)}"
+        f" {SERVER_KEEPALIVE}"
+    )
+    client = {
+        "keepalives": "1",
+        "keepalives_idle": str(KEEPALIVE_IDLE),
+        "keepalives_interval": str(KEEPALIVE_INTERVAL),
+        "keepalives_count": str(KEEPALIVE_COUNT),
+    }
+    client = {key: value for key, value in client.items() if key not in given}
+    return conninfo.make_conninfo(url, options=f"{existing} {pinning}".strip(), **client)
 
 
 @contextmanager
