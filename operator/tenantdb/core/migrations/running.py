@@ -14,8 +14,9 @@ is a crash between the two commits, recorded on the next run. Where some
 version is applied already, the marker goes in without reading the marker
 table first (``try_in_transaction``): a plain INSERT, which fails if this
 version has a marker, and only then is the table read. Round trips on
-``work``: that one message; on ``conn``, the ledger row and the lock's
-COMMIT (``locking.commit_with``).
+``work``: that one message; on ``conn``, the ledger row, the lock's COMMIT
+(``locking.commit_with``) and no wait for its WAL flush
+(``LEDGER_AFTER_MARKER``).
 ``transactional: false``: statement by statement with session-level
 settings and no open transaction on ``work``; the ledger's
 ``statements_done`` advances after each statement on a connection of its
@@ -59,6 +60,23 @@ named): every catalog is qualified, so only the index name goes through the path
 LEAVE_USER_SCOPE = "RESET ROLE; SET LOCAL search_path = pg_catalog, pg_temp"
 """Back to the session user, resolving nothing the user's SQL may have created
 (``pg_temp`` named last: unnamed, it would be searched first for relations)."""
+
+LEDGER_AFTER_MARKER = sql.SQL("SET LOCAL synchronous_commit = off")
+"""An applied ledger row commits without waiting for its WAL to reach disk (or a
+synchronous standby): the outcome is already durable in the tenant's marker.
+
+Every call of ``record_applied`` comes after a marker of this version committed
+on the tenant's session (in the change's own transaction, or in the
+``_after_change`` transaction of a ``transactional: false`` run), or after one
+was found there. A crash or a failover can lose only a suffix of the WAL, and
+this commit's record comes after the marker's (it is sent once the tenant's
+COMMIT has returned), so whatever survives the crash, the ledger row is never
+kept without the marker: either both are there, or the marker alone, which is
+what a crash between the two commits leaves anyway: the next run finds the
+marker, checks who may write the marker table, and records the version applied
+without running it again (``engine._up``). The lock needs nothing: it ends with
+the transaction either way. Failures and rolled-back rows keep waiting for their
+flush: no marker stands for them."""
 
 
 class Run:
@@ -281,9 +299,11 @@ class Run:
     def record_applied(
         self, seconds: float, statements_done: int, attempt: bool
     ) -> outcomes.Result:
-        """The ledger row, committed with the lock's release in the same round trip."""
+        """The ledger row, committed with the lock's release in the same round trip,
+        without waiting for its WAL flush (``LEDGER_AFTER_MARKER``)."""
         record = self._record(ledger.State.APPLIED, seconds, statements_done, attempt)
-        locking.commit_with(self.conn, ledger.upsert(self.schema), record)
+        statement = sql.SQL(";\n").join([LEDGER_AFTER_MARKER, ledger.upsert(self.schema)])
+        locking.commit_with(self.conn, statement, record)
         return outcomes.Result(self.target, outcomes.Outcome.APPLIED, seconds=seconds)
 
     def _after_change(self, up: bool) -> tuple[str, ...]:
