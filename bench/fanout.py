@@ -84,6 +84,8 @@ SETTINGS = {
     False: "### Fast server (no fsync, as the tests run)",
 }
 """The subsection of each server setting, by ``--durable``."""
+KEPT = ("### Where the time goes",)
+"""Subsections written by hand (a profile, figures from before a change): kept as they are."""
 TARGET = 1.5
 """engine/(b) on the durable server, at every worker count measured."""
 
@@ -128,8 +130,11 @@ def main() -> int:
     if args.write:
         other = common.read_section(SETTINGS[not args.durable])
         parts = {args.durable: part, not args.durable: other or ""}
-        section = INTRO + "\n" + parts[True].rstrip("\n") + "\n\n" + parts[False]
-        common.write_section(HEADING, section.rstrip("\n") + "\n")
+        kept = [common.read_section(heading) or "" for heading in KEPT]
+        section = "\n".join(
+            p.rstrip("\n") + "\n" for p in [INTRO, parts[True], parts[False], *kept] if p
+        )
+        common.write_section(HEADING, section)
     return 0
 
 
