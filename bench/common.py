@@ -75,9 +75,10 @@ class Database:
 
 
 @contextlib.contextmanager
-def database() -> Iterator[Database]:
+def database(durable: bool = True) -> Iterator[Database]:
     """``DATABASE_URL`` (superuser) and ``TENANTDB_OPERATOR_URL`` if set, else a fresh
-    durable embedded server for the run."""
+    embedded server for the run: durable unless asked (``durable=False``: the fast,
+    crash-unsafe settings the tests use)."""
     key = secrets.token_urlsafe(32)
     if os.environ.get("DATABASE_URL"):
         superuser = os.environ["DATABASE_URL"]
@@ -85,7 +86,7 @@ def database() -> Iterator[Database]:
         return
     with (
         tempfile.TemporaryDirectory(prefix="tenantdb-bench-") as directory,
-        postgres.EmbeddedPostgres(Path(directory), durable=True) as server,
+        postgres.EmbeddedPostgres(Path(directory), durable=durable) as server,
     ):
         yield Database(server.operator_url, server.superuser_url(), key)
 
@@ -108,6 +109,19 @@ def median(values: Sequence[float]) -> float:
 def machine() -> str:
     """A one-line description of where the figures were measured."""
     return f"{os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}"
+
+
+def read_section(heading: str) -> str | None:
+    """``heading``'s section of docs/benchmarks.md as it stands (None if absent): up to
+    the next heading of the same level or above."""
+    text = DOCS.read_text() if DOCS.exists() else ""
+    start = text.find(heading + "\n")
+    if start == -1:
+        return None
+    level = heading.split(" ", 1)[0]
+    ends = [text.find("\n" + "#" * n + " ", start + len(heading)) for n in range(1, len(level) + 1)]
+    found = [end for end in ends if end != -1]
+    return text[start : min(found) + 1 if found else len(text)].rstrip("\n") + "\n"
 
 
 def write_section(heading: str, section: str) -> None:

@@ -496,3 +496,85 @@ def test_operator_and_tenant_sessions_keep_tcp_alive_on_both_ends(
         assert scalar(conn, "SHOW tcp_keepalives_idle") == idle
         assert scalar(conn, "SHOW tcp_keepalives_interval") == str(pools.KEEPALIVE_INTERVAL)
         assert conn.info.get_parameters()["keepalives_idle"] == str(pools.KEEPALIVE_IDLE)
+
+
+def test_where_a_version_is_applied_a_lost_ledger_write_is_recorded_not_run_again(
+    ctx: engine.Context, tenant: scoping.TenantLocation, admin: psycopg.Connection
+) -> None:
+    """Version 1 is applied, so version 2 writes its marker without reading the table:
+    after a crash between version 2's commits, that write fails and the marker is read."""
+    assert engine.apply(ctx, tenant, script(1, "CREATE TABLE one (id int)")).outcome is (
+        Outcome.APPLIED
+    )
+    two = script(2, "CREATE TABLE two (id int)")
+    assert engine.apply(ctx, tenant, two).outcome is Outcome.APPLIED
+    admin.execute(
+        "DELETE FROM tenantdb.migration_ledger WHERE tenant_uid = %s AND version = 2",
+        (tenant.uid,),
+    )
+    result = engine.apply(ctx, tenant, two)  # running CREATE TABLE again would fail
+    assert result.outcome is Outcome.APPLIED, result.error
+    assert row(admin, tenant.uid, 2)["state"] == "applied"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "up",
+    [
+        "CREATE TABLE dup (id int PRIMARY KEY);\nINSERT INTO dup VALUES (1), (1)",
+        "SELECT * FROM gone",
+    ],
+    ids=["unique-violation", "undefined-table"],
+)
+def test_where_a_version_is_applied_the_scripts_own_error_is_its_failure(
+    ctx: engine.Context, tenant: scoping.TenantLocation, admin: psycopg.Connection, up: str
+) -> None:
+    """The errors a marker written unread can meet (a duplicate, no table) are the
+    script's own when the marker table says so: reported with the database's message."""
+    assert engine.apply(ctx, tenant, script(1, "CREATE TABLE one (id int)")).outcome is (
+        Outcome.APPLIED
+    )
+    result = engine.apply(ctx, tenant, script(2, up))
+    assert result.outcome is Outcome.FAILED
+    assert result.error is not None and ("dup_pkey" in result.error or '"gone"' in result.error)
+    assert scalar(admin, "SELECT to_regclass(%s) IS NULL", f'"{tenant.schema_name}".dup') is True
+    marked = scalar(
+        admin,
+        f'SELECT count(*) FROM "{tenant.schema_name}".{markers.MARKER_TABLE} WHERE version = 2',
+    )
+    assert marked == 0
+    assert row(admin, tenant.uid, 2)["state"] == "failed"  # type: ignore[index]
+
+
+def test_where_a_version_is_applied_a_dropped_marker_table_is_made_again(
+    ctx: engine.Context, tenant: scoping.TenantLocation, admin: psycopg.Connection
+) -> None:
+    """The owner may drop its marker table (or it predates markers): the next version
+    finds no table where it expected one, and creates it closed to the login role."""
+    assert engine.apply(ctx, tenant, script(1, "CREATE TABLE one (id int)")).outcome is (
+        Outcome.APPLIED
+    )
+    admin.execute(f'DROP TABLE "{tenant.schema_name}".{markers.MARKER_TABLE}')
+    result = engine.apply(ctx, tenant, script(2, "CREATE TABLE two (id int)"))
+    assert result.outcome is Outcome.APPLIED, result.error
+    table = f'"{tenant.schema_name}".{markers.MARKER_TABLE}'
+    assert scalar(admin, f"SELECT checksum IS NOT NULL FROM {table} WHERE version = 2") is True
+    login_may = scalar(
+        admin, "SELECT has_table_privilege(%s, %s, 'SELECT')", tenant.login_role, table
+    )
+    assert login_may is False
+
+
+def test_where_a_version_is_applied_a_rolled_back_version_applies_again(
+    ctx: engine.Context, tenant: scoping.TenantLocation, admin: psycopg.Connection
+) -> None:
+    assert engine.apply(ctx, tenant, script(1, "CREATE TABLE one (id int)")).outcome is (
+        Outcome.APPLIED
+    )
+    two = script(2, "CREATE TABLE two (id int)", down="DROP TABLE two")
+    assert engine.apply(ctx, tenant, two).outcome is Outcome.APPLIED
+    assert engine.revert(ctx, tenant, two).outcome is Outcome.ROLLED_BACK
+    result = engine.apply(ctx, tenant, two)
+    assert result.outcome is Outcome.APPLIED, result.error
+    table = f'"{tenant.schema_name}".{markers.MARKER_TABLE}'
+    assert scalar(admin, f"SELECT rolled_back_at IS NULL FROM {table} WHERE version = 2") is True
+    assert scalar(admin, "SELECT to_regclass(%s) IS NOT NULL", f'"{tenant.schema_name}".two')

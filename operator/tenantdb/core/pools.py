@@ -7,7 +7,23 @@ AUTHORIZATION DEFAULT``, ``set_config('role', ...)``), so SQL someone else
 wrote must only ever run on a session whose session user has no more rights
 than they have.
 
-==================================  ===========================  ===================
+=================================  ==========================  =============================
+work                               session user                connection
+=================================  ==========================  =============================
+registry, ledger, locks, roles,    the operator's role         ``Server.pool`` on ``operator_url``:
+grants, catalogs, verification                                 ``search_path=pg_catalog,
+                                                               pg_temp``, bounded
+                                                               ``lock_timeout``
+a ``database`` tenant's database   the operator's role         ``operator_connection`` (same
+(public schema, grants)                                        pinning)
+Migration SQL, tenant scope, and   the tenant's owner role     ``TenantSessions``
+its marker row (same transaction)
+Migration SQL, shared scope        the shared owner role of    ``TenantSessions``
+                                   the Migration's namespace
+seeders, a shared tenant's rows    the owner role, then        ``TenantSessions``
+removed on deletion                ``SET LOCAL ROLE`` login
+=================================  ==========================  =============================
+
 No tenant-written statement ever reaches an operator connection, so nothing
 a tenant can leave behind (session settings, temporary objects, prepared
 statements) can reach the operator's own work; and with ``search_path``

@@ -62,21 +62,34 @@ def apply(
             return Result(target, Outcome.BUSY)
         conn, raw = held
         assert raw is not None  # the LEFT JOIN from one row always yields a row
-        row, missing = ledger.parse_row_and_missing(raw)
+        row, missing, any_applied = ledger.parse_row_and_missing(raw)
         settled = _settled(target, script, row, missing)
         if settled is not None:
             return settled
         return _on_tenant_session(
             ctx,
             target,
-            lambda work: _up(running.Run(ctx, conn, work, target, script, row), dry_run),
+            lambda work: _up(
+                running.Run(ctx, conn, work, target, script, row), dry_run, any_applied
+            ),
         )
 
 
-def _up(run: running.Run, dry_run: bool) -> Result:
-    """``up`` on the tenant's session, unless its marker says it committed already."""
+def _up(run: running.Run, dry_run: bool, markers_expected: bool) -> Result:
+    """``up`` on the tenant's session, unless its marker says it committed already.
+
+    ``markers_expected``: some version is applied on the tenant, so it has a marker
+    table, and most likely none for this version (that takes a crash between the
+    tenant's commit and the ledger's). A transactional ``up`` then writes its marker
+    without reading the table first (``Run.try_in_transaction``); only if that
+    write is what failed is the marker read, as it is otherwise before the change.
+    """
     if dry_run:
         return run.dry_run()
+    if markers_expected and run.script.transactional:
+        tried = run.try_in_transaction()
+        if tried is not None:
+            return tried
     marker = run.marker()
     if marker is not None and (writers := run.marker_writers()):
         return Result(

@@ -364,39 +364,29 @@ def tenant_history(
 
 @functools.cache
 def select_row_and_missing(schema: naming.Identifier) -> sql.Composed:
-    """One row, ``NULL`` state if none, and which required versions the tenant lacks
-    (parameters: tenant uid, version, required versions, tenant uid)."""
+    """One row, ``NULL`` state if none, which required versions the tenant lacks, and
+    whether any version is applied there (so its marker table exists: the engine then
+    writes the marker without reading it first) (parameters: tenant uid, version,
+    required versions, tenant uid, tenant uid)."""
     return sql.SQL(
         "SELECT %s::text, l.state, l.checksum, coalesce(l.statements_done, 0),"
         " coalesce(l.attempts, 0), l.error,"
         " ARRAY(SELECT r.v FROM unnest(%s::bigint[]) AS r(v) WHERE NOT EXISTS"
         " (SELECT 1 FROM {table} a WHERE a.tenant_uid = %s AND a.version = r.v"
-        " AND a.state = 'applied') ORDER BY r.v)"
+        " AND a.state = 'applied') ORDER BY r.v),"
+        " EXISTS (SELECT 1 FROM {table} a WHERE a.tenant_uid = %s AND a.state = 'applied')"
         " FROM (SELECT 1) AS one LEFT JOIN {table} l ON l.tenant_uid = %s AND l.version = %s"
     ).format(table=_table(schema))
 
 
-def parse_row_and_missing(raw: Sequence[Any]) -> tuple[Row, list[int]]:
-    """The row and the missing versions from ``select_row_and_missing``'s columns."""
-    return parse_row(raw[:6]), [int(v) for v in raw[6]]
+def parse_row_and_missing(raw: Sequence[Any]) -> tuple[Row, list[int], bool]:
+    """The row, the missing versions and whether any version is applied, from
+    ``select_row_and_missing``'s columns."""
+    return parse_row(raw[:6]), [int(v) for v in raw[6]], bool(raw[7])
 
 
 def row_and_missing_params(
     uid: str, version: int, required: Sequence[int]
-) -> tuple[str, list[int], str, str, int]:
+) -> tuple[str, list[int], str, str, str, int]:
     """The parameters of ``select_row_and_missing``."""
-    return uid, list(required), uid, uid, version
-
-
-def fetch_row_and_missing(
-    conn: psycopg.Connection[Any],
-    schema: naming.Identifier,
-    uid: str,
-    version: int,
-    required: Sequence[int],
-) -> tuple[Row, list[int]]:
-    """The row of one tenant and version, and the required versions it lacks, in one query."""
-    params = row_and_missing_params(uid, version, required)
-    raw = conn.execute(select_row_and_missing(schema), params).fetchone()
-    assert raw is not None  # the LEFT JOIN from one row always yields a row
-    return parse_row_and_missing(raw)
+    return uid, list(required), uid, uid, uid, version

@@ -66,6 +66,19 @@ def select_marker(target: scoping.TenantLocation, shared_schema: str) -> sql.Com
     )
 
 
+def insert_new_marker(target: scoping.TenantLocation, shared_schema: str) -> sql.Composed:
+    """Mark a version applied where it has no marker yet (parameters: version, checksum).
+
+    Fails with a unique violation if the version has a marker (applied or rolled
+    back) and with an undefined table if there is no marker table: the engine
+    writes it first in the change's transaction without reading the table, and
+    reads it only after such a failure (``running.Run.try_in_transaction``).
+    """
+    return sql.SQL("INSERT INTO {} (version, checksum) VALUES (%s, %s)").format(
+        _table(target, shared_schema)
+    )
+
+
 def insert_marker(target: scoping.TenantLocation, shared_schema: str) -> sql.Composed:
     """Mark a version applied (parameters: version, checksum)."""
     return sql.SQL(

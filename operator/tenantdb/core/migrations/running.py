@@ -6,14 +6,17 @@ lock is released); and ``work``, a session as the tenant's owner role
 (``sessions.tenant_session``), the only place the user's SQL is sent.
 
 Transactional: one transaction on ``work`` with ``SET LOCAL`` timeouts and
-the tenant's search_path, the user's SQL and a marker row (``markers``),
-committed together; then the ledger row on ``conn``. A marker without a
-ledger row is a crash between the two commits, recorded on the next run.
-Round trips on ``work``: BEGIN, the settings and the user's SQL in one
-message (``sessions.scope_prefix``); leaving the user's scope, the marker
-and COMMIT in another (shared scope commits after securing the tables);
-the ledger row and the lock's COMMIT in one more on ``conn``
-(``locking.commit_with``).
+the tenant's search_path, a marker row (``markers``), the user's SQL and
+COMMIT, all in one message (``sessions.scope_prefix``, ``_marker_first``,
+``sessions.COMMIT_AFTER``; shared scope secures the space's tables before
+it commits); then the ledger row on ``conn``. A marker without a ledger row
+is a crash between the two commits, recorded on the next run. Where some
+version is applied already, the marker goes in without reading the marker
+table first (``try_in_transaction``): a plain INSERT, which fails if this
+version has a marker, and only then is the table read. Round trips on
+``work``: that one message; on ``conn``, the ledger row, the lock's COMMIT
+(``locking.commit_with``) and no wait for its WAL flush
+(``LEDGER_AFTER_MARKER``).
 ``transactional: false``: statement by statement with session-level
 settings and no open transaction on ``work``; the ledger's
 ``statements_done`` advances after each statement on a connection of its
@@ -57,6 +60,23 @@ named): every catalog is qualified, so only the index name goes through the path
 LEAVE_USER_SCOPE = "RESET ROLE; SET LOCAL search_path = pg_catalog, pg_temp"
 """Back to the session user, resolving nothing the user's SQL may have created
 (``pg_temp`` named last: unnamed, it would be searched first for relations)."""
+
+LEDGER_AFTER_MARKER = sql.SQL("SET LOCAL synchronous_commit = off")
+"""An applied ledger row commits without waiting for its WAL to reach disk (or a
+synchronous standby): the outcome is already durable in the tenant's marker.
+
+Every call of ``record_applied`` comes after a marker of this version committed
+on the tenant's session (in the change's own transaction, or in the
+``_after_change`` transaction of a ``transactional: false`` run), or after one
+was found there. A crash or a failover can lose only a suffix of the WAL, and
+this commit's record comes after the marker's (it is sent once the tenant's
+COMMIT has returned), so whatever survives the crash, the ledger row is never
+kept without the marker: either both are there, or the marker alone, which is
+what a crash between the two commits leaves anyway: the next run finds the
+marker, checks who may write the marker table, and records the version applied
+without running it again (``engine._up``). The lock needs nothing: it ends with
+the transaction either way. Failures and rolled-back rows keep waiting for their
+flush: no marker stands for them."""
 
 
 class Run:
@@ -120,22 +140,70 @@ class Run:
             self._markers = bool(exists and exists[0])
         return self._markers
 
+    def try_in_transaction(self) -> outcomes.Result | None:
+        """``in_transaction`` without reading the marker table first: the new marker goes
+        in with a plain INSERT (``markers.insert_new_marker``), which fails if the
+        version has a marker or there is no marker table. None when the change failed
+        and that is why (the marker table read after the rollback says so): the caller
+        reads the marker and decides (``engine._up``)."""
+        return self._in_transaction(read=False)
+
     def in_transaction(self) -> outcomes.Result:
-        """The change and its marker commit on the tenant's session, then the ledger row."""
+        """The marker, the change and COMMIT on the tenant's session, then the ledger row,
+        once the marker table has been read (``marker``): it is created if missing, and
+        a marker whose ``down`` committed is marked applied again."""
+        result = self._in_transaction(read=True)
+        assert result is not None  # only an unread marker table can be in the way
+        return result
+
+    def _in_transaction(self, read: bool) -> outcomes.Result | None:
+        """One message on the tenant's session: BEGIN and the scope, the marker (before the
+        user's SQL, so nothing the user's SQL does to its session can steer the marker
+        write), the user's SQL and COMMIT (``sessions.COMMIT_AFTER``); shared scope
+        secures the space's tables first and commits after. Then the ledger row."""
         started = time.monotonic()
         findings: tuple[str, ...] = ()
+        secure = self.script.scope is api.Scope.SHARED and self.space is not None
         prefix = sessions.scope_prefix(self.work, self.ctx, self.target, self.script)
+        prefix += self._marker_first(read)
         try:
             with sessions.Transaction(self.work):
                 self._offset = len(prefix)
-                sessions.execute(self.work, self.script.up, prefix)
+                suffix = "" if secure else sessions.COMMIT_AFTER
+                sessions.execute(self.work, self.script.up, prefix, suffix)
                 self._offset = 0
                 seconds = time.monotonic() - started
-                findings = self._after_change(up=True, commit=True)
+                if secure:
+                    findings = self._secure()
+            self._markers = True
         except psycopg.Error as exc:
+            if not read and self._marker_in_the_way(exc):
+                self._offset = 0
+                return None
             return self._failed(exc, self.script.up, attempt=True, statements_done=0)
         result = self.record_applied(seconds, 0, attempt=True)
         return outcomes.Result(self.target, result.outcome, seconds=seconds, findings=findings)
+
+    def _marker_first(self, read: bool) -> str:
+        """The marker's statements, bound client-side, ending in a statement separator:
+        what goes between the scope and the user's SQL."""
+        version, checksum = self.script.version, self.script.checksum
+        if read:
+            statements = self._marker_statements(up=True)
+        else:
+            statements = [markers.insert_new_marker(self.target, self.shared_schema)]
+        query = sql.SQL(";\n").join(statements)
+        bound = psycopg.ClientCursor(self.work).mogrify(query, (version, checksum))
+        return bound + ";\n"
+
+    def _marker_in_the_way(self, exc: psycopg.Error) -> bool:
+        """Whether the plain marker INSERT is what failed: the version has a marker (a
+        unique violation) or there is no marker table (undefined). Read after the
+        rollback, so it shows the table as it was before the change."""
+        if not isinstance(exc, psycopg.errors.UniqueViolation | psycopg.errors.UndefinedTable):
+            return False
+        self._markers = None
+        return not self._markers_exist() or self._marker_row() is not None
 
     def stepwise(self) -> outcomes.Result:
         parts = statements.split(self.script.up)
@@ -231,19 +299,31 @@ class Run:
     def record_applied(
         self, seconds: float, statements_done: int, attempt: bool
     ) -> outcomes.Result:
-        """The ledger row, committed with the lock's release in the same round trip."""
+        """The ledger row, committed with the lock's release in the same round trip,
+        without waiting for its WAL flush (``LEDGER_AFTER_MARKER``)."""
         record = self._record(ledger.State.APPLIED, seconds, statements_done, attempt)
-        locking.commit_with(self.conn, ledger.upsert(self.schema), record)
+        statement = sql.SQL(";\n").join([LEDGER_AFTER_MARKER, ledger.upsert(self.schema)])
+        locking.commit_with(self.conn, statement, record)
         return outcomes.Result(self.target, outcomes.Outcome.APPLIED, seconds=seconds)
 
-    def _after_change(self, up: bool, commit: bool = False) -> tuple[str, ...]:
+    def _after_change(self, up: bool) -> tuple[str, ...]:
         """Still in the change's transaction, back to the session user with nothing the
-        user's SQL created on the search_path: the marker, and RLS on shared tables.
-
-        One round trip (RLS on shared tables aside); ``commit``: COMMIT goes with it,
-        except for a shared-scope script (the caller's transaction commits after RLS)."""
-        version = self.script.version
+        user's SQL created on the search_path: the marker, and RLS on shared tables
+        (``transactional: false`` and ``down``; a transactional ``up`` writes its
+        marker before the user's SQL). One round trip, RLS on shared tables aside."""
         statements: list[sql.Composable] = [sql.SQL(LEAVE_USER_SCOPE)]
+        statements += self._marker_statements(up)
+        params = (self.script.version, self.script.checksum)
+        sessions.batch(self.work, sql.SQL(";\n").join(statements), params)
+        self._markers = True
+        if up and self.script.scope is api.Scope.SHARED and self.space is not None:
+            return tuple(securing.secure_tables(self.work, self.space, as_owner=True))
+        return ()
+
+    def _marker_statements(self, up: bool) -> list[sql.Composable]:
+        """The marker table if missing (``_markers_exist`` read it), and this version's
+        marker, applied or rolled back (parameters: version, checksum)."""
+        statements: list[sql.Composable] = []
         if not self._markers_exist():
             groups: list[str] = (
                 [self.space.members_role, self.space.pooled_role] if self.space else []
@@ -252,14 +332,14 @@ class Run:
             statements.append(markers.create_markers(self.target, self.shared_schema, readers))
         mark = markers.insert_marker if up else markers.mark_rolled_back
         statements.append(mark(self.target, self.shared_schema))
-        secure = up and self.script.scope is api.Scope.SHARED and self.space is not None
-        if commit and not secure:
-            statements.append(sql.SQL("COMMIT"))
-        sessions.batch(self.work, sql.SQL(";\n").join(statements), (version, self.script.checksum))
-        self._markers = True
-        if secure and self.space is not None:  # committed by the caller's transaction, after this
-            return tuple(securing.secure_tables(self.work, self.space, as_owner=True))
-        return ()
+        return statements
+
+    def _secure(self) -> tuple[str, ...]:
+        """Shared scope, after the user's SQL and before COMMIT: back to the session user
+        with the search_path pinned, then RLS on every table of the space."""
+        assert self.space is not None
+        self.work.execute(LEAVE_USER_SCOPE)
+        return tuple(securing.secure_tables(self.work, self.space, as_owner=True))
 
     def _enter_session(self) -> None:
         """Session-level scope and timeouts: no transaction stays open."""

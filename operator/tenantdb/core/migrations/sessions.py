@@ -141,9 +141,19 @@ def describe(exc: psycopg.Error, text: str, first_line: int = 1, offset: int = 0
     return f"{message} (line {line}, column {column})"
 
 
-def execute(conn: Connection, text: str, prefix: str = "") -> None:
+COMMIT_AFTER = "\n;\nCOMMIT"
+"""A suffix for ``execute``: the transaction ends in the user's SQL's own message. It holds
+no quote, dollar sign or comment mark, so no construct the user's SQL leaves open can
+end inside it and make it mean something else: an unterminated string or comment
+stays unterminated, and the whole message fails to parse before anything runs."""
+
+
+def execute(conn: Connection, text: str, prefix: str = "", suffix: str = "") -> None:
     """The one place user-written SQL is sent: as given, on a tenant's own session.
 
     ``prefix``: our own statements (``scope_prefix``), sent first in the same
-    simple-protocol message, so they and the user's SQL take one round trip."""
-    conn.execute((prefix + text).encode())
+    simple-protocol message, so they and the user's SQL take one round trip;
+    ``suffix``: nothing but ``COMMIT_AFTER``. After an error the server skips
+    the rest of the message, so the suffix only runs if all of the user's SQL did."""
+    assert suffix in ("", COMMIT_AFTER)
+    conn.execute((prefix + text + suffix).encode())

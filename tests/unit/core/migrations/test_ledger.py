@@ -3,7 +3,7 @@
 from psycopg import sql
 
 from tenantdb.core import naming, scoping
-from tenantdb.core.migrations import ledger, markers
+from tenantdb.core.migrations import ledger, markers, running
 
 SCHEMA = naming.identifier("tenantdb_control")
 
@@ -61,3 +61,9 @@ def test_drift_is_an_applied_or_partly_applied_row_with_another_checksum() -> No
     assert applied.drifted("new") and partly.drifted("new")
     assert not applied.drifted("old")
     assert not failed_early.drifted("new") and not rolled_back.drifted("new")
+
+
+def test_only_the_applied_rows_transaction_skips_its_flush_wait() -> None:
+    """``SET LOCAL``: the pooled operator connection keeps synchronous commit for
+    everything after the ledger row's transaction."""
+    assert text(running.LEDGER_AFTER_MARKER) == "SET LOCAL synchronous_commit = off"
