@@ -264,3 +264,23 @@ def patch_custom_status_at(
             return False
         raise
     return True
+
+
+@_reachable
+def read_peering(
+    group: str, version: str, name: str, namespace: str | None
+) -> dict[str, Any] | None:
+    """kopf's peering object: the ``KopfPeering`` of a namespace, or the cluster's
+    ``ClusterKopfPeering`` (``namespace`` None); ``None`` if absent."""
+    try:
+        if namespace is None:
+            found = _custom().get_cluster_custom_object(group, version, "clusterkopfpeerings", name)
+        else:
+            found = _custom().get_namespaced_custom_object(
+                group, version, namespace, "kopfpeerings", name
+            )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return cast(dict[str, Any], found)

@@ -58,7 +58,8 @@ class Patrol:
     def _run(self) -> None:
         while not self._stopping.wait(self.interval):
             try:
-                self.tick()
+                if self.rt.leadership.active():
+                    self.tick()
             except Exception:
                 # A dead thread would stop enforcing every plan in silence: log, keep going.
                 logger.exception("watchdog tick crashed")

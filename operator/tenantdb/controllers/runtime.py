@@ -21,6 +21,7 @@ import kopf
 
 from tenantdb import settings as settings_
 from tenantdb.controllers import jobs as jobs_
+from tenantdb.controllers import leadership as leadership_
 from tenantdb.core import commands, connecting, errors, naming
 
 _LOG = logging.getLogger(__name__)
@@ -42,6 +43,10 @@ class Runtime:
     """Monotonic time of each tenant's last isolation check, by UID."""
     jobs: jobs_.Jobs = field(default_factory=lambda: jobs_.Jobs(2))
     """Backups, restores and verifications in flight (``settings.backups.concurrency``)."""
+    leadership: leadership_.Leadership = field(
+        default_factory=lambda: leadership_.Leadership(settings_.PeeringSettings(), None)
+    )
+    """Whether this replica is the active one, for the background loops kopf does not pause."""
 
     @classmethod
     def start(cls, settings: settings_.Settings) -> "Runtime":
@@ -70,6 +75,7 @@ class Runtime:
             server=server,
             privileges=privileges,
             jobs=jobs_.Jobs(settings.backups.concurrency, settings.backups.namespace_concurrency),
+            leadership=leadership_.Leadership(settings.peering, settings.watch.namespace),
         )
 
     def require(self, isolation: str) -> None:

@@ -168,7 +168,8 @@ class Surveyor:
     def _run(self) -> None:
         while not self._stopping.wait(self.config.interval):
             try:
-                self.tick()
+                if self.rt.leadership.active():
+                    self.tick()
             except Exception:
                 logger.exception("usage sweep crashed")  # keep sweeping: health must not go stale
 

@@ -115,6 +115,8 @@ async def _loop(memo: Any, index: kopf.Index[str, Target]) -> None:
     watch = rt.settings.watch
     while True:
         await asyncio.sleep(watch.verify_tick)
+        if not await asyncio.to_thread(rt.leadership.active):
+            continue
         targets = list(index.get("", []))
         _forget_gone(rt.last_verified, targets)
         now = time.monotonic()

@@ -19,7 +19,9 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tenantdb.api import GROUP, crds
+import yaml
+
+from tenantdb.api import crds
 from tenantdb.devenv import controlplane, objectstore, operator_process, postgres, processes
 
 PIDS_FILE = "pids"
@@ -30,10 +32,12 @@ BACKUP_BUCKET = "tenantdb-backups"
 
 
 def install_crds(kubeconfig: Path) -> None:
-    """Apply every CRD generated from the models and wait until they are served."""
-    manifest = "---\n".join(crds.render(kind) for kind in crds.KINDS)
+    """Apply every CRD the chart brings (tenantdb's and kopf's peering kinds) and wait
+    until they are served."""
+    documents = crds.files()
+    manifest = "---\n".join(documents.values())
     kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=manifest)
-    names = [f"crd/{kind.plural}.{GROUP}" for kind in crds.KINDS]
+    names = [f"crd/{yaml.safe_load(text)['metadata']['name']}" for text in documents.values()]
     kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", *names)
 
 
