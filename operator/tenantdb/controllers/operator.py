@@ -9,6 +9,7 @@ from tenantdb import settings as settings_
 from tenantdb.controllers import (
     backups,
     census,
+    heap,
     migrations,
     operations,
     readiness,
@@ -27,6 +28,7 @@ HANDLER_MODULES = (
     schedules,
     operations,
     census,
+    heap,
 )
 """Importing these registers their handlers with kopf's default registry."""
 
