@@ -65,7 +65,7 @@ def measure(db: common.Database, work: Path, keep: Path, args: argparse.Namespac
     with controlplane.ControlPlane(work / "k8s") as plane:
         stack.install_crds(plane.kubeconfig)
         process = operator_process.OperatorProcess(
-            plane.kubeconfig, db.operator_url, work / "operator.log", extra_env=env
+            plane.kubeconfig, db.operator_url, keep / "operator.log", extra_env=env
         )
         process.start()
         op = scale.Operator(process, plane.kubeconfig)
@@ -103,7 +103,7 @@ def summary(r: dict) -> str:
     heap = r["heap"]
     lines = [f"== {r['label']}: RSS {r['rss_mb']:.0f} MB; heap in use {heap['in_use_mb']:.0f},"
              f" free in arenas {heap['free_mb']:.0f}, mmap {heap['mmap_mb']:.0f} MB;"
-             f" {r['threads']} threads; tasks {r['tasks']}"]  # fmt: skip
+             f" {r['threads']} threads; {r['sockets']} sockets; tasks {r['tasks']}"]  # fmt: skip
     lines.append(f"   types {r['types']}")
     if "traced_mb" in r:
         lines.append(f"   traced {r['traced_mb']:.0f} MB by package:")

@@ -9,6 +9,7 @@ the most numerous object types. Benchmark-only: the operator never imports it.
 """
 
 import collections
+import contextlib
 import ctypes
 import gc
 import json
@@ -43,6 +44,15 @@ def _rss() -> float:
     return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
 
 
+def _sockets() -> int:
+    """Open sockets (TLS connections to the API server, PostgreSQL connections)."""
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # the directory's own descriptor is gone
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
 def _package(filename: str) -> str:
     parts = filename.split("/site-packages/", 1)
     if len(parts) == 2:
@@ -71,7 +81,8 @@ def _dump(label: str) -> None:
     if label.startswith("trimmed"):  # what glibc would give back if asked
         ctypes.CDLL(None).malloc_trim(0)
     report = {"label": label, "at": time.time(), "rss_mb": _rss(), "heap": _heap(),
-              "threads": threading.active_count(), "tasks": _tasks()}  # fmt: skip
+              "threads": threading.active_count(), "tasks": _tasks(),
+              "sockets": _sockets()}  # fmt: skip
     types = collections.Counter(type(o).__name__ for o in gc.get_objects())
     report["types"] = dict(types.most_common(20))
     if tracemalloc.is_tracing():
