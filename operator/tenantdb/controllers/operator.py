@@ -7,6 +7,7 @@ import kopf
 
 from tenantdb import settings as settings_
 from tenantdb.controllers import (
+    apiserver,
     backups,
     census,
     heap,
@@ -21,6 +22,7 @@ from tenantdb.controllers import (
 
 HANDLER_MODULES = (
     startup,
+    apiserver,
     tenants,
     verification,
     migrations,
@@ -84,5 +86,7 @@ def run(
         clusterwide=not namespaces,
         namespaces=list(namespaces),
         liveness_endpoint=liveness_endpoint,
-        memo=kopf.Memo(readiness=state),
+        memo=kopf.Memo(
+            readiness=state, **{apiserver.MEMO_KEY: apiserver.connection_limit(namespaces)}
+        ),
     )
