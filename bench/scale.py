@@ -392,9 +392,10 @@ def render(
         "`PATCH tenants/status` of the verification loop (`IsolationVerified`, once per tenant)",
         "comes within one `verify_interval`, in the idle window below; the loop runs meanwhile",
         "too, so its reads (`GET tenants`) and writes for the tenants of earlier runs show in",
-        "later columns. In the plot, RSS climbs while a burst is queued, before its first tenant",
-        "is Ready, then stays flat as they become Ready: it follows how many objects kopf holds",
-        "in flight at once more than how many tenants exist.",
+        "later columns. In the plot, RSS climbs while a burst is in flight (kopf's connections",
+        "to the API server, bodies and handler state of every object at once), then comes back",
+        "down within the operator's heap trimming interval (30 s) once the burst has passed: it",
+        "follows how much work is in flight more than how many tenants exist (see Memory below).",
         "",
         f"- Idle ({idle['seconds']:.0f} s, {idle['tenants']:.0f} tenants Ready, default"
         f" `verify_interval` 300 s): operator CPU **{idle['cpu_share']:.1%}** of one core,"

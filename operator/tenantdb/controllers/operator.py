@@ -7,8 +7,10 @@ import kopf
 
 from tenantdb import settings as settings_
 from tenantdb.controllers import (
+    apiserver,
     backups,
     census,
+    heap,
     migrations,
     operations,
     readiness,
@@ -20,6 +22,7 @@ from tenantdb.controllers import (
 
 HANDLER_MODULES = (
     startup,
+    apiserver,
     tenants,
     verification,
     migrations,
@@ -27,6 +30,7 @@ HANDLER_MODULES = (
     schedules,
     operations,
     census,
+    heap,
 )
 """Importing these registers their handlers with kopf's default registry."""
 
@@ -82,5 +86,7 @@ def run(
         clusterwide=not namespaces,
         namespaces=list(namespaces),
         liveness_endpoint=liveness_endpoint,
-        memo=kopf.Memo(readiness=state),
+        memo=kopf.Memo(
+            readiness=state, **{apiserver.MEMO_KEY: apiserver.connection_limit(namespaces)}
+        ),
     )
