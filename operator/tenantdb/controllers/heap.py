@@ -14,11 +14,12 @@ the process's own heap.
 """
 
 import asyncio
-import contextlib
 import ctypes
 from typing import Any
 
 import kopf
+
+from tenantdb.controllers import runtime
 
 TRIM_INTERVAL = 30.0
 """Seconds between two requests to glibc to give its free pages back."""
@@ -47,11 +48,7 @@ async def start(memo: Any, **_: Any) -> None:
 @kopf.on.cleanup()
 async def stop(memo: Any, **_: Any) -> None:
     """Stop trimming."""
-    task = memo.get(TASK)
-    if isinstance(task, asyncio.Task):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await runtime.stop_task(memo, TASK)
 
 
 async def _loop(interval: float) -> None:

@@ -13,6 +13,8 @@ the memo before any object is seen, and the runtime is set on the slot,
 which every copy shares.
 """
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,3 +141,12 @@ def of(memo: Any) -> Runtime:
             delay=STARTING_DELAY,
         )
     return runtime
+
+
+async def stop_task(memo: Any, key: str) -> None:
+    """Cancel the background task a startup handler kept in ``memo[key]`` and wait for it."""
+    task = memo.get(key)
+    if isinstance(task, asyncio.Task):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -13,7 +13,6 @@ precondition so that it never overwrites what a reconcile wrote meanwhile.
 """
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -102,11 +101,7 @@ async def start(memo: Any, **kwargs: Any) -> None:
 @kopf.on.cleanup()
 async def stop(memo: Any, **_: Any) -> None:
     """Stop the loop (a verification running on its thread finishes first)."""
-    task = memo.get(TASK)
-    if isinstance(task, asyncio.Task):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await runtime.stop_task(memo, TASK)
 
 
 async def _loop(memo: Any, index: kopf.Index[str, Target]) -> None:
