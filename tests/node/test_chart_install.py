@@ -257,6 +257,10 @@ def test_standby_release_takes_over_a_rollout_when_the_active_pod_is_killed(
         eventually(lambda: "tenantdb operator started" in standby.logs(system), timeout=60)
         assert "Resuming operations" in active.logs(system)
         assert "Resuming operations" not in standby.logs(system)
+        # Its own background work reads the peering on the chart's RBAC, and waits too.
+        paused = "background work paused (standby)"
+        eventually(lambda: paused in standby.logs(system), timeout=60)
+        assert "unreadable" not in standby.logs(system)
         names = [f"ha-{index:02d}" for index in range(TENANTS)]
         apply_tenants(apps, names)
         for name in names:
@@ -270,6 +274,7 @@ def test_standby_release_takes_over_a_rollout_when_the_active_pod_is_killed(
         system.run("scale", f"deploy/{active.fullname}", "--replicas=0")
         eventually(lambda: "Resuming operations" in standby.logs(system), timeout=120)
         takeover = time.monotonic() - killed
+        eventually(lambda: "background work resumed" in standby.logs(system), timeout=60)
         print(f"standby resumed {takeover:.1f}s after the active pod was killed")
         apps.wait("migration/probe", "jsonpath={.status.phase}=Succeeded", timeout=300)
     finally:

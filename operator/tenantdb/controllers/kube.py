@@ -271,16 +271,16 @@ def read_peering(
     group: str, version: str, name: str, namespace: str | None
 ) -> dict[str, Any] | None:
     """kopf's peering object: the ``KopfPeering`` of a namespace, or the cluster's
-    ``ClusterKopfPeering`` (``namespace`` None); ``None`` if absent."""
-    try:
-        if namespace is None:
-            found = _custom().get_cluster_custom_object(group, version, "clusterkopfpeerings", name)
-        else:
-            found = _custom().get_namespaced_custom_object(
-                group, version, namespace, "kopfpeerings", name
-            )
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return cast(dict[str, Any], found)
+    ``ClusterKopfPeering`` (``namespace`` None); ``None`` if absent. Listed by name, not
+    read: the verbs kopf needs on it (list, watch, patch) are all the chart grants."""
+    selector = f"metadata.name={name}"
+    if namespace is None:
+        listed = _custom().list_cluster_custom_object(
+            group, version, "clusterkopfpeerings", field_selector=selector
+        )
+    else:
+        listed = _custom().list_namespaced_custom_object(
+            group, version, namespace, "kopfpeerings", field_selector=selector
+        )
+    items = list(cast(dict[str, Any], listed).get("items") or [])
+    return cast(dict[str, Any], items[0]) if items else None
