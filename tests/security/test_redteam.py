@@ -186,6 +186,39 @@ def test_a_temporary_marker_table_never_takes_the_marker_write(
     assert not [t for t in attacking.tripwire(admin, atk) if t.startswith("temp ")]
 
 
+def test_a_migration_that_erases_its_own_marker_is_still_recorded_once(
+    boundary: Boundary, admin: psycopg.Connection
+) -> None:
+    """The marker row is written before the user's SQL, in the same transaction, so the
+    SQL can delete it or rewrite its checksum. That is the tenant's own bookkeeping: the
+    change commits once, as the owner; the ledger records it applied; a later version
+    applies and this one never runs again (its CREATE TABLE would fail)."""
+    atk = boundary.current("atk")
+    version = next(boundary.versions)
+    up = (
+        f"CREATE TABLE erased_marker_{version} (id int);\n"
+        f"UPDATE tenantdb_migrations SET checksum = 'forged' WHERE version = {version};\n"
+        f"DELETE FROM tenantdb_migrations WHERE version = {version};\n"
+        f"INSERT INTO erased_marker_{version} SELECT 1 WHERE session_user = current_user"
+    )
+    status = attacking.migration(boundary.a, "erased-marker", version, up, "atk")
+    assert status["phase"] == "Succeeded", status
+    assert _ledger_and_marker(admin, atk, version) == ("applied", 0)
+    schema = atk.status["schema"]
+    rows = admin.execute(f'SELECT count(*) FROM "{schema}".erased_marker_{version}').fetchone()
+    assert rows == (1,)  # ran once, as the owner it logged in as
+    later = next(boundary.versions)
+    after = attacking.migration(
+        boundary.a, "after-erased", later, f"CREATE TABLE after_erased_{later} (id int)", "atk"
+    )
+    assert after["phase"] == "Succeeded", after
+    attempts = admin.execute(
+        "SELECT attempts FROM tenantdb.migration_ledger WHERE tenant_uid = %s AND version = %s",
+        (atk.uid, version),
+    ).fetchone()
+    assert attempts == (1,)
+
+
 def test_an_open_snapshot_of_a_tenant_holds_up_another_tenants_concurrent_index_boundedly(
     boundary: Boundary, admin: psycopg.Connection
 ) -> None:

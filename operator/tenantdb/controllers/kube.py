@@ -159,11 +159,10 @@ def patch_custom_status(
 ) -> None:
     """Merge-patch the status subresource of one custom object; with ``resource_version``,
     only if the object is still at it (409 otherwise)."""
-    api = kubernetes.client.CustomObjectsApi(_client())
     body: dict[str, Any] = {"status": status}
     if resource_version is not None:
         body["metadata"] = {"resourceVersion": resource_version}
-    api.patch_namespaced_custom_object_status(group, version, namespace, plural, name, body)
+    _custom().patch_namespaced_custom_object_status(group, version, namespace, plural, name, body)
 
 
 def _custom() -> Any:
@@ -254,11 +253,8 @@ def patch_custom_status_at(
 ) -> bool:
     """Merge-patch the status only if the object is still at ``resource_version``;
     ``False`` (nothing written) if it changed meanwhile or is gone."""
-    body = {"metadata": {"resourceVersion": resource_version}, "status": status}
     try:
-        _custom().patch_namespaced_custom_object_status(
-            group, version, namespace, plural, name, body
-        )
+        patch_custom_status(group, version, namespace, plural, name, status, resource_version)
     except ApiException as exc:
         if exc.status in (404, 409):
             return False
