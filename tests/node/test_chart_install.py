@@ -339,9 +339,11 @@ def test_metrics_behind_the_service_move_during_a_rollout(
     and its hostNetwork pods have the loopback address, which the API server refuses in
     Endpoints; the Service's selector and named targetPort are what lead to the pod."""
     url = metrics_endpoint(system, active)
+    ready = 'tenantdb_tenant_objects{isolation="schema",phase="Ready"}'
+    # The pod the upgrade started counts the Tenants as its watch delivers them.
+    eventually(lambda: scrape_url(url).get(ready, 0) >= TENANTS, timeout=60)
     before = scrape_url(url)
     applied = 'tenantdb_migration_tenants{state="applied"}'
-    assert before['tenantdb_tenant_objects{isolation="schema",phase="Ready"}'] >= TENANTS
     apply_migration(apps, "third", 3, "CREATE TABLE metered (id int); SELECT pg_sleep(0.3)")
     seen = [before[applied]]
 
