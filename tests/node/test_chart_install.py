@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 import urllib.request
@@ -189,6 +190,18 @@ def ledger_rows(admin: psycopg.Connection[Any], namespace: str, version: int) ->
     return {str(name): int(count) for name, count in rows}
 
 
+def peering_paused(log: str) -> bool:
+    """Whether kopf's last word in an operator's log leaves it paused (a peered operator
+    starts paused, and logs only when it pauses or resumes)."""
+    moves = re.findall(r"(Pausing|Resuming) operations", log)
+    return not moves or moves[-1] == "Pausing"
+
+
+def since_paused(log: str) -> str:
+    """What an operator logged since kopf last paused it."""
+    return log.rpartition("Pausing operations")[2]
+
+
 def sigkill_operator(cluster: NodeCluster, system: Kubectl, release: Release) -> float:
     """SIGKILL the release's operator process (no clean exit: its peering record stays
     until it expires); the monotonic time it was killed."""
@@ -253,10 +266,11 @@ def test_standby_release_takes_over_a_rollout_when_the_active_pod_is_killed(
     }
     standby.install(values, "--skip-crds", "--wait", "--timeout=180s")
     try:
-        # kopf starts a peered operator paused and logs only when it resumes.
         eventually(lambda: "tenantdb operator started" in standby.logs(system), timeout=60)
-        assert "Resuming operations" in active.logs(system)
-        assert "Resuming operations" not in standby.logs(system)
+        assert not peering_paused(active.logs(system))
+        # A standby that starts while the active's keep-alive is late (a loaded machine)
+        # works until the next one arrives; what must hold is that it then pauses.
+        eventually(lambda: peering_paused(standby.logs(system)), timeout=60)
         # Its own background work reads the peering on the chart's RBAC, and waits too.
         paused = "background work paused (standby)"
         eventually(lambda: paused in standby.logs(system), timeout=60)
@@ -265,14 +279,14 @@ def test_standby_release_takes_over_a_rollout_when_the_active_pod_is_killed(
         apply_tenants(apps, names)
         for name in names:
             apps.wait(f"tenant/{name}", "condition=Ready", timeout=180)
-        assert "Handler 'reconcile'" not in standby.logs(system), "the standby worked"
+        assert "Handler 'reconcile'" not in since_paused(standby.logs(system)), "it worked"
 
         apply_migration(apps, "probe", 1, PROBE)
         eventually(lambda: applied(apps, "probe") >= 3, timeout=120)
         killed = sigkill_operator(node_cluster, system, active)
         # No restart in place: the pod goes too, as when its node is lost.
         system.run("scale", f"deploy/{active.fullname}", "--replicas=0")
-        eventually(lambda: "Resuming operations" in standby.logs(system), timeout=120)
+        eventually(lambda: not peering_paused(standby.logs(system)), timeout=120)
         takeover = time.monotonic() - killed
         eventually(lambda: "background work resumed" in standby.logs(system), timeout=60)
         print(f"standby resumed {takeover:.1f}s after the active pod was killed")
