@@ -13,7 +13,7 @@ import secrets
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -106,6 +106,10 @@ class DatabaseSettings:
     tenant_sessions: int = 16
     """Idle connections kept open as tenant owner roles, all roles together."""
 
+    def with_url(self, url: str) -> "DatabaseSettings":
+        """The same settings for another server (a ``DatabaseServer``'s), its own host."""
+        return replace(self, url=url, public_host=None)
+
 
 @dataclass(frozen=True)
 class WatchSettings:
@@ -123,6 +127,9 @@ class WatchSettings:
     """Seconds between two isolation checks (and repairs) of one tenant."""
     verify_tick: float = 10.0
     """Seconds between two looks at which tenants are due for their isolation check."""
+    own_namespace: str = "default"
+    """The operator's own namespace (``POD_NAMESPACE``, from the downward API), where
+    the Secrets of ``DatabaseServer``s are read."""
 
 
 @dataclass(frozen=True)
@@ -326,6 +333,7 @@ class Settings:
                 env.get("TENANTDB_VERIFY_INTERVAL", WatchSettings.verify_interval)
             ),
             verify_tick=float(env.get("TENANTDB_VERIFY_TICK", WatchSettings.verify_tick)),
+            own_namespace=env.get("POD_NAMESPACE") or WatchSettings.own_namespace,
         )
         migrations = MigrationSettings(
             max_lock_timeout=_timeout(env, "TENANTDB_MAX_LOCK_TIMEOUT"),

@@ -200,15 +200,20 @@ def test_catch_up_applies_earlier_migrations_in_order_and_stops_at_an_unapproved
     kubernetes.config.load_kube_config(config_file=str(kubeconfig))  # what kube.login does
     rt = runtime.Runtime(settings=settings.Settings(), server=server)
     logger = logging.getLogger("test")
-    version = migrations.catch_up(rt, kubectl.namespace, tenant.uid, {"tier": "free"}, logger)
+    version = migrations.catch_up(
+        rt, rt.server, kubectl.namespace, tenant.uid, {"tier": "free"}, logger
+    )
     assert version == 4
     rows = admin.execute(
         "SELECT version, state FROM tenantdb.migration_ledger WHERE tenant_uid = %s ORDER BY 1",
         (tenant.uid,),
     ).fetchall()
     assert rows == [(1, "applied"), (4, "applied")]
-    assert migrations.tenant_version(rt, tenant.uid) == 4
-    assert migrations.catch_up(rt, kubectl.namespace, tenant.uid, {"tier": "free"}, logger) == 4
+    assert migrations.tenant_version(rt.server, tenant.uid) == 4
+    assert (
+        migrations.catch_up(rt, rt.server, kubectl.namespace, tenant.uid, {"tier": "free"}, logger)
+        == 4
+    )
 
 
 def test_a_tenant_created_while_a_migration_is_halted_waits_for_it_then_catches_up(

@@ -91,14 +91,22 @@ What the operator does in the namespaces it serves, and nothing more:
 
 {{/*
 What kopf itself reads cluster-wide: CRDs, to notice its resources appear,
-change or go; and, when it serves a list of namespaces, the namespaces, to
-start and stop watching them as they come and go. Peering objects are
+change or go; DatabaseServers (cluster-scoped); and, when it serves a list
+of namespaces, the namespaces, to start and stop watching them as they come
+and go. Peering objects are
 granted with the namespaced rules (a ClusterKopfPeering when cluster-wide).
 */}}
 {{- define "tenantdb.discoveryRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
+{{- /* DatabaseServers are cluster-scoped: served cluster-wide in either mode. */}}
+- apiGroups: ["tenantdb.io"]
+  resources: ["databaseservers"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["tenantdb.io"]
+  resources: ["databaseservers/status"]
+  verbs: ["patch"]
 {{- if .Values.watchNamespaces }}
 - apiGroups: [""]
   resources: ["namespaces"]

@@ -175,6 +175,9 @@ class BackupStatus(conditions.ObservedStatus):
     """Pending, Running, Completed, Failed or Expired."""
     isolation: str | None = None
     """The tenant's isolation mode when it was backed up."""
+    server: str | None = None
+    """The server the tenant lived on (``default``: the operator's own); a verification
+    restores its scratch copy there."""
     tenant_uid: str | None = None
     """The UID of the Tenant backed up (a later Tenant of the same name is another)."""
     size: str | None = None

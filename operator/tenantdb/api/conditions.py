@@ -35,6 +35,7 @@ class Reason(StrEnum):
     """Why a condition has its status: one CamelCase word, stable for automation."""
 
     PROVISIONING = "Provisioning"
+    CONNECTED = "Connected"
     PROVISIONED = "Provisioned"
     DOMAIN_CONFLICT = "DomainConflict"
     NAME_CONFLICT = "NameConflict"

@@ -11,13 +11,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from tenantdb.api import GROUP, VERSION, backups, migrations, peering, resources, tenants
+from tenantdb.api import GROUP, VERSION, backups, migrations, peering, resources, servers, tenants
 
 KINDS: tuple[resources.ResourceKind, ...] = (
     tenants.TENANT,
     migrations.MIGRATION,
     backups.BACKUP,
     backups.BACKUP_SCHEDULE,
+    servers.DATABASE_SERVER,
 )
 
 Schema = dict[str, Any]
@@ -134,7 +135,7 @@ def definition(kind: resources.ResourceKind) -> Schema:
         "metadata": {"name": f"{kind.plural}.{GROUP}"},
         "spec": {
             "group": GROUP,
-            "scope": "Namespaced",
+            "scope": "Cluster" if kind.cluster_scoped else "Namespaced",
             "names": {
                 "kind": kind.kind,
                 "listKind": f"{kind.kind}List",

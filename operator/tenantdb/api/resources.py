@@ -32,7 +32,7 @@ class Validation:
 
 @dataclass(frozen=True)
 class ResourceKind:
-    """A namespaced custom resource kind of the ``tenantdb.io`` group."""
+    """A custom resource kind of the ``tenantdb.io`` group (namespaced unless said)."""
 
     kind: str
     plural: str
@@ -44,6 +44,7 @@ class ResourceKind:
     root_validations: tuple[Validation, ...] = ()
     spec_required: bool = True
     categories: tuple[str, ...] = field(default=("tenantdb",))
+    cluster_scoped: bool = False
 
     @property
     def singular(self) -> str:

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from tenantdb.api import base, conditions, resources
+from tenantdb.api import base, conditions, resources, selectors
 
 TENANT_NAME_PATTERN = r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$"
 """Tenant object names: lowercase, start with a letter, at most 40 characters.
@@ -69,10 +69,10 @@ class SeedSpec(base.ApiModel):
 
 
 class ServerRef(base.ApiModel):
-    """A PostgreSQL server other than the operator's default."""
+    """The PostgreSQL server that hosts the tenant."""
 
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
-    """The server's name in the operator configuration. Immutable."""
+    """A ``DatabaseServer``'s name, or ``default`` for the operator's own server."""
 
 
 class RestoreFrom(base.ApiModel):
@@ -117,24 +117,16 @@ class TenantSpec(base.ApiModel):
     operator's default storage, waits until it is Completed, then drops them
     (if the backup fails nothing is deleted, and the Tenant says why)."""
     server_ref: ServerRef | None = None
-    """Which PostgreSQL server hosts the tenant. Not supported yet: a Tenant
-    with it is refused (``Ready=False``, reason ``Unsupported``) and never
-    provisioned. Immutable."""
+    """Which PostgreSQL server hosts the tenant. Without it (and without
+    ``serverSelector``) the tenant lives on the operator's own server. Immutable."""
+    server_selector: selectors.LabelSelector | None = None
+    """Place the tenant on one of the ``DatabaseServer``s whose labels match: the
+    Ready, schedulable one with room that hosts the fewest tenants (ties: by name).
+    Decided once, when the tenant is first provisioned. Immutable; not with ``serverRef``."""
     restore_from: RestoreFrom | None = None
     """Create this tenant's data from a Completed Backup of a tenant of the same
     namespace and isolation mode; later Migrations are then applied on top.
     Immutable."""
-
-
-def unsupported(spec: TenantSpec) -> list[str]:
-    """What the spec asks for that this operator cannot do yet (empty: nothing)."""
-    found = []
-    if spec.server_ref is not None:
-        found.append(
-            "spec.serverRef: tenants live on the operator's own server only, for now "
-            "(serverRef is immutable: delete the Tenant and create it without serverRef)"
-        )
-    return found
 
 
 class Restored(base.ApiModel):
@@ -256,6 +248,8 @@ class TenantStatus(conditions.ObservedStatus):
     """The Backup the tenant's data came from (``spec.restoreFrom``), once restored."""
     final_backup: str | None = None
     """The Backup ``BackupThenDelete`` took (or is taking) before deleting the data."""
+    server: str | None = None
+    """The server the tenant lives on (``default``: the operator's own); never changes."""
     usage: Usage | None = None
     """Size, tables, connections and oldest transaction, refreshed by the usage survey."""
     validation: ValidationResult | None = None
@@ -264,6 +258,18 @@ class TenantStatus(conditions.ObservedStatus):
     """The last data reset (``tenantdb.io/reset``)."""
     operator: Bookkeeping | None = None
     """The operator's own bookkeeping; not for users."""
+
+
+def _immutable(name: str) -> resources.Validation:
+    """A rule keeping an optional spec field as it was first written (or absent)."""
+    return resources.Validation(
+        rule=(
+            f"!has(oldSelf.spec) || (has(self.spec.{name}) == has(oldSelf.spec.{name})"
+            f" && (!has(self.spec.{name}) || self.spec.{name} == oldSelf.spec.{name}))"
+        ),
+        message=f"{name} is immutable",
+        field_path=f".spec.{name}",
+    )
 
 
 TENANT = resources.ResourceKind(
@@ -288,22 +294,14 @@ TENANT = resources.ResourceKind(
             message="tenant names must not start with 'pg-' (PostgreSQL reserves pg_)",
             reason="FieldValueInvalid",
         ),
+        _immutable("serverRef"),
+        _immutable("serverSelector"),
         resources.Validation(
-            rule=(
-                "!has(oldSelf.spec) || (has(self.spec.serverRef) == has(oldSelf.spec.serverRef)"
-                " && (!has(self.spec.serverRef) || self.spec.serverRef == oldSelf.spec.serverRef))"
-            ),
-            message="serverRef is immutable",
-            field_path=".spec.serverRef",
+            rule="!has(self.spec) || !(has(self.spec.serverRef) && has(self.spec.serverSelector))",
+            message="serverRef and serverSelector exclude each other",
+            field_path=".spec.serverSelector",
         ),
-        resources.Validation(
-            rule=(
-                "!has(oldSelf.spec) || (has(self.spec.restoreFrom) == has(oldSelf.spec.restoreFrom)"
-                " && (!has(self.spec.restoreFrom) || self.spec.restoreFrom == oldSelf.spec.restoreFrom))"
-            ),
-            message="restoreFrom is immutable",
-            field_path=".spec.restoreFrom",
-        ),
+        _immutable("restoreFrom"),
     ),
     printer_columns=(
         resources.PrinterColumn("Phase", ".status.phase"),
@@ -312,6 +310,7 @@ TENANT = resources.ResourceKind(
         resources.PrinterColumn("Version", ".status.version", type="integer"),
         resources.PrinterColumn("Ready", '.status.conditions[?(@.type=="Ready")].status'),
         resources.PrinterColumn("Schema", ".status.schema", priority=1),
+        resources.PrinterColumn("Server", ".status.server", priority=1),
         resources.PrinterColumn("Age", ".metadata.creationTimestamp", type="date"),
     ),
 )

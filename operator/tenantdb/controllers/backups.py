@@ -19,7 +19,7 @@ import tenantdb
 from tenantdb.api import GROUP, VERSION, conditions
 from tenantdb.api import backups as api
 from tenantdb.api import tenants as tenants_api
-from tenantdb.controllers import archives, jobs, kube, logs, reporting, runtime
+from tenantdb.controllers import archives, directory, jobs, kube, logs, reporting, runtime
 from tenantdb.core import errors
 from tenantdb.core.backups import manifest as manifest_
 from tenantdb.core.backups import taking
@@ -201,17 +201,19 @@ class Job:
             self.namespace, self.spec.encryption, self.spec.tenant, tenant_uid, create=True
         )
         attempts = int(self.status.get("attempts") or 0) + 1
+        server = directory.located(tenant.get("status") or {})
         self.status.update(
             startedAt=conditions.now(),
             attempts=attempts,
             tenantUid=tenant_uid,
             location=where.url,
             isolation=(tenant.get("spec") or {}).get("isolation", "schema"),
+            server=server,
         )
         again = f" (attempt {attempts}: the previous one was interrupted)" if attempts > 1 else ""
         self.write(api.Phase.RUNNING, "False", conditions.Reason.BACKING_UP, f"backing up{again}")
         manifest = taking.take(
-            self.rt.server,
+            self.rt.servers.server(server),
             tenant_uid,
             where.storage,
             where.location,
@@ -251,7 +253,7 @@ class Job:
                 self.namespace, self.spec.encryption, self.spec.tenant, tenant_uid, create=False
             )
             result = taking.verify(
-                self.rt.server,
+                self.rt.servers.server(directory.located(self.status)),
                 where.storage,
                 where.location,
                 keys.tenant_key if keys else None,

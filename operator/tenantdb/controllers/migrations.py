@@ -33,8 +33,9 @@ from tenantdb import settings as settings_
 from tenantdb.api import GROUP, VERSION, conditions
 from tenantdb.api import migrations as api
 from tenantdb.controllers import kube, reporting, runtime
+from tenantdb.core import commands as core_commands
 from tenantdb.core import errors
-from tenantdb.core.migrations import commands, outcomes, planning, reconciling, scripts
+from tenantdb.core.migrations import commands, fleet, outcomes, planning, reconciling, scripts
 from tenantdb.core.migrations import errors as migration_errors
 
 KIND = "Migration"
@@ -300,14 +301,16 @@ class _Pass:
         return ACTIVE_DELAY if running else IDLE_DELAY
 
     def _reconcile(self) -> planning.Verdict | None:
-        return reconciling.reconcile(
-            self.rt.server,
+        servers, missing = self.rt.servers.hosting(self.namespace)
+        return fleet.reconcile(
+            servers,
             self._request(),
             self.rt.settings.instance,
             self._write,
             self.stop,
             STATUS_INTERVAL,
             self._observe,
+            missing,
         )
 
     def _declared(self) -> list[planning.Declared]:
@@ -451,6 +454,7 @@ def _status(
 
 def catch_up(
     rt: runtime.Runtime,
+    server: core_commands.Server,
     namespace: str,
     tenant_uid: str,
     labels: Mapping[str, str],
@@ -476,9 +480,9 @@ def catch_up(
     what runs is what the API server holds now, in its order.
     """
     indexed = None if known is None else list(known)
-    if indexed is not None and _nothing_to_apply(rt, tenant_uid, indexed, labels, shared):
+    if indexed is not None and _nothing_to_apply(server, tenant_uid, indexed, labels, shared):
         held_by = planning.holding_back(planning.owners(indexed), labels)
-        return commands.catch_up(rt.server, [], tenant_uid, rt.settings.instance, held_by=held_by)
+        return commands.catch_up(server, [], tenant_uid, rt.settings.instance, held_by=held_by)
     objects = kube.list_custom_objects(GROUP, VERSION, namespace, PLURAL)
     specs: dict[str, api.MigrationSpec] = {}
     declared: list[planning.Declared] = []
@@ -495,7 +499,7 @@ def catch_up(
     held_by = planning.holding_back(owners, labels)
     try:
         version = commands.catch_up(
-            rt.server, changes, tenant_uid, rt.settings.instance, held_by=held_by
+            server, changes, tenant_uid, rt.settings.instance, held_by=held_by
         )
     except migration_errors.InvalidScript as exc:
         raise migration_errors.HeldBack(f"{exc}; this tenant catches up once it is fixed") from exc
@@ -504,7 +508,7 @@ def catch_up(
 
 
 def _nothing_to_apply(
-    rt: runtime.Runtime,
+    server: core_commands.Server,
     tenant_uid: str,
     known: list[planning.Declared],
     labels: Mapping[str, str],
@@ -516,7 +520,7 @@ def _nothing_to_apply(
     plan = planning.catch_up_plan(planning.owners(known), labels)
     if any(d.scope is not api.Scope.TENANT for d in plan):
         return False
-    return commands.has_applied(rt.server, tenant_uid, {d.version for d in plan})
+    return commands.has_applied(server, tenant_uid, {d.version for d in plan})
 
 
 def limited(spec: api.MigrationSpec, limits: settings_.MigrationSettings) -> api.MigrationSpec:
@@ -531,9 +535,9 @@ def limited(spec: api.MigrationSpec, limits: settings_.MigrationSettings) -> api
     )
 
 
-def tenant_version(rt: runtime.Runtime, tenant_uid: str) -> int | None:
-    """The highest migration version applied to a tenant, from the ledger (one query)."""
-    return commands.tenant_version(rt.server, tenant_uid, api.Scope.TENANT)
+def tenant_version(server: core_commands.Server, tenant_uid: str) -> int | None:
+    """The highest migration version applied to a tenant, from its server's ledger."""
+    return commands.tenant_version(server, tenant_uid, api.Scope.TENANT)
 
 
 def declared_versions(namespace: str) -> dict[int, str]:

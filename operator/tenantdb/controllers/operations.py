@@ -18,7 +18,7 @@ import kopf
 
 from tenantdb.api import GROUP, VERSION, conditions
 from tenantdb.api import tenants as api
-from tenantdb.controllers import final_backups, migrations, runtime
+from tenantdb.controllers import directory, final_backups, migrations, runtime
 from tenantdb.core import errors, resetting, validation
 from tenantdb.settings import Environment
 
@@ -58,7 +58,9 @@ def validate(
     rt = runtime.of(memo)
     try:
         report = validation.validate(
-            rt.server, meta["uid"], migrations.known_scripts(meta["namespace"])
+            rt.servers.server(directory.located(status)),
+            meta["uid"],
+            migrations.known_scripts(meta["namespace"]),
         )
     except errors.TenantDBError as exc:
         result = api.ValidationResult(request=request, message=f"{exc.reason}: {exc}")
@@ -134,8 +136,9 @@ def reset(
             raise kopf.TemporaryError(f"waiting for Backup {state.name}", delay=BACKUP_WAIT)
         backup = state.name
     try:
+        server = rt.servers.server(directory.located(status))
         report = resetting.reset(
-            rt.server,
+            server,
             meta["uid"],
             request.partition("/")[0],
             migrations.known_scripts(meta["namespace"]),
@@ -145,7 +148,7 @@ def reset(
         seed = api.TenantSpec.model_validate(dict(spec)).seed
         if seed is not None:
             report.reseeded = resetting.reseed(
-                rt.server,
+                server,
                 meta["uid"],
                 seed.profile.value,
                 rt.settings.environment.value,

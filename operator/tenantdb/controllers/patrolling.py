@@ -11,6 +11,7 @@ it never touches the database itself.
 
 import logging
 import threading
+from collections.abc import Callable
 
 from tenantdb.api import API_VERSION, conditions
 from tenantdb.controllers import kube, logs, reporting, runtime
@@ -27,9 +28,13 @@ REASONS = {
 class Patrol:
     """One thread ticking one ``Watchdog`` until stopped."""
 
-    def __init__(self, rt: runtime.Runtime, dog: watchdog.Watchdog, interval: float) -> None:
+    def __init__(
+        self, rt: runtime.Runtime, make_dog: Callable[[], watchdog.Watchdog], interval: float
+    ) -> None:
         self.rt = rt
-        self.dog = dog
+        self.make_dog = make_dog
+        self.dogs: dict[str, watchdog.Watchdog] = {}
+        """One watchdog per server: each remembers what it signalled there."""
         self.interval = interval
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tenantdb-watchdog", daemon=True)
@@ -45,12 +50,14 @@ class Patrol:
             self._thread.join(timeout)
 
     def tick(self) -> list[watchdog.Verdict]:
-        """Look once, act, and report what was done."""
-        try:
-            done = self.dog.tick(self.rt.pool)
-        except errors.TenantDBError as exc:
-            logger.warning("watchdog tick failed: %s", exc)
-            return []
+        """Look once at every server, act, and report what was done."""
+        done: list[watchdog.Verdict] = []
+        for member in self.rt.servers.members():
+            dog = self.dogs.setdefault(member.name, self.make_dog())
+            try:
+                done.extend(dog.tick(member.server.pool))
+            except errors.TenantDBError as exc:
+                logger.warning("watchdog tick on server %s failed: %s", member.name, exc)
         for verdict in done:
             report(verdict)
         return done
@@ -100,7 +107,10 @@ def start(rt: runtime.Runtime) -> Patrol | None:
             plan,
             rt.settings.plans[plan].statement_timeout,
         )
-    dog = watchdog.Watchdog(rt.control_schema, limits, config.grace, config.terminate_grace)
-    patrol = Patrol(rt, dog, config.interval)
+
+    def make_dog() -> watchdog.Watchdog:
+        return watchdog.Watchdog(rt.control_schema, limits, config.grace, config.terminate_grace)
+
+    patrol = Patrol(rt, make_dog, config.interval)
     patrol.start()
     return patrol

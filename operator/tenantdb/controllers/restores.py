@@ -17,7 +17,7 @@ from tenantdb.api import GROUP, VERSION, conditions
 from tenantdb.api import backups as backups_api
 from tenantdb.api import tenants as api
 from tenantdb.controllers import archives, backups, jobs, kube, logs, migrations, reporting, runtime
-from tenantdb.core import errors
+from tenantdb.core import commands, errors
 from tenantdb.core.backups import manifest as manifest_
 from tenantdb.core.backups import taking
 
@@ -37,6 +37,7 @@ class RestoreRefused(errors.TenantDBError):
 
 def ensure_restored(
     rt: runtime.Runtime,
+    server: commands.Server,
     tenant: api.TenantSpec,
     meta: kopf.Meta,
     status: kopf.Status,
@@ -51,7 +52,9 @@ def ensure_restored(
     job = rt.jobs.get(key)
     if job is None:
         source = _source(rt, namespace, tenant)
-        rt.jobs.submit(key, lambda: _restore(rt, source, uid, meta["name"]), group=namespace)
+        rt.jobs.submit(
+            key, lambda: _restore(rt, server, source, uid, meta["name"]), group=namespace
+        )
         message = f"restoring from Backup {tenant.restore_from.backup}"
         kopf.info(body, reason=conditions.Reason.RESTORING, message=message)
         _condition(patch, status, meta, "False", conditions.Reason.RESTORING, message)
@@ -120,7 +123,7 @@ class _Source:
 
 
 def _restore(
-    rt: runtime.Runtime, source: _Source, target_uid: str, target: str
+    rt: runtime.Runtime, server: commands.Server, source: _Source, target_uid: str, target: str
 ) -> manifest_.Manifest:
     """The job: check the archive's versions against the namespace's Migrations, restore."""
     log = logs.about("Tenant", source.namespace, target, target_uid)
@@ -129,7 +132,7 @@ def _restore(
     try:
         declared = migrations.declared_versions(source.namespace)
         restored = taking.restore(
-            rt.server,
+            server,
             source.where.storage,
             source.where.location,
             source.keys.tenant_key if source.keys else None,

@@ -22,9 +22,10 @@ from typing import Any
 import kopf
 
 from tenantdb import settings as settings_
+from tenantdb.controllers import directory as directory_
 from tenantdb.controllers import jobs as jobs_
 from tenantdb.controllers import leadership as leadership_
-from tenantdb.core import commands, connecting, errors, naming
+from tenantdb.core import commands, connecting, errors, naming, placement
 
 _LOG = logging.getLogger(__name__)
 REACH_TIMEOUT = 10
@@ -39,6 +40,9 @@ class Runtime:
 
     settings: settings_.Settings
     server: commands.Server
+    """The operator's own server (``default``), which holds the placement directory."""
+    servers: directory_.Directory = field(init=False)
+    """Every server tenants live on, the operator's own included."""
     privileges: commands.Privileges | None = None
     """What the operator's database role may do, read at start-up."""
     last_verified: dict[str, float] = field(default_factory=dict)
@@ -69,6 +73,8 @@ class Runtime:
                 _LOG.warning("%s", line)
             _refuse_to_start(privileges)
             commands.prepare(server)
+            with connecting.connection(server.pool) as conn:
+                placement.adopt_local(conn, server.control_schema)
         except Exception:
             server.close()
             raise
@@ -79,6 +85,11 @@ class Runtime:
             jobs=jobs_.Jobs(settings.backups.concurrency, settings.backups.namespace_concurrency),
             leadership=leadership_.Leadership(settings.peering, settings.watch.namespace),
         )
+
+    def __post_init__(self) -> None:
+        database = self.settings.database
+        endpoint = connecting.public_parameters(database.url, database.public_host)
+        self.servers = directory_.Directory(self.server, endpoint, self.privileges)
 
     def require(self, isolation: str) -> None:
         """Refuse a tenant this operator's database role cannot serve."""
@@ -98,7 +109,7 @@ class Runtime:
     def close(self) -> None:
         """Stop taking jobs, close the pool's connections and the idle tenant sessions."""
         self.jobs.close()
-        self.server.close()
+        self.servers.close()
 
 
 def _refuse_to_start(privileges: commands.Privileges) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from tenantdb.api import GROUP, VERSION, conditions
 from tenantdb.api import tenants as api
-from tenantdb.controllers import kube, logs, reporting, runtime
+from tenantdb.controllers import directory, kube, logs, reporting, runtime
 from tenantdb.core import errors, usage
 from tenantdb.settings import UsageSettings
 
@@ -101,7 +101,8 @@ class Surveyor:
     def __init__(self, rt: runtime.Runtime, config: UsageSettings) -> None:
         self.rt = rt
         self.config = config
-        self.survey = usage.Survey(visits=config.database_visits)
+        self.surveys: dict[str, usage.Survey] = {}
+        """One survey per server: each remembers which of its database tenants it visited."""
         self.written: dict[str, Written] = {}
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tenantdb-usage", daemon=True)
@@ -119,10 +120,8 @@ class Surveyor:
     def tick(self) -> int:
         """One sweep; returns the statuses written."""
         started = time.monotonic()
-        try:
-            found = self.survey.sweep(self.rt.server, namespace=self.rt.settings.watch.namespace)
-        except errors.TenantDBError as exc:
-            logger.warning("usage sweep failed: %s", exc)
+        found = [u for member in self.rt.servers.members() for u in self._sweep(member)]
+        if not found and not self.surveys:
             return 0
         reporting.USAGE_SWEEP_SECONDS.observe(time.monotonic() - started)
         publish(found, self.config)
@@ -136,6 +135,17 @@ class Surveyor:
         for gone in [uid for uid in self.written if uid not in objects]:
             del self.written[gone]
         return written
+
+    def _sweep(self, member: directory.Member) -> list[usage.TenantUsage]:
+        """One server's tenants; a server that fails is skipped (and said so), not the rest."""
+        survey = self.surveys.setdefault(
+            member.name, usage.Survey(visits=self.config.database_visits)
+        )
+        try:
+            return survey.sweep(member.server, namespace=self.rt.settings.watch.namespace)
+        except errors.TenantDBError as exc:
+            logger.warning("usage sweep of server %s failed: %s", member.name, exc)
+            return []
 
     def _write(self, u: usage.TenantUsage, body: Mapping[str, Any] | None) -> bool:
         if body is None:

@@ -14,6 +14,7 @@ from tenantdb.api import GROUP, VERSION, conditions
 from tenantdb.api import tenants as api
 from tenantdb.controllers import (
     credentials,
+    directory,
     final_backups,
     kube,
     migrations,
@@ -21,7 +22,7 @@ from tenantdb.controllers import (
     restores,
     runtime,
 )
-from tenantdb.core import commands, connecting, errors, naming, seeding
+from tenantdb.core import commands, errors, naming, placement, seeding
 
 KIND = "Tenant"
 PLURAL = "tenants"
@@ -34,12 +35,6 @@ class InvalidSpec(errors.TenantDBError):
     """The spec passed the CRD schema but not the operator's own checks."""
 
     reason = "InvalidSpec"
-
-
-class Unsupported(errors.TenantDBError):
-    """The spec asks for a feature this operator does not have yet; nothing is provisioned."""
-
-    reason = conditions.Reason.UNSUPPORTED.value
 
 
 @dataclass(frozen=True)
@@ -91,14 +86,14 @@ def _reconcile(
     generation = int(meta.get("generation") or 0)
     try:
         tenant = parse_spec(spec)
-        refused = api.unsupported(tenant)
-        if refused:
-            raise Unsupported("; ".join(refused))
-        outcome = _converge(rt, tenant, meta, status, body)
+        member = _placed(rt, tenant, meta, status)
+        patch.status["server"] = member.name
+        outcome = _converge(rt, member, tenant, meta, status, body)
         _write_location(patch, outcome, meta, tenant)
-        restores.ensure_restored(rt, tenant, meta, status, patch, body)
+        restores.ensure_restored(rt, member.server, tenant, meta, status, patch, body)
         version = migrations.catch_up(
             rt,
+            member.server,
             meta["namespace"],
             meta["uid"],
             dict(meta.get("labels") or {}),
@@ -106,7 +101,7 @@ def _reconcile(
             known=indices["migration_versions"].get(meta["namespace"], []),
             shared=tenant.isolation is api.Isolation.SHARED,
         )
-        seeded = _seed(rt, tenant, meta["uid"], patch, status, generation, body)
+        seeded = _seed(rt, member.server, tenant, meta["uid"], patch, status, generation, body)
     except restores.RestoreWaiting as exc:
         _wait(patch, status, generation, exc, min(rt.settings.watch.retry_delay, WAIT_DELAY))
     except (errors.TenantDBError, credentials.SecretConflict, kube.ApiError) as exc:
@@ -161,7 +156,9 @@ def delete(
             final = final_backups.ensure_backed_up(rt, meta, status, patch, body)
             logger.info("final Backup %s is Completed; deleting the data", final)
         drop = policy is not api.DeletionPolicy.RETAIN
-        commands.deprovision(rt.server, uid=meta["uid"], name=meta["name"], drop=drop)
+        server = rt.servers.server(directory.located(status))
+        commands.deprovision(server, uid=meta["uid"], name=meta["name"], drop=drop)
+        rt.servers.forget(meta["uid"])
     except final_backups.FinalBackupPending as exc:
         delay = min(rt.settings.watch.retry_delay, WAIT_DELAY)
         raise kopf.TemporaryError(str(exc), delay=delay) from exc
@@ -184,8 +181,28 @@ def deletion_policy(spec: Any) -> tuple[api.DeletionPolicy, str]:
     return policy, ""
 
 
+def _placed(
+    rt: runtime.Runtime, tenant: api.TenantSpec, meta: kopf.Meta, status: kopf.Status
+) -> directory.Member:
+    """The tenant's server: the one its status names, else the directory's (placing it
+    first if new: by ``serverRef``, ``serverSelector``, or on the operator's own)."""
+    if dict(status).get("server"):
+        return rt.servers.member(directory.located(status))
+    if tenant.server_ref is not None:
+        named = tenant.server_ref.name
+        candidates, why = [rt.servers.member(named).candidate()], f"server {named}"
+    elif tenant.server_selector is not None:
+        candidates = rt.servers.candidates(tenant.server_selector)
+        why = "the Ready, schedulable servers matching serverSelector"
+    else:
+        candidates, why = [rt.servers.member(None).candidate()], "the operator's own server"
+    placing = placement.Tenant(meta["uid"], meta["namespace"], meta["name"], tenant.isolation.value)
+    return rt.servers.place(placing, candidates, why)
+
+
 def _converge(
     rt: runtime.Runtime,
+    member: directory.Member,
     tenant: api.TenantSpec,
     meta: kopf.Meta,
     status: kopf.Status,
@@ -196,17 +213,15 @@ def _converge(
     ``core`` asks for the password after registering the tenant, so a refusal
     (a domain taken) still leaves no Secret."""
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
-    rt.require(tenant.isolation.value)
+    member.require(tenant.isolation.value)
     request = request_for(rt, tenant, meta)
     rotation = dict(meta.get("annotations") or {}).get(ROTATE_ANNOTATION)
     rotate = rotation is not None and rotation != dict(status).get("credentialsRotation")
     owner = dict(kopf.build_owner_reference(body))
-    endpoint = connecting.public_parameters(
-        rt.settings.database.url, rt.settings.database.public_host
-    )
+    endpoint = member.endpoint
     complete = _predicted(tenant, naming.tenant_names(name, uid), endpoint)
     stored = credentials.StoredPassword(namespace, name, owner, rotate=rotate, complete=complete)
-    provisioned = commands.provision(rt.server, request, stored, reset_password=True)
+    provisioned = commands.provision(member.server, request, stored, reset_password=True)
     creds = credentials.Credentials(
         host=endpoint["host"],
         port=endpoint["port"],
@@ -244,6 +259,7 @@ def _predicted(
 
 def _seed(
     rt: runtime.Runtime,
+    server: commands.Server,
     tenant: api.TenantSpec,
     uid: str,
     patch: kopf.Patch,
@@ -257,10 +273,10 @@ def _seed(
     settings = rt.settings
     try:
         report = seeding.seed_tenant(
-            rt.pool,
-            rt.server.control_schema,
-            rt.server.shared_schema,
-            rt.server.sessions,
+            server.pool,
+            server.control_schema,
+            server.shared_schema,
+            server.sessions,
             uid,
             tenant.seed.profile.value,
             tenant.seed.seeders,

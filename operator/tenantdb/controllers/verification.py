@@ -24,7 +24,15 @@ import kopf
 
 from tenantdb.api import API_VERSION, GROUP, VERSION, conditions
 from tenantdb.api import tenants as api
-from tenantdb.controllers import credentials, kube, migrations, reporting, runtime, tenants
+from tenantdb.controllers import (
+    credentials,
+    directory,
+    kube,
+    migrations,
+    reporting,
+    runtime,
+    tenants,
+)
 from tenantdb.core import commands, errors
 
 logger = logging.getLogger("tenantdb.verification")
@@ -48,6 +56,8 @@ class Target:
     version: int | None
     isolation: tuple[str, str] | None
     """``IsolationVerified``'s status and message, if set."""
+    server: str = "default"
+    """The server the tenant lives on."""
 
 
 @kopf.index(GROUP, VERSION, tenants.PLURAL)
@@ -65,7 +75,13 @@ def verification_targets(
         None,
     )
     target = Target(
-        uid, name, namespace or "", status.get("phase"), status.get("version"), isolation
+        uid,
+        name,
+        namespace or "",
+        status.get("phase"),
+        status.get("version"),
+        isolation,
+        directory.located(status),
     )
     return {"": target}
 
@@ -142,14 +158,15 @@ def _verify_all(rt: runtime.Runtime, chosen: list[Target]) -> None:
 
 def verify(rt: runtime.Runtime, target: Target) -> None:
     """Check one tenant; repair drift and say so; write status only if it changed."""
-    version = migrations.tenant_version(rt, target.uid)  # later rollouts move it
-    findings = commands.verify_isolation(rt.server, target.uid, target.name, rt.settings.plans)
+    server = rt.servers.server(target.server)
+    version = migrations.tenant_version(server, target.uid)  # later rollouts move it
+    findings = commands.verify_isolation(server, target.uid, target.name, rt.settings.plans)
     obj: dict[str, Any] | None = None
     if findings:
         obj = _read(target)
         if obj is None:
             return
-        isolation = _repair(rt, target, obj, findings)
+        isolation = _repair(rt, server, target, obj, findings)
     else:
         isolation = ("True", conditions.Reason.VERIFIED, "isolation verified")
     if version == target.version and target.isolation == (isolation[0], isolation[2]):
@@ -160,15 +177,19 @@ def verify(rt: runtime.Runtime, target: Target) -> None:
 
 
 def _repair(
-    rt: runtime.Runtime, target: Target, obj: dict[str, Any], findings: list[str]
+    rt: runtime.Runtime,
+    server: commands.Server,
+    target: Target,
+    obj: dict[str, Any],
+    findings: list[str],
 ) -> tuple[conditions.ConditionStatus, str, str]:
     found = "; ".join(findings)
     meta = obj["metadata"]
     request = tenants.request_for(rt, tenants.parse_spec(obj.get("spec") or {}), meta)
     owner = dict(kopf.build_owner_reference(cast(kopf.Body, obj)))  # reads only .get()
     stored = credentials.StoredPassword(target.namespace, target.name, owner)
-    commands.repair_isolation(rt.server, request, stored)
-    remaining = commands.verify_isolation(rt.server, target.uid, target.name, rt.settings.plans)
+    commands.repair_isolation(server, request, stored)
+    remaining = commands.verify_isolation(server, target.uid, target.name, rt.settings.plans)
     logger.warning("%s/%s: isolation drift: %s", target.namespace, target.name, found)
     _warn(target, conditions.Reason.ISOLATION_DRIFT, f"drift found: {found}")
     if remaining:

@@ -22,7 +22,15 @@ Migration SQL, shared scope        the shared owner role of    ``TenantSessions`
                                    the Migration's namespace
 seeders, a shared tenant's rows    the owner role, then        ``TenantSessions``
 removed on deletion                ``SET LOCAL ROLE`` login
+placement directory (which server  the operator's role         the operator's own server's
+each tenant lives on)                                          ``Server.pool`` only
+                                                               (``controllers/directory``)
 =================================  ==========================  =============================
+
+Each server tenants live on (the operator's own, and each ``DatabaseServer``)
+has a ``Server`` of its own: its pool, its tenant sessions, its control
+schema with its tenants' registry rows and ledgers. Work on a tenant runs on
+its server's (``controllers/directory.Directory.server``), never another's.
 
 No tenant-written statement ever reaches an operator connection, so nothing
 a tenant can leave behind (session settings, temporary objects, prepared

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tenantdb.core import locking, naming, spaces
+from tenantdb.core import locking, naming, placement, spaces
 
 ControlStep = Callable[[naming.Identifier], sql.Composed]
 
@@ -110,6 +110,7 @@ CONTROL_STEPS: tuple[ControlStep, ...] = (
     locking.table_step,
     spaces.table_step,
     _restoring_column,
+    placement.table_step,
 )
 """Numbered from 1; append, never edit, so existing installations upgrade."""
 

@@ -1,0 +1,190 @@
+"""Tenants on a second PostgreSQL server: a DatabaseServer reached and prepared, Tenants
+placed on it by ``serverRef`` and by ``serverSelector``, refused (with nothing created)
+when the server is unknown or full, and a server that still hosts tenants kept when
+deleted. Two real servers: the session's and one started here."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tenantdb.devenv import operator_process, postgres
+from tests.e2e.kubectl import Kubectl
+from tests.e2e.support import connect, eventually
+
+pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.operator]
+OWN_NAMESPACE = "default"
+"""Where the session operator (no ``POD_NAMESPACE``) reads DatabaseServer Secrets."""
+
+
+@pytest.fixture(scope="module")
+def second_postgres(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[postgres.EmbeddedPostgres]:
+    with postgres.EmbeddedPostgres(tmp_path_factory.mktemp("second-postgres")) as server:
+        yield server
+
+
+@pytest.fixture
+def database_server(
+    kubeconfig: Path,
+    operator: operator_process.OperatorProcess,
+    second_postgres: postgres.EmbeddedPostgres,
+) -> Iterator[tuple[str, str]]:
+    """A Ready DatabaseServer on the second server: its name and its label's value."""
+    system = Kubectl(kubeconfig, OWN_NAMESPACE)
+    name, zone = f"second-{uuid.uuid4().hex[:6]}", f"zone-{uuid.uuid4().hex[:6]}"
+    system.run(
+        "create",
+        "secret",
+        "generic",
+        name,
+        f"--from-literal=DATABASE_URL={second_postgres.operator_url}",
+    )
+    body = {
+        "apiVersion": "tenantdb.io/v1alpha1",
+        "kind": "DatabaseServer",
+        "metadata": {"name": name, "labels": {"zone": zone}},
+        "spec": {"connection": {"secretName": name}},
+    }
+    system.apply(json.dumps(body))
+    system.wait(f"databaseserver/{name}", "condition=Ready", timeout=60)
+    yield name, zone
+    system.run("delete", "databaseserver", name, "--wait=false", check=False)
+    system.run("delete", "secret", name, check=False)
+
+
+def apply_tenant(kubectl: Kubectl, name: str, **spec: object) -> None:
+    body = {
+        "apiVersion": "tenantdb.io/v1alpha1",
+        "kind": "Tenant",
+        "metadata": {"name": name},
+        "spec": {"isolation": "schema", **spec},
+    }
+    kubectl.apply(json.dumps(body))
+
+
+def schemas_on(url: str, schema: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,))
+        found = row.fetchone()
+    return int(found[0]) if found else 0
+
+
+def ready_reason(kubectl: Kubectl, name: str) -> str:
+    conditions = (kubectl.get("tenant", name).get("status") or {}).get("conditions") or []
+    return next((c["reason"] for c in conditions if c["type"] == "Ready"), "")
+
+
+def test_a_tenant_named_onto_a_second_server_lives_there_only(
+    kubectl: Kubectl,
+    database_server: tuple[str, str],
+    second_postgres: postgres.EmbeddedPostgres,
+    database_url: str,
+) -> None:
+    name, _ = database_server
+    apply_tenant(kubectl, "far", serverRef={"name": name})
+    kubectl.wait("tenant/far", "condition=Ready", timeout=120)
+    status = kubectl.get("tenant", "far")["status"]
+    assert status["server"] == name
+    assert schemas_on(second_postgres.superuser_url(), status["schema"]) == 1
+    assert schemas_on(database_url, status["schema"]) == 0
+    credentials = kubectl.secret_data(status["credentialsSecret"])
+    assert credentials["port"] == str(second_postgres.port)
+    with connect(credentials) as conn:
+        row = conn.execute("SELECT current_user, inet_server_port()").fetchone()
+    assert row == (credentials["username"], second_postgres.port)
+
+
+def test_a_selector_places_the_tenant_on_the_matching_server(
+    kubectl: Kubectl, database_server: tuple[str, str]
+) -> None:
+    name, zone = database_server
+    apply_tenant(kubectl, "chosen", serverSelector={"matchLabels": {"zone": zone}})
+    kubectl.wait("tenant/chosen", "condition=Ready", timeout=120)
+    assert kubectl.get("tenant", "chosen")["status"]["server"] == name
+    apply_tenant(kubectl, "nowhere", serverSelector={"matchLabels": {"zone": "none-such"}})
+    eventually(lambda: ready_reason(kubectl, "nowhere") == "ServerNotFound", timeout=60)
+    assert "server" not in (kubectl.get("tenant", "nowhere").get("status") or {})
+
+
+def test_unknown_and_full_servers_refuse_the_tenant_and_create_nothing(
+    kubectl: Kubectl, database_server: tuple[str, str], second_postgres: postgres.EmbeddedPostgres
+) -> None:
+    name, _ = database_server
+    apply_tenant(kubectl, "lost", serverRef={"name": "no-such-server"})
+    eventually(lambda: ready_reason(kubectl, "lost") == "ServerUnavailable", timeout=60)
+    system = Kubectl(kubectl.kubeconfig, OWN_NAMESPACE)
+    patch = {"spec": {"capacity": {"tenants": 0}}}
+    system.run("patch", "databaseserver", name, "--type=merge", "-p", json.dumps(patch))
+    apply_tenant(kubectl, "crowded", serverRef={"name": name})
+    eventually(lambda: ready_reason(kubectl, "crowded") == "ServerFull", timeout=60)
+    with psycopg.connect(second_postgres.superuser_url(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT count(*) FROM tenantdb.tenants WHERE namespace = %s", (kubectl.namespace,)
+        ).fetchone()
+    assert rows == (0,)
+
+
+def test_a_server_that_hosts_tenants_is_kept_when_deleted(
+    kubectl: Kubectl, database_server: tuple[str, str]
+) -> None:
+    name, _ = database_server
+    apply_tenant(kubectl, "resident", serverRef={"name": name})
+    kubectl.wait("tenant/resident", "condition=Ready", timeout=120)
+    system = Kubectl(kubectl.kubeconfig, OWN_NAMESPACE)
+    system.run("delete", "databaseserver", name, "--wait=false")
+
+    def refused() -> bool:
+        conditions = (system.get("databaseserver", name).get("status") or {}).get("conditions")
+        ready = next((c for c in conditions or [] if c["type"] == "Ready"), {})
+        return ready.get("reason") == "TenantsRemain" and "1 tenant(s)" in ready.get("message", "")
+
+    eventually(refused, timeout=60)
+    kubectl.run("delete", "tenant", "resident", "--timeout=120s")
+    system.run("wait", "--for=delete", f"databaseserver/{name}", "--timeout=60s")
+
+
+def test_a_migration_reaches_the_tenants_of_both_servers_and_deletion_cleans_each(
+    kubectl: Kubectl,
+    database_server: tuple[str, str],
+    second_postgres: postgres.EmbeddedPostgres,
+    database_url: str,
+) -> None:
+    name, _ = database_server
+    apply_tenant(kubectl, "near")
+    apply_tenant(kubectl, "away", serverRef={"name": name})
+    for tenant in ("near", "away"):
+        kubectl.wait(f"tenant/{tenant}", "condition=Ready", timeout=120)
+    migration = {
+        "apiVersion": "tenantdb.io/v1alpha1",
+        "kind": "Migration",
+        "metadata": {"name": "both"},
+        "spec": {"version": 1, "up": "CREATE TABLE everywhere (id int)"},
+    }
+    kubectl.apply(json.dumps(migration))
+    kubectl.wait("migration/both", "jsonpath={.status.phase}=Succeeded", timeout=120)
+    counts = kubectl.get("migration", "both")["status"]["tenants"]
+    assert (counts["total"], counts["applied"]) == (2, 2)
+    near, away = (kubectl.get("tenant", t)["status"] for t in ("near", "away"))
+    assert (near["server"], away["server"]) == ("default", name)
+    for url, schema in (
+        (database_url, near["schema"]),
+        (second_postgres.superuser_url(), away["schema"]),
+    ):
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".everywhere',))
+            assert row.fetchone() == (True,), schema
+    kubectl.wait("tenant/away", "jsonpath={.status.version}=1", timeout=60)
+    verified = 'jsonpath={.status.conditions[?(@.type=="IsolationVerified")].status}=True'
+    kubectl.wait("tenant/away", verified, timeout=60)
+
+    body = {"spec": {"deletionPolicy": "Delete"}}
+    kubectl.run("patch", "tenant", "away", "--type=merge", "-p", json.dumps(body))
+    kubectl.run("delete", "tenant", "away", "--timeout=120s")
+    assert schemas_on(second_postgres.superuser_url(), away["schema"]) == 0
