@@ -21,6 +21,26 @@ def manifest(kind: str, name: str, spec: str) -> str:
 
 
 REFUSED_ON_CREATE = {
+    "serverRef with serverSelector": (
+        manifest(
+            "Tenant",
+            "t9",
+            "  serverRef:\n    name: primary\n  serverSelector:\n    matchLabels:\n      zone: a\n",
+        ),
+        "serverRef and serverSelector exclude each other",
+    ),
+    "a DatabaseServer named default": (
+        manifest("DatabaseServer", "default", "  connection:\n    secretName: pg\n"),
+        "'default' is the operator's own server",
+    ),
+    "a DatabaseServer with a negative capacity": (
+        manifest(
+            "DatabaseServer",
+            "pg-small",
+            "  connection:\n    secretName: pg\n  capacity:\n    schema: -1\n",
+        ),
+        "spec.capacity.schema",
+    ),
     "unknown isolation": (
         manifest("Tenant", "t1", "  isolation: tablespace\n"),
         'Unsupported value: "tablespace"',
@@ -175,6 +195,11 @@ REFUSED_ON_UPDATE = {
         manifest("Tenant", "u2", "  serverRef:\n    name: primary\n"),
         manifest("Tenant", "u2", "  serverRef:\n    name: replica\n"),
         "serverRef is immutable",
+    ),
+    "changing serverSelector": (
+        manifest("Tenant", "u5", "  serverSelector:\n    matchLabels:\n      zone: a\n"),
+        manifest("Tenant", "u5", "  serverSelector:\n    matchLabels:\n      zone: b\n"),
+        "serverSelector is immutable",
     ),
     "changing a migration's version": (
         manifest("Migration", "u3", "  version: 7\n  up: SELECT 1\n"),

@@ -114,11 +114,22 @@ def test_a_selector_places_the_tenant_on_the_matching_server(
 
 
 def test_unknown_and_full_servers_refuse_the_tenant_and_create_nothing(
-    kubectl: Kubectl, database_server: tuple[str, str], second_postgres: postgres.EmbeddedPostgres
+    kubectl: Kubectl,
+    database_server: tuple[str, str],
+    second_postgres: postgres.EmbeddedPostgres,
+    database_url: str,
 ) -> None:
     name, _ = database_server
     apply_tenant(kubectl, "lost", serverRef={"name": "no-such-server"})
     eventually(lambda: ready_reason(kubectl, "lost") == "ServerUnavailable", timeout=60)
+    lost = kubectl.get("tenant", "lost")
+    assert lost["status"]["phase"] == "Pending" and "server" not in lost["status"]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for table in ("tenants", "placements"):
+            query = f"SELECT count(*) FROM tenantdb.{table} WHERE namespace = %s"
+            assert conn.execute(query, (kubectl.namespace,)).fetchone() == (0,), table
+    assert kubectl.run("get", "secret", "lost-credentials", check=False).returncode != 0
+    kubectl.run("delete", "tenant", "lost", "--timeout=60s")  # and it can be deleted
     system = Kubectl(kubectl.kubeconfig, OWN_NAMESPACE)
     patch = {"spec": {"capacity": {"tenants": 0}}}
     system.run("patch", "databaseserver", name, "--type=merge", "-p", json.dumps(patch))

@@ -1,18 +1,9 @@
-"""What the Tenant controller refuses, and which deletion policy it carries out."""
+"""Which deletion policy the Tenant controller carries out."""
 
 import pytest
 
 from tenantdb.api import tenants as api
 from tenantdb.controllers import tenants
-
-
-def test_fields_without_their_feature_are_named() -> None:
-    spec = api.TenantSpec.model_validate(
-        {"serverRef": {"name": "replica"}, "restoreFrom": {"backup": "nightly"}}
-    )
-    found = api.unsupported(spec)
-    assert [f.split(":")[0] for f in found] == ["spec.serverRef"]
-    assert api.unsupported(api.TenantSpec()) == []
 
 
 @pytest.mark.parametrize(
