@@ -5,6 +5,7 @@ deleted. Two real servers: the session's and one started here."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -13,9 +14,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tenantdb.devenv import operator_process, postgres
+from tenantdb.devenv import operator_process, postgres, processes
 from tests.e2e.kubectl import Kubectl
-from tests.e2e.support import connect, eventually
+from tests.e2e.support import Forwarder, connect, eventually
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.operator]
 OWN_NAMESPACE = "default"
@@ -37,26 +38,30 @@ def database_server(
     second_postgres: postgres.EmbeddedPostgres,
 ) -> Iterator[tuple[str, str]]:
     """A Ready DatabaseServer on the second server: its name and its label's value."""
+    zone = f"zone-{uuid.uuid4().hex[:6]}"
+    with registered(kubeconfig, second_postgres.operator_url, {"zone": zone}) as name:
+        yield name, zone
+
+
+@contextlib.contextmanager
+def registered(kubeconfig: Path, url: str, labels: dict[str, str]) -> Iterator[str]:
+    """A DatabaseServer for ``url`` (and its Secret), Ready; deleted afterwards."""
     system = Kubectl(kubeconfig, OWN_NAMESPACE)
-    name, zone = f"second-{uuid.uuid4().hex[:6]}", f"zone-{uuid.uuid4().hex[:6]}"
-    system.run(
-        "create",
-        "secret",
-        "generic",
-        name,
-        f"--from-literal=DATABASE_URL={second_postgres.operator_url}",
-    )
+    name = f"server-{uuid.uuid4().hex[:6]}"
+    system.run("create", "secret", "generic", name, f"--from-literal=DATABASE_URL={url}")
     body = {
         "apiVersion": "tenantdb.io/v1alpha1",
         "kind": "DatabaseServer",
-        "metadata": {"name": name, "labels": {"zone": zone}},
+        "metadata": {"name": name, "labels": labels},
         "spec": {"connection": {"secretName": name}},
     }
     system.apply(json.dumps(body))
     system.wait(f"databaseserver/{name}", "condition=Ready", timeout=60)
-    yield name, zone
-    system.run("delete", "databaseserver", name, "--wait=false", check=False)
-    system.run("delete", "secret", name, check=False)
+    try:
+        yield name
+    finally:
+        system.run("delete", "databaseserver", name, "--wait=false", check=False)
+        system.run("delete", "secret", name, check=False)
 
 
 def apply_tenant(kubectl: Kubectl, name: str, **spec: object) -> None:
@@ -199,3 +204,53 @@ def test_a_migration_reaches_the_tenants_of_both_servers_and_deletion_cleans_eac
     kubectl.run("patch", "tenant", "away", "--type=merge", "-p", json.dumps(body))
     kubectl.run("delete", "tenant", "away", "--timeout=120s")
     assert schemas_on(second_postgres.superuser_url(), away["schema"]) == 0
+
+
+def test_a_server_that_is_down_holds_up_only_its_own_tenants(
+    kubectl: Kubectl, tmp_path: Path
+) -> None:
+    with postgres.EmbeddedPostgres(tmp_path / "postgres") as down:
+        link = Forwarder(processes.free_port(), (processes.LOOPBACK, down.port))
+        url = down.operator_url.replace(f":{down.port}/", f":{link.port}/")
+        try:
+            with registered(kubectl.kubeconfig, url, {}) as name:
+                outage(kubectl, name, down, link)
+        finally:
+            link.close()
+
+
+def outage(kubectl: Kubectl, name: str, down: postgres.EmbeddedPostgres, link: Forwarder) -> None:
+    apply_tenant(kubectl, "stranded", serverRef={"name": name}, deletionPolicy="Delete")
+    apply_tenant(kubectl, "fine")
+    for tenant in ("stranded", "fine"):
+        kubectl.wait(f"tenant/{tenant}", "condition=Ready", timeout=120)
+    down.stop()
+    migration = {
+        "apiVersion": "tenantdb.io/v1alpha1",
+        "kind": "Migration",
+        "metadata": {"name": "during-outage"},
+        "spec": {"version": 1, "up": "CREATE TABLE during_outage (id int)"},
+    }
+    kubectl.apply(json.dumps(migration))
+
+    def waits_for_the_server() -> bool:
+        status = kubectl.get("migration", "during-outage").get("status") or {}
+        ready = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
+        applied = (status.get("tenants") or {}).get("applied")
+        return ready.get("reason") == "ServerUnavailable" and applied == 1
+
+    eventually(waits_for_the_server, timeout=120)
+    for tenant in ("stranded", "fine"):
+        patch = {"spec": {"displayName": f"{tenant} during the outage"}}
+        kubectl.run("patch", "tenant", tenant, "--type=merge", "-p", json.dumps(patch))
+    generation = kubectl.get("tenant", "fine")["metadata"]["generation"]
+    kubectl.wait("tenant/fine", f"jsonpath={{.status.observedGeneration}}={generation}")
+    assert ready_reason(kubectl, "fine") == "Provisioned"
+    eventually(lambda: ready_reason(kubectl, "stranded") == "DatabaseUnavailable", timeout=60)
+
+    down.start()
+    link.retarget((processes.LOOPBACK, down.port))
+    kubectl.wait("migration/during-outage", "jsonpath={.status.phase}=Succeeded", timeout=120)
+    assert kubectl.get("migration", "during-outage")["status"]["tenants"]["applied"] == 2
+    kubectl.wait("tenant/stranded", "condition=Ready", timeout=120)
+    kubectl.run("delete", "tenant", "stranded", "--timeout=120s")

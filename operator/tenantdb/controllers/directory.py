@@ -123,6 +123,12 @@ class Directory:
 
     # The placement directory: on the operator's own server, as the operator's role.
 
+    def located(self, uid: str) -> str | None:
+        """The server a tenant was placed on (None: not placed yet)."""
+        own = self.default
+        with connecting.connection(own.pool) as conn:
+            return placement.located(conn, own.control_schema, uid)
+
     def place(
         self, tenant: placement.Tenant, candidates: list[placement.Candidate], why: str
     ) -> Member:

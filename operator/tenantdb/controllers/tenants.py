@@ -86,7 +86,7 @@ def _reconcile(
     generation = int(meta.get("generation") or 0)
     try:
         tenant = parse_spec(spec)
-        member = _placed(rt, tenant, meta, status)
+        member = _placed(rt, tenant, meta)
         patch.status["server"] = member.name
         outcome = _converge(rt, member, tenant, meta, status, body)
         _write_location(patch, outcome, meta, tenant)
@@ -156,7 +156,7 @@ def delete(
             final = final_backups.ensure_backed_up(rt, meta, status, patch, body)
             logger.info("final Backup %s is Completed; deleting the data", final)
         drop = policy is not api.DeletionPolicy.RETAIN
-        server = rt.servers.server(directory.located(status))
+        server = rt.servers.server(rt.servers.located(meta["uid"]))
         commands.deprovision(server, uid=meta["uid"], name=meta["name"], drop=drop)
         rt.servers.forget(meta["uid"])
     except final_backups.FinalBackupPending as exc:
@@ -181,13 +181,12 @@ def deletion_policy(spec: Any) -> tuple[api.DeletionPolicy, str]:
     return policy, ""
 
 
-def _placed(
-    rt: runtime.Runtime, tenant: api.TenantSpec, meta: kopf.Meta, status: kopf.Status
-) -> directory.Member:
-    """The tenant's server: the one its status names, else the directory's (placing it
-    first if new: by ``serverRef``, ``serverSelector``, or on the operator's own)."""
-    if dict(status).get("server"):
-        return rt.servers.member(directory.located(status))
+def _placed(rt: runtime.Runtime, tenant: api.TenantSpec, meta: kopf.Meta) -> directory.Member:
+    """The tenant's server by the directory (status only mirrors it), placing it first if
+    new: by ``serverRef``, by ``serverSelector``, or on the operator's own server."""
+    found = rt.servers.located(meta["uid"])
+    if found is not None:
+        return rt.servers.member(found)
     if tenant.server_ref is not None:
         named = tenant.server_ref.name
         candidates, why = [rt.servers.member(named).candidate()], f"server {named}"

@@ -7,7 +7,8 @@ The parts' reports are summed into the one status the Migration shows: a
 halted part or one awaiting approval speaks for the whole; an unreachable
 server keeps the rollout unfinished and is named; otherwise the phase is
 decided on the summed counts, so ``maxFailures`` counts failures on every
-server together (each server's part stops at the budget it has seen).
+server together (each server's part stops at the budget it has seen), and
+nothing is called finished until every server's part has reported.
 """
 
 import threading
@@ -34,6 +35,8 @@ class _Parts:
         default_factory=dict
     )
     unreachable: dict[str, str] = field(default_factory=dict)
+    expected: frozenset[str] = frozenset()
+    """Every server with a part: until each has spoken, the whole is not finished."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reporter(self, server: str) -> reconciling.Report:
@@ -84,7 +87,12 @@ class _Parts:
                 counts,
                 failures,
             )
-        return planning.decide(self.mode, counts, self.strategy), counts, failures
+        verdict = planning.decide(self.mode, counts, self.strategy)
+        silent = sorted(self.expected - set(self.reports) - set(self.unreachable))
+        if silent and verdict.phase is not api.Phase.RUNNING:
+            message = f"{verdict.message}; waiting for server(s) {', '.join(silent)}"
+            verdict = planning.Verdict(api.Phase.RUNNING, False, verdict.reason, message)
+        return verdict, counts, failures
 
 
 def reconcile(
@@ -102,7 +110,7 @@ def reconcile(
     if len(servers) == 1 and not missing:
         (server,) = servers.values()
         return reconciling.reconcile(server, request, applied_by, report, stop, interval, observe)
-    parts = _Parts(request.mode, request.spec.strategy, report)
+    parts = _Parts(request.mode, request.spec.strategy, report, expected=frozenset(servers))
     parts.unreachable.update(missing or {})
     with ThreadPoolExecutor(max(len(servers), 1), thread_name_prefix="tenantdb-fleet") as pool:
         futures = {

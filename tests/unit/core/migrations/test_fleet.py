@@ -50,3 +50,12 @@ def test_an_unreachable_server_keeps_the_rollout_unfinished_and_is_named() -> No
 def test_every_part_done_is_done() -> None:
     combined, _ = parts(("default", *running(2, 2)), ("east", *running(1, 1)))
     assert combined.combined()[0].phase is api.Phase.SUCCEEDED
+
+
+def test_nothing_is_finished_until_every_server_has_spoken() -> None:
+    combined, _ = parts(("default", *running(2, 2)))
+    combined.expected = frozenset({"default", "east"})
+    verdict = combined.combined()[0]
+    assert verdict.phase is api.Phase.RUNNING and "waiting for server(s) east" in verdict.message
+    combined.reporter("east")(*running(1, 1), [])
+    assert combined.combined()[0].phase is api.Phase.SUCCEEDED
