@@ -67,6 +67,8 @@ def test_default_values(helm: Helm) -> None:
         "ClusterRoleBinding",
         "Deployment",
         "PodDisruptionBudget",
+        "Role",  # reading DatabaseServers' Secrets in the release's namespace
+        "RoleBinding",
         "Service",
         "ServiceAccount",
     ]
@@ -136,9 +138,10 @@ def test_pod_is_hardened_alive_on_kopfs_endpoint_and_ready_on_the_operators(helm
 def test_namespaced_mode_grants_roles_in_each_listed_namespace(helm: Helm) -> None:
     manifests = helm.manifests(NAMESPACED)
     roles = of_kind(manifests, "Role")
-    assert sorted(r.namespace or "" for r in roles) == ["team-a", "team-b"]
+    served = ["team-a", "team-b", "tenantdb-system"]  # and the servers' Secrets in its own
+    assert sorted(r.namespace or "" for r in roles) == served
     bindings = of_kind(manifests, "RoleBinding")
-    assert sorted(b.namespace or "" for b in bindings) == ["team-a", "team-b"]
+    assert sorted(b.namespace or "" for b in bindings) == served
     for binding in bindings:
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "tenantdb", "namespace": "tenantdb-system"}
@@ -165,14 +168,23 @@ def test_rbac_grants_exactly_what_the_operator_uses(helm: Helm, values: dict[str
     discovery = {
         ("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")
     }
+    # DatabaseServers are cluster-scoped; their Secrets are in the release's namespace.
+    discovery |= {(GROUP, "databaseservers", v) for v in ("list", "watch", "patch")}
+    discovery |= {(GROUP, "databaseservers/status", "patch")}
+    roles = {role.name: role for role in of_kind(manifests, "Role")}
+    servers = roles.pop("tenantdb-servers")
+    assert servers.namespace == "tenantdb-system"
+    assert _grants([(servers, rule) for rule in servers["rules"]], "Role") == {
+        ("", "secrets", "get")
+    }
     if values:
         discovery |= {("", "namespaces", v) for v in ("list", "watch")}
         cluster = _grants(rules, "ClusterRole")
         assert cluster == discovery
-        for role in of_kind(manifests, "Role"):
+        for role in roles.values():
             assert _grants([(role, rule) for rule in role["rules"]], "Role") == namespaced
     else:
-        assert not of_kind(manifests, "Role")
+        assert not roles
         assert _grants(rules, "ClusterRole") == namespaced | discovery
 
 
@@ -198,6 +210,9 @@ def expected_namespaced_grants() -> set[tuple[str, str, str]]:
         for handler in part.get_all_handlers()
         if handler.selector is not None
     }
+    cluster_scoped = {(GROUP, "databaseservers")}  # granted with the cluster-wide rules
+    assert cluster_scoped <= handled
+    handled -= cluster_scoped
     assert handled == {
         (GROUP, "tenants"),
         (GROUP, "migrations"),
