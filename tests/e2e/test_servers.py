@@ -74,6 +74,16 @@ def apply_tenant(kubectl: Kubectl, name: str, **spec: object) -> None:
     kubectl.apply(json.dumps(body))
 
 
+def apply_migration(kubectl: Kubectl, name: str, up: str) -> None:
+    body = {
+        "apiVersion": "tenantdb.io/v1alpha1",
+        "kind": "Migration",
+        "metadata": {"name": name},
+        "spec": {"version": 1, "up": up},
+    }
+    kubectl.apply(json.dumps(body))
+
+
 def schemas_on(url: str, schema: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,))
@@ -177,13 +187,7 @@ def test_a_migration_reaches_the_tenants_of_both_servers_and_deletion_cleans_eac
     apply_tenant(kubectl, "away", serverRef={"name": name})
     for tenant in ("near", "away"):
         kubectl.wait(f"tenant/{tenant}", "condition=Ready", timeout=120)
-    migration = {
-        "apiVersion": "tenantdb.io/v1alpha1",
-        "kind": "Migration",
-        "metadata": {"name": "both"},
-        "spec": {"version": 1, "up": "CREATE TABLE everywhere (id int)"},
-    }
-    kubectl.apply(json.dumps(migration))
+    apply_migration(kubectl, "both", "CREATE TABLE everywhere (id int)")
     kubectl.wait("migration/both", "jsonpath={.status.phase}=Succeeded", timeout=120)
     counts = kubectl.get("migration", "both")["status"]["tenants"]
     assert (counts["total"], counts["applied"]) == (2, 2)
@@ -225,13 +229,7 @@ def outage(kubectl: Kubectl, name: str, down: postgres.EmbeddedPostgres, link: F
     for tenant in ("stranded", "fine"):
         kubectl.wait(f"tenant/{tenant}", "condition=Ready", timeout=120)
     down.stop()
-    migration = {
-        "apiVersion": "tenantdb.io/v1alpha1",
-        "kind": "Migration",
-        "metadata": {"name": "during-outage"},
-        "spec": {"version": 1, "up": "CREATE TABLE during_outage (id int)"},
-    }
-    kubectl.apply(json.dumps(migration))
+    apply_migration(kubectl, "during-outage", "CREATE TABLE during_outage (id int)")
 
     def waits_for_the_server() -> bool:
         status = kubectl.get("migration", "during-outage").get("status") or {}
