@@ -16,7 +16,7 @@ import pytest
 
 from tenantdb.devenv import operator_process, postgres, processes
 from tests.e2e.kubectl import Kubectl
-from tests.e2e.support import Forwarder, connect, eventually
+from tests.e2e.support import Forwarder, connect, eventually, scrape
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.operator]
 OWN_NAMESPACE = "default"
@@ -101,8 +101,10 @@ def test_a_tenant_named_onto_a_second_server_lives_there_only(
     database_server: tuple[str, str],
     second_postgres: postgres.EmbeddedPostgres,
     database_url: str,
+    operator: operator_process.OperatorProcess,
 ) -> None:
     name, _ = database_server
+    assert scrape(operator)[f'tenantdb_database_server_reachable{{server="{name}"}}'] == 1
     apply_tenant(kubectl, "far", serverRef={"name": name})
     kubectl.wait("tenant/far", "condition=Ready", timeout=120)
     status = kubectl.get("tenant", "far")["status"]

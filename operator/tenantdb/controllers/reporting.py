@@ -34,6 +34,16 @@ WATCHDOG_ACTIONS = Counter(
     ["action"],
 )
 
+SERVER_REACHABLE = Gauge(
+    "tenantdb_database_server_reachable",
+    "Whether the operator's last look at a DatabaseServer reached it (1) or not (0)",
+    ["server"],
+)
+SERVER_TENANTS = Gauge(
+    "tenantdb_database_server_tenants",
+    "Tenants placed on a DatabaseServer, by isolation mode",
+    ["server", "isolation"],
+)
 USAGE_TENANTS = Gauge(
     "tenantdb_tenants", "Live tenants by isolation mode and plan", ["isolation", "plan"]
 )

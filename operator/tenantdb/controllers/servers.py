@@ -23,6 +23,7 @@ PLURAL = "databaseservers"
 CHECK_INTERVAL = 30.0
 """Seconds between two looks at a connected server (reachability, tenants placed)."""
 REACH_TIMEOUT = 10
+ISOLATIONS = ("schema", "database", "shared")
 
 
 class ServerRefused(errors.TenantDBError):
@@ -52,6 +53,7 @@ def connect(
         member = _joined(rt, meta, spec)
         _report(rt, member, patch, status, generation)
     except (errors.TenantDBError, kube.ApiError) as exc:
+        reporting.SERVER_REACHABLE.labels(server=meta["name"]).set(0)
         patch.status["reachable"] = False
         reporting.fail(
             KIND,
@@ -71,20 +73,30 @@ def connect(
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=CHECK_INTERVAL, initial_delay=CHECK_INTERVAL)
-def check(meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, memo: Any, **_: Any) -> None:
-    """Reachability and tenants placed, rewritten only when they change."""
+def check(
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: Any,
+    **_: Any,
+) -> None:
+    """Reachability and tenants placed, rewritten only when they change; a changed Secret
+    (a rotated password) reopens the server's connections."""
     rt = runtime.current(memo)
     if rt is None:
         return
     generation = int(meta.get("generation") or 0)
     try:
-        member = rt.servers.member(meta["name"])
+        member = _joined(rt, meta, spec)
         connecting.ping(member.server.pool, REACH_TIMEOUT)
         _report(rt, member, patch, status, generation)
-    except errors.TenantDBError as exc:
+    except (errors.TenantDBError, kube.ApiError) as exc:
+        reporting.SERVER_REACHABLE.labels(server=meta["name"]).set(0)
         patch.status["reachable"] = False
+        reason = str(getattr(exc, "reason", "Error"))
         reporting.write_ready(
-            patch, status, generation, api.Phase.UNREACHABLE, "False", exc.reason, str(exc)
+            patch, status, generation, api.Phase.UNREACHABLE, "False", reason, str(exc)
         )
     reporting.drop_unchanged(patch, status)
 
@@ -115,6 +127,9 @@ def remove(
         kopf.warn(body, reason="TenantsRemain", message=message)
         raise kopf.TemporaryError(message, delay=rt.settings.watch.retry_delay)
     rt.servers.leave(name)
+    reporting.SERVER_REACHABLE.remove(name)
+    for isolation in ISOLATIONS:
+        reporting.SERVER_TENANTS.remove(name, isolation)
 
 
 def _joined(rt: runtime.Runtime, meta: kopf.Meta, spec: kopf.Spec) -> directory.Member:
@@ -202,6 +217,10 @@ def _report(
     generation: int,
 ) -> None:
     by_mode = rt.servers.placed(member.name)
+    reporting.SERVER_REACHABLE.labels(server=member.name).set(1)
+    for isolation in ISOLATIONS:
+        count = by_mode.get(isolation, 0)
+        reporting.SERVER_TENANTS.labels(server=member.name, isolation=isolation).set(count)
     patch.status["reachable"] = True
     if member.privileges is not None:
         patch.status["serverVersion"] = _version(member.privileges.server_version)
