@@ -120,7 +120,8 @@ def outside(admin: psycopg.Connection, boundary: Boundary, attacker: Tenant) -> 
             " JOIN pg_roles m ON m.oid = a.member"
             " WHERE r.rolname = ANY(%(roles)s) OR m.rolname = ANY(%(roles)s)"
             " OR r.rolname LIKE 'pg\\_%%' OR r.rolname IN ('postgres', 'tenantdb_operator')"
-            " ORDER BY 1, 2",
+            # A role may hold one membership from several grantors: order them all.
+            " ORDER BY 1, 2, 3, 4, 5",
             {"roles": roles},
         ).fetchall(),
         "settings": admin.execute(
