@@ -183,6 +183,7 @@ def test_a_migration_reaches_the_tenants_of_both_servers_and_deletion_cleans_eac
     database_server: tuple[str, str],
     second_postgres: postgres.EmbeddedPostgres,
     database_url: str,
+    operator: operator_process.OperatorProcess,
 ) -> None:
     name, _ = database_server
     apply_tenant(kubectl, "near")
@@ -205,6 +206,7 @@ def test_a_migration_reaches_the_tenants_of_both_servers_and_deletion_cleans_eac
     kubectl.wait("tenant/away", "jsonpath={.status.version}=1", timeout=60)
     verified = 'jsonpath={.status.conditions[?(@.type=="IsolationVerified")].status}=True'
     kubectl.wait("tenant/away", verified, timeout=60)
+    restarted_without_a_flicker(kubectl, operator)
 
     body = {"spec": {"deletionPolicy": "Delete"}}
     kubectl.run("patch", "tenant", "away", "--type=merge", "-p", json.dumps(body))
@@ -254,3 +256,33 @@ def outage(kubectl: Kubectl, name: str, down: postgres.EmbeddedPostgres, link: F
     assert kubectl.get("migration", "during-outage")["status"]["tenants"]["applied"] == 2
     kubectl.wait("tenant/stranded", "condition=Ready", timeout=120)
     kubectl.run("delete", "tenant", "stranded", "--timeout=120s")
+
+
+def restarted_without_a_flicker(
+    kubectl: Kubectl, operator: operator_process.OperatorProcess
+) -> None:
+    """Across an operator restart (its servers reached anew), the finished Migration keeps
+    its times and the second server's tenant never leaves Ready."""
+    migration = kubectl.get("migration", "both")["status"]
+    ready = next(
+        c for c in kubectl.get("tenant", "away")["status"]["conditions"] if c["type"] == "Ready"
+    )
+    operator.stop()
+    operator.start()
+    patch = {"spec": {"displayName": "after the restart"}}
+    kubectl.run("patch", "tenant", "away", "--type=merge", "-p", json.dumps(patch))
+    generation = kubectl.get("tenant", "away")["metadata"]["generation"]
+    kubectl.wait(
+        "tenant/away", f"jsonpath={{.status.observedGeneration}}={generation}", timeout=120
+    )
+    after = kubectl.get("tenant", "away")["status"]["conditions"]
+    assert (
+        next(c for c in after if c["type"] == "Ready")["lastTransitionTime"]
+        == ready["lastTransitionTime"]
+    )
+    now = kubectl.get("migration", "both")["status"]
+    assert now["finishedAt"] and now["phase"] == "Succeeded"
+    assert (now.get("startedAt"), now["finishedAt"]) == (
+        migration.get("startedAt"),
+        migration["finishedAt"],
+    )

@@ -8,7 +8,8 @@ another: a server that is down fails only its own tenants' work.
 """
 
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,12 +18,27 @@ from tenantdb.api import servers as api
 from tenantdb.core import commands, connecting, errors, placement
 from tenantdb.core.migrations import planning
 
+STARTING = 60.0
+"""Seconds after start-up in which a server not tried yet counts as connecting, not down."""
+
 
 class ServerUnavailable(errors.TenantDBError):
     """The tenant's server is not connected (unknown, unreachable, or being prepared)."""
 
     reason = "ServerUnavailable"
     permanent = False
+
+
+class ServerConnecting(ServerUnavailable):
+    """A declared server this process has not tried yet, just after start-up: wait,
+    say nothing (it is most likely being reached right now)."""
+
+
+def declared(indices: Mapping[str, Any]) -> frozenset[str]:
+    """The DatabaseServers' names from kopf's ``database_servers`` index (filled before
+    any handler runs, so it knows every server before the servers are reached)."""
+    index = indices.get("database_servers")
+    return frozenset(index.get("", [])) if index is not None else frozenset()
 
 
 @dataclass(frozen=True)
@@ -69,30 +85,43 @@ class Directory:
         self._lock = threading.Lock()
         own = Member(api.DEFAULT, default, dict(endpoint), privileges=privileges)
         self._members: dict[str, Member] = {api.DEFAULT: own}
+        self._tried: set[str] = {api.DEFAULT}
+        self._started = time.monotonic()
 
     @property
     def default(self) -> commands.Server:
         """The operator's own server, which also holds the placement directory."""
         return self._members[api.DEFAULT].server
 
-    def member(self, name: str | None) -> Member:
-        """The named server (None: the default), or ``ServerUnavailable``."""
+    def member(self, name: str | None, declared: Collection[str] = ()) -> Member:
+        """The named server (None: the default), or ``ServerUnavailable``:
+        ``ServerConnecting`` if it is among the ``declared`` DatabaseServers and this
+        process has not tried it yet, just after start-up."""
         with self._lock:
             found = self._members.get(name or api.DEFAULT)
-        if found is None:
-            raise ServerUnavailable(
-                f"server {name} is not connected (see kubectl get databaseserver {name})"
-            )
-        return found
+            untried = name not in self._tried
+        if found is not None:
+            return found
+        starting = time.monotonic() - self._started < STARTING
+        if untried and starting and name in declared:
+            raise ServerConnecting(f"server {name} is connecting")
+        raise ServerUnavailable(
+            f"server {name} is not connected (see kubectl get databaseserver {name})"
+        )
 
-    def server(self, name: str | None) -> commands.Server:
+    def server(self, name: str | None, declared: Collection[str] = ()) -> commands.Server:
         """The named server's connections (None: the default)."""
-        return self.member(name).server
+        return self.member(name, declared).server
 
     def members(self) -> list[Member]:
         """Every connected server, the default first."""
         with self._lock:
             return sorted(self._members.values(), key=lambda m: (m.name != api.DEFAULT, m.name))
+
+    def tried(self, name: str) -> None:
+        """The DatabaseServer controller tried to reach ``name`` (whatever came of it)."""
+        with self._lock:
+            self._tried.add(name)
 
     def join(self, member: Member) -> None:
         """Add or replace a server; a replaced one's connections are closed."""
@@ -156,8 +185,11 @@ class Directory:
         with connecting.connection(own.pool) as conn:
             return placement.hosted(conn, own.control_schema, server)
 
-    def hosting(self, namespace: str) -> tuple[dict[str, commands.Server], dict[str, str]]:
-        """The connected servers a namespace's tenants live on, and why the others are not."""
+    def hosting(
+        self, namespace: str, declared: Collection[str] = ()
+    ) -> tuple[dict[str, commands.Server], dict[str, str]]:
+        """The connected servers a namespace's tenants live on, and why the others are not
+        (``ServerConnecting`` for a declared one not tried yet: a rollout waits for it)."""
         own = self.default
         with connecting.connection(own.pool) as conn:
             names = placement.servers_of(conn, own.control_schema, namespace)
@@ -165,7 +197,9 @@ class Directory:
         missing: dict[str, str] = {}
         for name in sorted(names):
             try:
-                servers[name] = self.server(name)
+                servers[name] = self.server(name, declared)
+            except ServerConnecting:
+                raise
             except ServerUnavailable as exc:
                 missing[name] = str(exc)
         return servers, missing

@@ -32,7 +32,7 @@ from prometheus_client import Counter, Histogram
 from tenantdb import settings as settings_
 from tenantdb.api import GROUP, VERSION, conditions
 from tenantdb.api import migrations as api
-from tenantdb.controllers import kube, reporting, runtime
+from tenantdb.controllers import directory, kube, reporting, runtime
 from tenantdb.core import commands as core_commands
 from tenantdb.core import errors
 from tenantdb.core.migrations import commands, fleet, outcomes, planning, reconciling, scripts
@@ -218,6 +218,7 @@ async def roll_out(
                 stop,
                 body,
                 logger,
+                directory.declared(kwargs),
             )
             delay = await asyncio.to_thread(rollout_pass.run)
             with contextlib.suppress(TimeoutError):
@@ -257,8 +258,11 @@ class _Pass:
         stop: threading.Event,
         live_body: kopf.Body,
         logger: kopf.Logger,
+        servers: frozenset[str] = frozenset(),
     ) -> None:
         self.rt, self.body, self.declared, self.tenants = rt, body, declared, tenants
+        self.servers = servers
+        """The declared DatabaseServers (``directory.declared``)."""
         self.state, self.stop, self.live_body, self.logger = state, stop, live_body, logger
         meta = body["metadata"]
         self.name, self.namespace = str(meta["name"]), str(meta["namespace"])
@@ -278,6 +282,8 @@ class _Pass:
         try:
             with reporting.RECONCILE_SECONDS.labels(kind=KIND).time():
                 verdict = self._reconcile()
+        except directory.ServerConnecting:
+            return ACTIVE_DELAY  # just started: its servers are being reached
         except errors.TenantDBError as exc:
             reporting.RECONCILE_ERRORS.labels(kind=KIND, reason=exc.reason).inc()
             try:
@@ -301,7 +307,7 @@ class _Pass:
         return ACTIVE_DELAY if running else IDLE_DELAY
 
     def _reconcile(self) -> planning.Verdict | None:
-        servers, missing = self.rt.servers.hosting(self.namespace)
+        servers, missing = self.rt.servers.hosting(self.namespace, self.servers)
         return fleet.reconcile(
             servers,
             self._request(),

@@ -33,6 +33,12 @@ class ServerRefused(errors.TenantDBError):
     permanent = False
 
 
+@kopf.index(GROUP, VERSION, PLURAL)
+def database_servers(name: str, **_: Any) -> dict[str, str]:
+    """Every DatabaseServer's name, under one key (``directory.declared``)."""
+    return {"": name}
+
+
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
@@ -53,6 +59,7 @@ def connect(
         member = _joined(rt, meta, spec)
         _report(rt, member, patch, status, generation)
     except (errors.TenantDBError, kube.ApiError) as exc:
+        rt.servers.tried(str(meta["name"]))
         reporting.SERVER_REACHABLE.labels(server=meta["name"]).set(0)
         patch.status["reachable"] = False
         reporting.fail(
@@ -160,6 +167,7 @@ def _joined(rt: runtime.Runtime, meta: kopf.Meta, spec: kopf.Spec) -> directory.
     else:
         member = _opened(rt, name, parsed, url, labels, fingerprint)
     rt.servers.join(member)
+    rt.servers.tried(name)
     return member
 
 

@@ -86,7 +86,7 @@ def _reconcile(
     generation = int(meta.get("generation") or 0)
     try:
         tenant = parse_spec(spec)
-        member = _placed(rt, tenant, meta)
+        member = _placed(rt, tenant, meta, directory.declared(indices))
         patch.status["server"] = member.name
         outcome = _converge(rt, member, tenant, meta, status, body)
         _write_location(patch, outcome, meta, tenant)
@@ -102,6 +102,8 @@ def _reconcile(
             shared=tenant.isolation is api.Isolation.SHARED,
         )
         seeded = _seed(rt, member.server, tenant, meta["uid"], patch, status, generation, body)
+    except directory.ServerConnecting as exc:
+        raise kopf.TemporaryError(str(exc), delay=runtime.STARTING_DELAY) from exc
     except restores.RestoreWaiting as exc:
         _wait(patch, status, generation, exc, min(rt.settings.watch.retry_delay, WAIT_DELAY))
     except (errors.TenantDBError, credentials.SecretConflict, kube.ApiError) as exc:
@@ -181,15 +183,17 @@ def deletion_policy(spec: Any) -> tuple[api.DeletionPolicy, str]:
     return policy, ""
 
 
-def _placed(rt: runtime.Runtime, tenant: api.TenantSpec, meta: kopf.Meta) -> directory.Member:
+def _placed(
+    rt: runtime.Runtime, tenant: api.TenantSpec, meta: kopf.Meta, declared: frozenset[str]
+) -> directory.Member:
     """The tenant's server by the directory (status only mirrors it), placing it first if
     new: by ``serverRef``, by ``serverSelector``, or on the operator's own server."""
     found = rt.servers.located(meta["uid"])
     if found is not None:
-        return rt.servers.member(found)
+        return rt.servers.member(found, declared)
     if tenant.server_ref is not None:
         named = tenant.server_ref.name
-        candidates, why = [rt.servers.member(named).candidate()], f"server {named}"
+        candidates, why = [rt.servers.member(named, declared).candidate()], f"server {named}"
     elif tenant.server_selector is not None:
         candidates = rt.servers.candidates(tenant.server_selector)
         why = "the Ready, schedulable servers matching serverSelector"

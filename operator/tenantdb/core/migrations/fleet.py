@@ -7,8 +7,10 @@ The parts' reports are summed into the one status the Migration shows: a
 halted part or one awaiting approval speaks for the whole; an unreachable
 server keeps the rollout unfinished and is named; otherwise the phase is
 decided on the summed counts, so ``maxFailures`` counts failures on every
-server together (each server's part stops at the budget it has seen), and
-nothing is called finished until every server's part has reported.
+server together (each server's part stops at the budget it has seen).
+Progress is passed on as it comes; a settled sum only once every server's
+part has spoken, so that no part alone calls finished what the others have
+not done (an operator restarted on a finished rollout writes nothing).
 """
 
 import threading
@@ -36,7 +38,7 @@ class _Parts:
     )
     unreachable: dict[str, str] = field(default_factory=dict)
     expected: frozenset[str] = frozenset()
-    """Every server with a part: until each has spoken, the whole is not finished."""
+    """Every server with a part (``emit``)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reporter(self, server: str) -> reconciling.Report:
@@ -54,10 +56,15 @@ class _Parts:
             self.reports.pop(server, None)
             self.unreachable[server] = str(problem)
 
-    def emit(self) -> planning.Verdict:
+    def emit(self, final: bool = False) -> planning.Verdict:
+        """Pass the sum on: progress at once, a settled sum only once every part has
+        spoken (or at the ``final`` call), so that the servers already done do not call
+        finished what the others have not reported yet."""
         with self.lock:
             verdict, counts, failures = self.combined()
-        self.report(verdict, counts, failures)
+            spoken = self.expected <= set(self.reports) | set(self.unreachable)
+        if final or spoken or verdict.phase is api.Phase.RUNNING:
+            self.report(verdict, counts, failures)
         return verdict
 
     def combined(self) -> tuple[planning.Verdict, planning.Counts, reconciling.Failures]:
@@ -87,12 +94,7 @@ class _Parts:
                 counts,
                 failures,
             )
-        verdict = planning.decide(self.mode, counts, self.strategy)
-        silent = sorted(self.expected - set(self.reports) - set(self.unreachable))
-        if silent and verdict.phase is not api.Phase.RUNNING:
-            message = f"{verdict.message}; waiting for server(s) {', '.join(silent)}"
-            verdict = planning.Verdict(api.Phase.RUNNING, False, verdict.reason, message)
-        return verdict, counts, failures
+        return planning.decide(self.mode, counts, self.strategy), counts, failures
 
 
 def reconcile(
@@ -136,4 +138,4 @@ def reconcile(
                 parts.lost(name, exc)
     if all(v is None for v in verdicts.values()) and not parts.unreachable:
         return None  # a finished dry run everywhere: nothing new to say
-    return parts.emit()
+    return parts.emit(final=True)

@@ -52,10 +52,15 @@ def test_every_part_done_is_done() -> None:
     assert combined.combined()[0].phase is api.Phase.SUCCEEDED
 
 
-def test_nothing_is_finished_until_every_server_has_spoken() -> None:
-    combined, _ = parts(("default", *running(2, 2)))
-    combined.expected = frozenset({"default", "east"})
-    verdict = combined.combined()[0]
-    assert verdict.phase is api.Phase.RUNNING and "waiting for server(s) east" in verdict.message
-    combined.reporter("east")(*running(1, 1), [])
-    assert combined.combined()[0].phase is api.Phase.SUCCEEDED
+def test_a_settled_sum_waits_for_every_server_progress_does_not() -> None:
+    seen: list[planning.Verdict] = []
+    combined = fleet._Parts(
+        planning.Mode.APPLY, STRATEGY, lambda v, c, f: seen.append(v), expected=frozenset("ab")
+    )
+    combined.reporter("a")(*running(2, 2), [])
+    assert seen == []  # "a" alone would say Succeeded for both
+    combined.reporter("a")(*running(1, 3), [])
+    assert [v.phase for v in seen] == [api.Phase.RUNNING]  # progress goes out at once
+    combined.reporter("a")(*running(3, 3), [])
+    combined.reporter("b")(*running(1, 1), [])
+    assert [v.phase for v in seen] == [api.Phase.RUNNING, api.Phase.SUCCEEDED]
