@@ -5,6 +5,8 @@ Pools run in autocommit mode: every unit of work opens its own explicit
 statements that refuse transactions (CREATE DATABASE) can run too.
 """
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,11 +27,76 @@ TRANSIENT_SQLSTATES = ("40", "55P03", "XX000")
 updates ("tuple concurrently updated"): retrying may well succeed."""
 
 
+DOWN_SECONDS = 5.0
+"""Seconds a pool that could not connect fails at once before one caller tries again."""
+
+
+class GuardedPool(psycopg_pool.ConnectionPool):
+    """A pool that fails at once while its server is known to be down.
+
+    Waiting for a connection ends after the pool's timeout (30 s). With the
+    server down every caller would wait that long, each holding one of the
+    operator's worker threads, and a server that is down would hold up the
+    work of every other. So when a wait ends without a connection and the
+    pool's connection attempts failed meanwhile (it is failing to connect, not
+    busy), callers fail at once with the cause for ``DOWN_SECONDS``; then one
+    caller at a time tries again, and the first connection obtained ends it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._guard = threading.Lock()
+        self._down_until = 0.0
+        self._down_because = ""
+        self._probing = False
+        self._errors_seen = 0
+
+    def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
+        self._refuse_while_down()
+        try:
+            conn = super().getconn(timeout)
+        except psycopg_pool.PoolTimeout as exc:
+            self._failed(exc)
+            raise
+        finally:
+            with self._guard:
+                self._probing = False
+        errors_now = self._connection_errors()
+        with self._guard:
+            self._down_until, self._down_because = 0.0, ""
+            self._errors_seen = errors_now
+        return conn
+
+    def _refuse_while_down(self) -> None:
+        with self._guard:
+            if not self._down_until:
+                return
+            if time.monotonic() >= self._down_until and not self._probing:
+                self._probing = True  # this caller tries; the others keep failing at once
+                return
+            because = self._down_because
+        raise psycopg_pool.PoolTimeout(f"the server was unreachable moments ago: {because}")
+
+    def _failed(self, exc: psycopg_pool.PoolTimeout) -> None:
+        errors_now = self._connection_errors()
+        with self._guard:
+            if errors_now <= self._errors_seen:
+                return  # no connection attempt failed meanwhile: busy, not down
+            self._errors_seen = errors_now
+            self._down_until = time.monotonic() + DOWN_SECONDS
+            self._down_because = str(exc)
+
+    def _connection_errors(self) -> int:
+        """Failed connection attempts since the pool opened (psycopg_pool's counter)."""
+        return int(self.get_stats().get("connections_errors", 0))
+
+
 def open_pool(
     url: str, min_size: int = 1, max_size: int = 8, name: str = "tenantdb"
 ) -> psycopg_pool.ConnectionPool:
-    """A pool of autocommit connections to one server; opened lazily, checked on use."""
-    pool = psycopg_pool.ConnectionPool(
+    """A pool of autocommit connections to one server; opened lazily, checked on use,
+    failing at once while the server is known to be down (``GuardedPool``)."""
+    pool = GuardedPool(
         url,
         min_size=min_size,
         max_size=max_size,
