@@ -6,7 +6,10 @@ CEL rules) generated from the models, enforced by a real kube-apiserver.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from tests.e2e.kubectl import Kubectl
 
@@ -241,3 +244,16 @@ def test_timeouts_up_to_postgresqls_limit_are_accepted(api_only: Kubectl) -> Non
         spec = f"  version: 9\n  up: SELECT 1\n  lockTimeout: {lock}\n  statementTimeout: {statement}\n"
         api_only.apply(manifest("Migration", name, spec))
         assert api_only.get("migration", name)["spec"]["statementTimeout"] == statement
+
+
+def test_the_example_database_server_and_its_tenant_are_accepted(api_only: Kubectl) -> None:
+    documents = (
+        Path(__file__).resolve().parents[2] / "examples" / "databaseserver.yaml"
+    ).read_text()
+    for document in yaml.safe_load_all(documents):
+        if document["kind"] == "Secret":
+            continue  # its namespace is the operator's, which this API server lacks
+        created = api_only.run(
+            "create", "--dry-run=server", "-o", "name", "-f", "-", stdin=yaml.safe_dump(document)
+        )
+        assert created.stdout.strip().endswith(f"/{document['metadata']['name']}")
