@@ -71,7 +71,7 @@ class Runtime:
                 _LOG.warning("the operator's database role %s lacks %s", privileges.role, line)
             for line in privileges.exposures():
                 _LOG.warning("%s", line)
-            _refuse_to_start(privileges)
+            refuse_unusable(privileges)
             commands.prepare(server)
             with connecting.connection(server.pool) as conn:
                 placement.adopt_local(conn, server.control_schema)
@@ -112,7 +112,8 @@ class Runtime:
         self.servers.close()
 
 
-def _refuse_to_start(privileges: commands.Privileges) -> None:
+def refuse_unusable(privileges: commands.Privileges) -> None:
+    """Refuse a server on which the operator's role can serve no tenant at all."""
     if privileges.superuser or (privileges.createrole and privileges.create_in_database):
         return
     raise errors.InsufficientPrivilege(

@@ -7,7 +7,9 @@ current. Deleting a server that still hosts tenants is refused by the
 finalizer, with how many remain.
 """
 
+import dataclasses
 import hashlib
+import logging
 from typing import Any
 
 import kopf
@@ -18,6 +20,7 @@ from tenantdb.api import servers as api
 from tenantdb.controllers import directory, kube, reporting, runtime
 from tenantdb.core import commands, connecting, errors
 
+_LOG = logging.getLogger("tenantdb.servers")
 KIND = "DatabaseServer"
 PLURAL = "databaseservers"
 CHECK_INTERVAL = 30.0
@@ -154,15 +157,8 @@ def _joined(rt: runtime.Runtime, meta: kopf.Meta, spec: kopf.Spec) -> directory.
     except directory.ServerUnavailable:
         known = None
     if known is not None and known.fingerprint == fingerprint:
-        member = directory.Member(
-            name,
-            known.server,
-            known.endpoint,
-            labels,
-            parsed.capacity,
-            parsed.unschedulable,
-            fingerprint,
-            known.privileges,
+        member = dataclasses.replace(
+            known, labels=labels, capacity=parsed.capacity, unschedulable=parsed.unschedulable
         )
     else:
         member = _opened(rt, name, parsed, url, labels, fingerprint)
@@ -184,9 +180,9 @@ def _opened(
     try:
         connecting.reach(server.url, REACH_TIMEOUT)
         privileges = commands.inspect_privileges(server)
-        missing = privileges.missing()
-        if not (privileges.superuser or (privileges.createrole and privileges.create_in_database)):
-            raise ServerRefused(f"its role {privileges.role} lacks {'; '.join(missing)}")
+        for line in privileges.missing():
+            _LOG.warning("server %s: the operator's role %s lacks %s", name, privileges.role, line)
+        runtime.refuse_unusable(privileges)
         commands.prepare(server)
     except Exception:
         server.close()
