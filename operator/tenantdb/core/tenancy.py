@@ -172,7 +172,7 @@ def provision(
             with conn.transaction():
                 locking.take(conn, server.control_schema, request.uid)
                 _register(conn, server, request, location)
-                state = _inspect(conn, names)
+                state = _inspect(conn, names, space.owner_role if space else None)
                 stored = password if isinstance(password, str) else password()
                 verifier = passwords.scram_verifier(stored)
                 reset = reset_password or not isinstance(password, str)
@@ -185,8 +185,9 @@ def provision(
                         inherit=mode is Isolation.SHARED,
                         superuser=state.superuser,
                     ),
-                    *_grant_statements(server, names, mode, space, home, state, request.uid),
+                    *_grant_statements(names, mode, space, state, request.uid),
                     *_membership_repairs(names, mode, space, state),
+                    *_connect_statements(server, names, mode, space, home, state),
                 ]
                 conn.execute(sql.SQL(";\n").join(statements))
         except psycopg.errors.UniqueViolation as exc:
@@ -272,6 +273,8 @@ class _State:
 
     roles: frozenset[str]
     public_connects: bool
+    connecting: frozenset[str]
+    """The tenant's roles that may connect to the operator's database already."""
     memberships: frozenset[tuple[str, str]]
     """(member, group) of the tenant's roles, for groups the operator may revoke from
     (those it administers: the others, like ``pg_read_all_data``, only a superuser can;
@@ -285,6 +288,8 @@ _INSPECT = sql.SQL(
     """
     SELECT ARRAY(SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%(roles)s)),
            has_database_privilege('public', current_database(), 'CONNECT'),
+           ARRAY(SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%(connecting)s)
+                 AND has_database_privilege(oid, current_database(), 'CONNECT')),
            ARRAY(SELECT ARRAY[r.rolname::text, g.rolname::text] FROM pg_auth_members m
                  JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member
                  WHERE r.rolname = ANY(%(roles)s)
@@ -295,13 +300,25 @@ _INSPECT = sql.SQL(
 )
 
 
-def _inspect(conn: psycopg.Connection[Any], names: naming.TenantNames) -> _State:
-    """One round trip instead of one per check: roles, CONNECT, memberships."""
-    row = conn.execute(_INSPECT, {"roles": [names.login_role, names.owner_role]}).fetchone()
+def _inspect(
+    conn: psycopg.Connection[Any], names: naming.TenantNames, owner: str | None = None
+) -> _State:
+    """One round trip instead of one per check: roles, CONNECT (of the login role and
+    ``owner``, the tenant's own by default), memberships."""
+    roles = [names.login_role, names.owner_role]
+    params = {"roles": roles, "connecting": [names.login_role, owner or names.owner_role]}
+    row = conn.execute(_INSPECT, params).fetchone()
     assert row is not None
-    roles, public_connects, pairs, version, superuser = row
+    roles, public_connects, connects, pairs, version, superuser = row
     memberships = frozenset((member, group) for member, group in pairs)
-    return _State(frozenset(roles), bool(public_connects), memberships, int(version), superuser)
+    return _State(
+        frozenset(roles),
+        bool(public_connects),
+        frozenset(connects),
+        memberships,
+        int(version),
+        superuser,
+    )
 
 
 def _role_statements(
@@ -339,23 +356,14 @@ def _owner_verifier(server: Server, role: str) -> str:
 
 
 def _grant_statements(
-    server: Server,
     names: naming.TenantNames,
     mode: Isolation,
     space: shared.Space | None,
-    home: str,
     state: _State,
     uid: str,
 ) -> list[sql.Composable]:
     """Mode-specific objects and privileges."""
     statements: list[sql.Composable] = []
-    if mode is not Isolation.DATABASE and not state.public_connects:
-        # Only where CONNECT was revoked from PUBLIC: a GRANT rewrites the
-        # database's catalog row, which tenants provisioned in parallel
-        # would otherwise collide on ("tuple concurrently updated").
-        statements.append(locking.take_statement(server.control_schema, locking.BOOTSTRAP))
-        owner = names.owner_role if space is None else space.owner_role
-        statements.append(provisioning.grant_connect(names, home, owner))
     if mode is Isolation.SCHEMA:
         statements += [
             provisioning.create_schema(names),
@@ -373,6 +381,34 @@ def _grant_statements(
             provisioning.pin_search_path([names.login_role, names.owner_role], "public")
         )
     return statements
+
+
+def _connect_statements(
+    server: Server,
+    names: naming.TenantNames,
+    mode: Isolation,
+    space: shared.Space | None,
+    home: str,
+    state: _State,
+) -> list[sql.Composable]:
+    """CONNECT on the operator's database, for roles that lack it (only where it was
+    revoked from PUBLIC), last in the batch.
+
+    The GRANT rewrites the database's catalog row, which tenants provisioned in
+    parallel would otherwise collide on ("tuple concurrently updated"), so it
+    holds the bootstrap lock from there to the commit: last, it is held for the
+    grant and the commit only, and a tenant whose roles connect already (every
+    reconcile but the first) takes it not at all.
+    """
+    owner = names.owner_role if space is None else space.owner_role
+    if mode is Isolation.DATABASE or state.public_connects:
+        return []
+    if {names.login_role, owner} <= state.connecting:
+        return []
+    return [
+        locking.take_statement(server.control_schema, locking.BOOTSTRAP),
+        provisioning.grant_connect(names, home, owner),
+    ]
 
 
 def _membership_repairs(
