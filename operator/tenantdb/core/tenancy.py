@@ -168,11 +168,14 @@ def provision(
             space = shared_space(server, request.namespace)
     with connecting.connection(server.pool) as conn:
         location = _location(names, mode, home, space)
+        owner = space.owner_role if space else None
+        reads = [registry.upsert(server.control_schema), _INSPECT]
+        params = {**_registered(request, location), **_inspected(names, owner)}
         try:
-            with conn.transaction():
-                locking.take(conn, server.control_schema, request.uid)
-                _register(conn, server, request, location)
-                state = _inspect(conn, names, space.owner_role if space else None)
+            with locking.hold_reading(
+                conn, server.control_schema, request.uid, reads, params
+            ) as row:
+                state = _state(row)
                 stored = password if isinstance(password, str) else password()
                 verifier = passwords.scram_verifier(stored)
                 reset = reset_password or not isinstance(password, str)
@@ -189,7 +192,7 @@ def provision(
                     *_membership_repairs(names, mode, space, state),
                     *_connect_statements(server, names, mode, space, home, state),
                 ]
-                conn.execute(sql.SQL(";\n").join(statements))
+                locking.commit_with(conn, sql.SQL(";\n").join(statements), None)
         except psycopg.errors.UniqueViolation as exc:
             raise _domain_conflict(conn, server.control_schema, request) from exc
         if request.suspended:
@@ -300,14 +303,19 @@ _INSPECT = sql.SQL(
 )
 
 
-def _inspect(
-    conn: psycopg.Connection[Any], names: naming.TenantNames, owner: str | None = None
-) -> _State:
-    """One round trip instead of one per check: roles, CONNECT (of the login role and
-    ``owner``, the tenant's own by default), memberships."""
+def _inspect(conn: psycopg.Connection[Any], names: naming.TenantNames) -> _State:
+    """One round trip instead of one per check: roles, CONNECT, memberships."""
+    return _state(conn.execute(_INSPECT, _inspected(names)).fetchone())
+
+
+def _inspected(names: naming.TenantNames, owner: str | None = None) -> dict[str, Any]:
+    """``_INSPECT``'s parameters: CONNECT is that of the login role and ``owner`` (the
+    tenant's own by default)."""
     roles = [names.login_role, names.owner_role]
-    params = {"roles": roles, "connecting": [names.login_role, owner or names.owner_role]}
-    row = conn.execute(_INSPECT, params).fetchone()
+    return {"roles": roles, "connecting": [names.login_role, owner or names.owner_role]}
+
+
+def _state(row: tuple[Any, ...] | None) -> _State:
     assert row is not None
     roles, public_connects, connects, pairs, version, superuser = row
     memberships = frozenset((member, group) for member, group in pairs)
@@ -498,9 +506,8 @@ def _orient(
     return str(row[0]), bool(row[1]), row[2]
 
 
-def _register(
-    conn: psycopg.Connection[Any], server: Server, request: TenantRequest, location: Provisioned
-) -> None:
+def _registered(request: TenantRequest, location: Provisioned) -> dict[str, Any]:
+    """``registry.upsert``'s parameters for the tenant."""
     record = registry.TenantRecord(
         uid=request.uid,
         name=request.name,
@@ -516,12 +523,11 @@ def _register(
         suspended=request.suspended,
         metadata=dict(request.metadata or {}),
     )
-    params = {
+    return {
         **asdict(record),
         "metadata": Jsonb(record.metadata),
         "restoring_from": request.restoring_from,
     }
-    conn.execute(registry.upsert(server.control_schema), params)
 
 
 def _close_operator_database(conn: psycopg.Connection[Any], server: Server) -> None:
