@@ -180,13 +180,14 @@ def provision(
                 verifier = passwords.scram_verifier(stored)
                 reset = reset_password or not isinstance(password, str)
                 statements = [
-                    *_role_statements(server, names, space, state, verifier, reset),
+                    *_role_statements(server, request, names, space, state, verifier, reset),
                     provisioning.configure_login_role(
                         names,
                         request.limits,
                         request.suspended,
                         inherit=mode is Isolation.SHARED,
                         superuser=state.superuser,
+                        created=names.login_role not in state.roles,
                     ),
                     *_grant_statements(names, mode, space, state, request.uid),
                     *_membership_repairs(names, mode, space, state),
@@ -331,6 +332,7 @@ def _state(row: tuple[Any, ...] | None) -> _State:
 
 def _role_statements(
     server: Server,
+    request: TenantRequest,
     names: naming.TenantNames,
     space: shared.Space | None,
     state: _State,
@@ -342,18 +344,25 @@ def _role_statements(
     tenant's owner is its space's: that owner may act as its own namespace's tenants
     only."""
     owner = names.owner_role if space is None else space.owner_role
+    version = state.server_version
     statements: list[sql.Composable] = []
+    joined = False
     if space is None and names.owner_role not in state.roles:
-        statements.append(
-            provisioning.create_owner_role(names, _owner_verifier(server, names.owner_role))
-        )
+        owner_verifier = _owner_verifier(server, names.owner_role)
+        statements.append(provisioning.create_owner_role(names, owner_verifier, version))
+        joined = provisioning.joins_on_creation(version)
     if names.login_role not in state.roles:
-        statements.append(provisioning.create_login_role(names, verifier))
+        inherit = request.isolation is Isolation.SHARED
+        statements.append(
+            provisioning.create_login_role(
+                names, verifier, request.limits, request.suspended, inherit
+            )
+        )
     elif reset_password:
         statements.append(provisioning.set_password(names, verifier))
-    if space is None:
-        statements.append(provisioning.join_operator(names.owner_role, state.server_version))
-    statements.append(provisioning.act_as_login(owner, names.login_role, state.server_version))
+    if space is None and not joined:
+        statements.append(provisioning.join_operator(names.owner_role, version))
+    statements.append(provisioning.act_as_login(owner, names.login_role, version))
     return statements
 
 
