@@ -205,7 +205,10 @@ def _converge(
         rt.settings.database.url, rt.settings.database.public_host
     )
     complete = _predicted(tenant, naming.tenant_names(name, uid), endpoint)
-    stored = credentials.StoredPassword(namespace, name, owner, rotate=rotate, complete=complete)
+    fresh = not dict(status).get("credentialsSecret")
+    stored = credentials.StoredPassword(
+        namespace, name, owner, rotate=rotate, fresh=fresh, complete=complete
+    )
     provisioned = commands.provision(rt.server, request, stored, reset_password=True)
     creds = credentials.Credentials(
         host=endpoint["host"],
