@@ -176,11 +176,10 @@ def provision(
     space = None
     with connecting.connection(server.pool) as conn:
         home, is_new, recorded = _orient(conn, server, request.uid)
-    if mode is Isolation.SHARED:
-        space = shared.space_of(recorded, request.namespace, server.shared_schema)
-        if space.schema != server.shared_schema:
-            space = shared_space(server, request.namespace)
-    with connecting.connection(server.pool) as conn:
+        if mode is Isolation.SHARED:
+            space = shared.space_of(recorded, request.namespace, server.shared_schema)
+            if space.schema != server.shared_schema:
+                space = shared_space(server, request.namespace)  # a second connection
         location = _location(names, mode, home, space)
         owner = space.owner_role if space else None
         reads = [registry.upsert(server.control_schema), _INSPECT]
