@@ -8,7 +8,6 @@ fails for a new tenant, what the first transaction made is dropped again.
 """
 
 import dataclasses
-import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -37,15 +36,6 @@ from tenantdb.core import (
 )
 from tenantdb.settings import DatabaseSettings, PlanLimits
 
-ROLE_WRITERS = 2
-"""Provisioning batches (roles, memberships, grants) one process sends at once.
-
-Every check of the operator's rights on a role walks all of its role memberships (two
-per tenant role), and PostgreSQL drops its cached memberships whenever any session
-changes one: batches in flight together undo each other's caches, so that at 1,000
-tenants eight of them at once cost twice the server CPU per tenant of one or two.
-The rest of a reconcile (the API calls, the reads) goes on meanwhile."""
-
 
 @dataclass(frozen=True)
 class Server:
@@ -62,10 +52,6 @@ class Server:
     there by earlier versions stay there; new ones go to their namespace's space."""
     sessions: pools.TenantSessions
     """Connections as tenants' owner roles, for the SQL tenants and users wrote."""
-    role_writers: threading.BoundedSemaphore = field(
-        default_factory=lambda: threading.BoundedSemaphore(ROLE_WRITERS), repr=False, compare=False
-    )
-    """Provisioning batches in flight at once (``ROLE_WRITERS``)."""
 
     def close(self) -> None:
         """Close the operator's pool and every idle tenant session."""
@@ -206,8 +192,7 @@ def provision(
                     *_membership_repairs(names, mode, space, state),
                     *_connect_statements(server, names, mode, space, home, state),
                 ]
-                with server.role_writers:
-                    locking.commit_with(conn, sql.SQL(";\n").join(statements), None)
+                locking.commit_with(conn, sql.SQL(";\n").join(statements), None)
         except psycopg.errors.UniqueViolation as exc:
             raise _domain_conflict(conn, server.control_schema, request) from exc
         if request.suspended:
