@@ -9,7 +9,7 @@ import pytest
 from psycopg import conninfo
 
 from tenantdb.api.tenants import Isolation
-from tenantdb.core import commands, errors, naming, passwords, securing
+from tenantdb.core import commands, errors, locking, naming, passwords, securing
 from tenantdb.settings import DEFAULT_PLANS
 from tests import servers
 
@@ -96,6 +96,29 @@ def test_reprovisioning_is_idempotent_and_keeps_the_password(server: commands.Se
     req = request("epsilon")
     first = commands.provision(server, req, password, reset_password=True)
     again = commands.provision(server, req, passwords.generate(), reset_password=False)
+    assert again == first
+    with psycopg.connect(login_url(server, first, password)) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("mode", [Isolation.SCHEMA, Isolation.SHARED], ids=str)
+def test_reprovisioning_takes_no_bootstrap_lock_once_the_roles_connect(
+    server: commands.Server, operator_url: str, mode: Isolation
+) -> None:
+    """Only a role that lacks CONNECT on the operator's database needs the catalog-row
+    GRANT and so the bootstrap lock: a reconcile of a provisioned tenant goes on while
+    another process holds it, a new tenant waits for it."""
+    password = passwords.generate()
+    req = request(f"lockfree-{mode}", mode)
+    first = commands.provision(server, req, password, reset_password=True)
+    other = commands.open_server(servers.database_settings(operator_url, lock_wait=0.5), "t", 2)
+    try:
+        with locking.hold(server.pool, server.control_schema, locking.BOOTSTRAP):
+            again = commands.provision(other, req, password, reset_password=False)
+            with pytest.raises(errors.DatabaseUnavailable, match="lock timeout"):
+                commands.provision(other, request(f"waits-{mode}", mode), password, True)
+    finally:
+        other.close()
     assert again == first
     with psycopg.connect(login_url(server, first, password)) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)

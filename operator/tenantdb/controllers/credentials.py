@@ -91,6 +91,10 @@ class StoredPassword:
     owner: dict[str, Any]
     """The owner reference of the Tenant (``kopf.build_owner_reference``)."""
     rotate: bool = False
+    fresh: bool = False
+    """No Secret is expected (the Tenant was never provisioned): the create-only write
+    goes first, without the read that would find nothing; a Secret found there after
+    all (409) is read and used as always."""
     complete: Callable[[str], dict[str, str]] | None = field(default=None, repr=False)
     """Every key of the Secret for a new password, when they are known before
     provisioning: stored with it, so that completing the Secret costs no second write."""
@@ -102,11 +106,27 @@ class StoredPassword:
     """Whether this call stored a new password."""
 
     def __call__(self) -> str:
+        if self.fresh and not self.rotate:
+            stored = self._store(None)
+            if stored is not None:
+                return stored
         name = secret_name(self.tenant)
         raw = kube.read_secret(self.namespace, name)
         data = _owned_data(raw, self.tenant, self.owner["uid"])
         if data.get("password") and not self.rotate:
             return self._keep(raw, data)
+        stored = self._store(raw)
+        if stored is None:  # another process stored one first: that one it is
+            raw = kube.read_secret(self.namespace, name)
+            data = _owned_data(raw, self.tenant, self.owner["uid"])
+            if not data.get("password"):
+                raise SecretConflict(f"Secret {name!r} changed while its password was stored")
+            return self._keep(raw, data)
+        return stored
+
+    def _store(self, raw: dict[str, Any] | None) -> str | None:
+        """A new password, stored with a create-only write (``raw`` None: no Secret was
+        read) or at the version read; None if another write came first."""
         candidate = passwords.generate()
         data = self.complete(candidate) if self.complete else {"password": candidate}
         body = _body(self.namespace, self.tenant, self.owner, data)
@@ -114,12 +134,8 @@ class StoredPassword:
             version = kube.create_secret_once(self.namespace, body)
         else:
             version = kube.patch_secret_at(self.namespace, body, raw["metadata"]["resourceVersion"])
-        if version is None:  # another process stored one first: that one it is
-            raw = kube.read_secret(self.namespace, name)
-            data = _owned_data(raw, self.tenant, self.owner["uid"])
-            if not data.get("password"):
-                raise SecretConflict(f"Secret {name!r} changed while its password was stored")
-            return self._keep(raw, data)
+        if version is None:
+            return None
         self.data, self.version, self.written = data, version, True
         return candidate
 

@@ -81,19 +81,20 @@ class TenantRef:
 
 
 @kopf.index(GROUP, VERSION, "tenants")
-def migration_tenants(
+async def migration_tenants(
     namespace: str | None, uid: str, name: str, labels: Mapping[str, str], status: Any, **_: Any
 ) -> dict[str, TenantRef]:
-    """Tenants by namespace, with their labels (for ``tenantSelector``)."""
+    """Tenants by namespace, with their labels (for ``tenantSelector``); on the event
+    loop (see ``census``)."""
     phase = (status or {}).get("phase")
     return {namespace or "": TenantRef(uid, name, tuple(sorted(labels.items())), phase)}
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def migration_versions(
+async def migration_versions(
     namespace: str | None, name: str, spec: Any, status: Any, **_: Any
 ) -> dict[str, planning.Declared]:
-    """Migrations by namespace, for ordering across versions."""
+    """Migrations by namespace, for ordering across versions (on the event loop)."""
     declared = declare(name, spec, status)
     return {namespace or "": declared} if declared else {}
 

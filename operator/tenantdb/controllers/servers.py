@@ -37,8 +37,9 @@ class ServerRefused(errors.TenantDBError):
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def database_servers(name: str, **_: Any) -> dict[str, str]:
-    """Every DatabaseServer's name, under one key (``directory.declared``)."""
+async def database_servers(name: str, **_: Any) -> dict[str, str]:
+    """Every DatabaseServer's name, under one key (``directory.declared``; on the event
+    loop, see ``census``)."""
     return {"": name}
 
 

@@ -223,7 +223,10 @@ def _converge(
     owner = dict(kopf.build_owner_reference(body))
     endpoint = member.endpoint
     complete = _predicted(tenant, naming.tenant_names(name, uid), endpoint)
-    stored = credentials.StoredPassword(namespace, name, owner, rotate=rotate, complete=complete)
+    fresh = not dict(status).get("credentialsSecret")
+    stored = credentials.StoredPassword(
+        namespace, name, owner, rotate=rotate, fresh=fresh, complete=complete
+    )
     provisioned = commands.provision(member.server, request, stored, reset_password=True)
     creds = credentials.Credentials(
         host=endpoint["host"],

@@ -61,10 +61,11 @@ class Target:
 
 
 @kopf.index(GROUP, VERSION, tenants.PLURAL)
-def verification_targets(
+async def verification_targets(
     namespace: str | None, name: str, uid: str, status: Any, **_: Any
 ) -> dict[str, Target]:
-    """Every Tenant, under one key: the loop's list of what to verify."""
+    """Every Tenant, under one key: the loop's list of what to verify (on the event
+    loop, see ``census``)."""
     status = status or {}
     isolation = next(
         (

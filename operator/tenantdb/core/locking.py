@@ -13,7 +13,8 @@ with it. ``hold`` waits at most the operator pool's ``lock_timeout``
 ``attempt`` and ``attempt_reading`` never wait. ``attempt_reading`` sends
 BEGIN, the lock and a first read in one round trip, and ``commit_with``
 the last write and COMMIT in another: the whole of a lock's life on the
-common path of a migration is two round trips.
+common path of a migration is two round trips, and of a tenant's provisioning
+too (``hold_reading``, the waiting kind).
 """
 
 from collections.abc import Iterator, Mapping, Sequence
@@ -152,14 +153,50 @@ def attempt_reading(
         _end(conn, commit=True)
 
 
+@contextmanager
+def hold_reading(
+    conn: psycopg.Connection[Any],
+    schema: naming.Identifier,
+    key: str,
+    statements: Sequence[sql.Composable],
+    params: Mapping[str, Any],
+) -> Iterator[tuple[Any, ...] | None]:
+    """``hold`` on ``conn`` and ``statements`` in one round trip: BEGIN, the claim, the
+    lock (waiting at most ``lock_timeout``, then ``TenantBusy``) and ``statements`` go
+    in one simple-protocol message, parameters bound client-side (``params`` are the
+    statements'). Yields the first row of the last statement, with the lock held.
+
+    Work written on the connection commits with the lock's release when the block
+    ends without an exception (``commit_with`` commits earlier, with a last write);
+    an exception, one of ``statements``' own included, rolls it back.
+    """
+    query = sql.SQL(";\n").join([sql.SQL("BEGIN"), take_statement(schema, key), *statements])
+    try:
+        cursor = psycopg.ClientCursor(conn)
+        try:
+            cursor.execute(query, params)
+        except psycopg.errors.LockNotAvailable as exc:
+            raise errors.TenantBusy(
+                f"another operation holds the lock of {key} (waited the operator's lock_wait)"
+            ) from exc
+        while cursor.nextset():
+            pass
+        yield cursor.fetchone() if cursor.description else None
+    except BaseException:
+        _end(conn, commit=False)
+        raise
+    _end(conn, commit=True)
+
+
 def commit_with(
     conn: psycopg.Connection[Any],
     statement: sql.Composable,
-    params: Sequence[Any] | Mapping[str, Any],
+    params: Sequence[Any] | Mapping[str, Any] | None,
 ) -> None:
     """``statement`` and COMMIT in one round trip, ending the transaction that holds the
-    lock (parameters bound client-side). If ``statement`` fails, nothing is committed
-    and the transaction is left aborted, for the lock's block to roll back."""
+    lock (parameters bound client-side; None: the statement is sent as it is). If
+    ``statement`` fails, nothing is committed and the transaction is left aborted, for
+    the lock's block to roll back."""
     query = sql.SQL(";\n").join([statement, sql.SQL("COMMIT")])
     psycopg.ClientCursor(conn).execute(query, params)
 

@@ -33,13 +33,32 @@ def role_exists() -> sql.SQL:
     return sql.SQL("SELECT 1 FROM pg_roles WHERE rolname = %s")
 
 
-def create_owner_role(names: naming.TenantNames, verifier: str) -> sql.Composed:
+def create_owner_role(
+    names: naming.TenantNames, verifier: str, server_version: int
+) -> sql.Composed:
     """The role owning the tenant's objects. Only the operator logs in as it (its
     password is derived from the operator's key), to run the tenant's Migrations
-    with exactly the owner's rights."""
-    return sql.SQL("CREATE ROLE {} LOGIN NOINHERIT {} PASSWORD {}").format(
+    with exactly the owner's rights.
+
+    From PostgreSQL 16 the operator joins it as it is created (``join_operator``'s
+    membership, by ``createrole_self_grant`` for this statement alone): the same
+    catalog row as the GRANT, without the statement after it that would walk every
+    membership of the operator's role again (thousands, one per tenant role).
+    """
+    create = sql.SQL("CREATE ROLE {} LOGIN NOINHERIT {} PASSWORD {}").format(
         sql.Identifier(names.owner_role), SAFE_ROLE_ATTRIBUTES, sql.Literal(verifier)
     )
+    if server_version < 160000:
+        return sql.Composed([create])
+    return sql.SQL(
+        "SET LOCAL createrole_self_grant = 'set, inherit';\n{};\n"
+        "SET LOCAL createrole_self_grant = ''"
+    ).format(create)
+
+
+def joins_on_creation(server_version: int) -> bool:
+    """Whether ``create_owner_role`` makes the operator a member too (PostgreSQL 16+)."""
+    return server_version >= 160000
 
 
 def allow_login(role: str, verifier: str) -> sql.Composed:
@@ -68,10 +87,33 @@ def act_as_login(owner: str, login: str, server_version: int) -> sql.Composed:
     return sql.SQL("GRANT {} TO {}{}").format(sql.Identifier(login), sql.Identifier(owner), options)
 
 
-def create_login_role(names: naming.TenantNames, verifier: str) -> sql.Composed:
-    """The LOGIN role the application uses; starts NOLOGIN until configured."""
-    return sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT {} PASSWORD {}").format(
-        sql.Identifier(names.login_role), SAFE_ROLE_ATTRIBUTES, sql.Literal(verifier)
+def create_login_role(
+    names: naming.TenantNames,
+    verifier: str,
+    limits: PlanLimits,
+    suspended: bool,
+    inherit: bool = False,
+) -> sql.Composed:
+    """The LOGIN role the application uses, with its final attributes at once (its
+    settings follow, ``configure_login_role``): nobody logs in before the
+    transaction that makes it, and everything it needs, commits."""
+    return sql.SQL("CREATE ROLE {} {} PASSWORD {}").format(
+        sql.Identifier(names.login_role),
+        login_attributes(limits, suspended, inherit, superuser=True),
+        sql.Literal(verifier),
+    )
+
+
+def login_attributes(
+    limits: PlanLimits, suspended: bool, inherit: bool, superuser: bool
+) -> sql.Composed:
+    """Login, inheritance, the safe attributes (``safe_attributes``) and the plan's
+    connection limit."""
+    return sql.SQL("{} {} {} CONNECTION LIMIT {}").format(
+        sql.SQL("NOLOGIN" if suspended else "LOGIN"),
+        sql.SQL("INHERIT" if inherit else "NOINHERIT"),
+        safe_attributes(superuser),
+        sql.Literal(limits.connection_limit),
     )
 
 
@@ -88,30 +130,29 @@ def configure_login_role(
     suspended: bool,
     inherit: bool = False,
     superuser: bool = True,
+    created: bool = False,
 ) -> sql.Composed:
     """Login attributes and the plan's limits on the login role.
 
     Only shared tenants inherit: their table privileges come from the
-    shared-tenants group, the one role they are a member of.
+    shared-tenants group, the one role they are a member of. A role ``created``
+    in the same transaction has its attributes already and no setting to reset.
     """
     login = sql.Identifier(names.login_role)
     statements = [
-        sql.SQL("ALTER ROLE {} {} {} {} CONNECTION LIMIT {}").format(
-            login,
-            sql.SQL("NOLOGIN" if suspended else "LOGIN"),
-            sql.SQL("INHERIT" if inherit else "NOINHERIT"),
-            safe_attributes(superuser),
-            sql.Literal(limits.connection_limit),
-        ),
         sql.SQL("ALTER ROLE {} SET statement_timeout = {}").format(
             login, sql.Literal(limits.statement_timeout)
         ),
-        (
-            sql.SQL("ALTER ROLE {} SET work_mem = {}").format(login, sql.Literal(limits.work_mem))
-            if limits.work_mem
-            else sql.SQL("ALTER ROLE {} RESET work_mem").format(login)
-        ),
     ]
+    if not created:
+        attributes = login_attributes(limits, suspended, inherit, superuser)
+        statements.insert(0, sql.SQL("ALTER ROLE {} {}").format(login, attributes))
+    if limits.work_mem:
+        statements.append(
+            sql.SQL("ALTER ROLE {} SET work_mem = {}").format(login, sql.Literal(limits.work_mem))
+        )
+    elif not created:
+        statements.append(sql.SQL("ALTER ROLE {} RESET work_mem").format(login))
     return sql.SQL(";\n").join(statements)
 
 

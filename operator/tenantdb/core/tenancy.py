@@ -162,33 +162,37 @@ def provision(
     space = None
     with connecting.connection(server.pool) as conn:
         home, is_new, recorded = _orient(conn, server, request.uid)
-    if mode is Isolation.SHARED:
-        space = shared.space_of(recorded, request.namespace, server.shared_schema)
-        if space.schema != server.shared_schema:
-            space = shared_space(server, request.namespace)
-    with connecting.connection(server.pool) as conn:
+        if mode is Isolation.SHARED:
+            space = shared.space_of(recorded, request.namespace, server.shared_schema)
+            if space.schema != server.shared_schema:
+                space = shared_space(server, request.namespace)  # a second connection
         location = _location(names, mode, home, space)
+        owner = space.owner_role if space else None
+        reads = [registry.upsert(server.control_schema), _INSPECT]
+        params = {**_registered(request, location), **_inspected(names, owner)}
         try:
-            with conn.transaction():
-                locking.take(conn, server.control_schema, request.uid)
-                _register(conn, server, request, location)
-                state = _inspect(conn, names)
+            with locking.hold_reading(
+                conn, server.control_schema, request.uid, reads, params
+            ) as row:
+                state = _state(row)
                 stored = password if isinstance(password, str) else password()
                 verifier = passwords.scram_verifier(stored)
                 reset = reset_password or not isinstance(password, str)
                 statements = [
-                    *_role_statements(server, names, space, state, verifier, reset),
+                    *_role_statements(server, request, names, space, state, verifier, reset),
                     provisioning.configure_login_role(
                         names,
                         request.limits,
                         request.suspended,
                         inherit=mode is Isolation.SHARED,
                         superuser=state.superuser,
+                        created=names.login_role not in state.roles,
                     ),
-                    *_grant_statements(server, names, mode, space, home, state, request.uid),
+                    *_grant_statements(names, mode, space, state, request.uid),
                     *_membership_repairs(names, mode, space, state),
+                    *_connect_statements(server, names, mode, space, home, state),
                 ]
-                conn.execute(sql.SQL(";\n").join(statements))
+                locking.commit_with(conn, sql.SQL(";\n").join(statements), None)
         except psycopg.errors.UniqueViolation as exc:
             raise _domain_conflict(conn, server.control_schema, request) from exc
         if request.suspended:
@@ -272,6 +276,8 @@ class _State:
 
     roles: frozenset[str]
     public_connects: bool
+    connecting: frozenset[str]
+    """The tenant's roles that may connect to the operator's database already."""
     memberships: frozenset[tuple[str, str]]
     """(member, group) of the tenant's roles, for groups the operator may revoke from
     (those it administers: the others, like ``pg_read_all_data``, only a superuser can;
@@ -285,6 +291,8 @@ _INSPECT = sql.SQL(
     """
     SELECT ARRAY(SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%(roles)s)),
            has_database_privilege('public', current_database(), 'CONNECT'),
+           ARRAY(SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%(connecting)s)
+                 AND has_database_privilege(oid, current_database(), 'CONNECT')),
            ARRAY(SELECT ARRAY[r.rolname::text, g.rolname::text] FROM pg_auth_members m
                  JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member
                  WHERE r.rolname = ANY(%(roles)s)
@@ -297,15 +305,33 @@ _INSPECT = sql.SQL(
 
 def _inspect(conn: psycopg.Connection[Any], names: naming.TenantNames) -> _State:
     """One round trip instead of one per check: roles, CONNECT, memberships."""
-    row = conn.execute(_INSPECT, {"roles": [names.login_role, names.owner_role]}).fetchone()
+    return _state(conn.execute(_INSPECT, _inspected(names)).fetchone())
+
+
+def _inspected(names: naming.TenantNames, owner: str | None = None) -> dict[str, Any]:
+    """``_INSPECT``'s parameters: CONNECT is that of the login role and ``owner`` (the
+    tenant's own by default)."""
+    roles = [names.login_role, names.owner_role]
+    return {"roles": roles, "connecting": [names.login_role, owner or names.owner_role]}
+
+
+def _state(row: tuple[Any, ...] | None) -> _State:
     assert row is not None
-    roles, public_connects, pairs, version, superuser = row
+    roles, public_connects, connects, pairs, version, superuser = row
     memberships = frozenset((member, group) for member, group in pairs)
-    return _State(frozenset(roles), bool(public_connects), memberships, int(version), superuser)
+    return _State(
+        frozenset(roles),
+        bool(public_connects),
+        frozenset(connects),
+        memberships,
+        int(version),
+        superuser,
+    )
 
 
 def _role_statements(
     server: Server,
+    request: TenantRequest,
     names: naming.TenantNames,
     space: shared.Space | None,
     state: _State,
@@ -317,18 +343,25 @@ def _role_statements(
     tenant's owner is its space's: that owner may act as its own namespace's tenants
     only."""
     owner = names.owner_role if space is None else space.owner_role
+    version = state.server_version
     statements: list[sql.Composable] = []
+    joined = False
     if space is None and names.owner_role not in state.roles:
-        statements.append(
-            provisioning.create_owner_role(names, _owner_verifier(server, names.owner_role))
-        )
+        owner_verifier = _owner_verifier(server, names.owner_role)
+        statements.append(provisioning.create_owner_role(names, owner_verifier, version))
+        joined = provisioning.joins_on_creation(version)
     if names.login_role not in state.roles:
-        statements.append(provisioning.create_login_role(names, verifier))
+        inherit = request.isolation is Isolation.SHARED
+        statements.append(
+            provisioning.create_login_role(
+                names, verifier, request.limits, request.suspended, inherit
+            )
+        )
     elif reset_password:
         statements.append(provisioning.set_password(names, verifier))
-    if space is None:
-        statements.append(provisioning.join_operator(names.owner_role, state.server_version))
-    statements.append(provisioning.act_as_login(owner, names.login_role, state.server_version))
+    if space is None and not joined:
+        statements.append(provisioning.join_operator(names.owner_role, version))
+    statements.append(provisioning.act_as_login(owner, names.login_role, version))
     return statements
 
 
@@ -339,23 +372,14 @@ def _owner_verifier(server: Server, role: str) -> str:
 
 
 def _grant_statements(
-    server: Server,
     names: naming.TenantNames,
     mode: Isolation,
     space: shared.Space | None,
-    home: str,
     state: _State,
     uid: str,
 ) -> list[sql.Composable]:
     """Mode-specific objects and privileges."""
     statements: list[sql.Composable] = []
-    if mode is not Isolation.DATABASE and not state.public_connects:
-        # Only where CONNECT was revoked from PUBLIC: a GRANT rewrites the
-        # database's catalog row, which tenants provisioned in parallel
-        # would otherwise collide on ("tuple concurrently updated").
-        statements.append(locking.take_statement(server.control_schema, locking.BOOTSTRAP))
-        owner = names.owner_role if space is None else space.owner_role
-        statements.append(provisioning.grant_connect(names, home, owner))
     if mode is Isolation.SCHEMA:
         statements += [
             provisioning.create_schema(names),
@@ -373,6 +397,34 @@ def _grant_statements(
             provisioning.pin_search_path([names.login_role, names.owner_role], "public")
         )
     return statements
+
+
+def _connect_statements(
+    server: Server,
+    names: naming.TenantNames,
+    mode: Isolation,
+    space: shared.Space | None,
+    home: str,
+    state: _State,
+) -> list[sql.Composable]:
+    """CONNECT on the operator's database, for roles that lack it (only where it was
+    revoked from PUBLIC), last in the batch.
+
+    The GRANT rewrites the database's catalog row, which tenants provisioned in
+    parallel would otherwise collide on ("tuple concurrently updated"), so it
+    holds the bootstrap lock from there to the commit: last, it is held for the
+    grant and the commit only, and a tenant whose roles connect already (every
+    reconcile but the first) takes it not at all.
+    """
+    owner = names.owner_role if space is None else space.owner_role
+    if mode is Isolation.DATABASE or state.public_connects:
+        return []
+    if {names.login_role, owner} <= state.connecting:
+        return []
+    return [
+        locking.take_statement(server.control_schema, locking.BOOTSTRAP),
+        provisioning.grant_connect(names, home, owner),
+    ]
 
 
 def _membership_repairs(
@@ -462,9 +514,8 @@ def _orient(
     return str(row[0]), bool(row[1]), row[2]
 
 
-def _register(
-    conn: psycopg.Connection[Any], server: Server, request: TenantRequest, location: Provisioned
-) -> None:
+def _registered(request: TenantRequest, location: Provisioned) -> dict[str, Any]:
+    """``registry.upsert``'s parameters for the tenant."""
     record = registry.TenantRecord(
         uid=request.uid,
         name=request.name,
@@ -480,12 +531,11 @@ def _register(
         suspended=request.suspended,
         metadata=dict(request.metadata or {}),
     )
-    params = {
+    return {
         **asdict(record),
         "metadata": Jsonb(record.metadata),
         "restoring_from": request.restoring_from,
     }
-    conn.execute(registry.upsert(server.control_schema), params)
 
 
 def _close_operator_database(conn: psycopg.Connection[Any], server: Server) -> None:

@@ -1,5 +1,7 @@
 """Which tenants one tick of the verification loop checks."""
 
+import asyncio
+
 from tenantdb.controllers import verification
 from tenantdb.controllers.verification import Target
 
@@ -41,5 +43,7 @@ def test_the_index_keeps_what_the_loop_needs() -> None:
             {"type": "IsolationVerified", "status": "True", "message": "isolation verified"},
         ],
     }
-    indexed = verification.verification_targets(namespace="ns", name="t", uid="u", status=status)
+    indexed = asyncio.run(
+        verification.verification_targets(namespace="ns", name="t", uid="u", status=status)
+    )
     assert indexed == {"": Target("u", "t", "ns", "Ready", 3, ("True", "isolation verified"))}

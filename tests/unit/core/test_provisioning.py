@@ -27,10 +27,36 @@ def test_schema_is_created_for_the_owner_role(as_text) -> None:  # type: ignore[
 
 
 def test_login_role_gets_no_dangerous_attribute(as_text) -> None:  # type: ignore[no-untyped-def]
-    text = as_text(provisioning.create_login_role(NAMES, "SCRAM-SHA-256$4096:x$y:z"))
+    limits = PlanLimits(connection_limit=7)
+    text = as_text(
+        provisioning.create_login_role(NAMES, "SCRAM-SHA-256$4096:x$y:z", limits, suspended=False)
+    )
     for attribute in ("NOSUPERUSER", "NOCREATEDB", "NOCREATEROLE", "NOBYPASSRLS", "NOINHERIT"):
         assert attribute in text
+    assert "CONNECTION LIMIT 7" in text
     assert "PASSWORD 'SCRAM-SHA-256$4096:x$y:z'" in text
+
+
+def test_a_suspended_tenant_s_login_role_is_created_nologin(as_text) -> None:  # type: ignore[no-untyped-def]
+    text = as_text(provisioning.create_login_role(NAMES, "v", PlanLimits(), suspended=True))
+    assert f'CREATE ROLE "{NAMES.login_role}" NOLOGIN' in text
+
+
+def test_a_role_created_in_the_transaction_gets_only_its_settings(as_text) -> None:  # type: ignore[no-untyped-def]
+    limits = PlanLimits(statement_timeout="5s")
+    text = as_text(provisioning.configure_login_role(NAMES, limits, suspended=False, created=True))
+    assert text == f"ALTER ROLE \"{NAMES.login_role}\" SET statement_timeout = '5s'"
+
+
+def test_the_operator_joins_an_owner_role_as_it_creates_it_from_postgresql_16(as_text) -> None:  # type: ignore[no-untyped-def]
+    text = as_text(provisioning.create_owner_role(NAMES, "v", 160000))
+    assert text.startswith("SET LOCAL createrole_self_grant = 'set, inherit';")
+    assert text.endswith("SET LOCAL createrole_self_grant = ''")
+    assert provisioning.joins_on_creation(160000)
+    assert "createrole_self_grant" not in as_text(
+        provisioning.create_owner_role(NAMES, "v", 150000)
+    )
+    assert not provisioning.joins_on_creation(150000)
 
 
 def test_values_are_literals_not_identifiers(as_text) -> None:  # type: ignore[no-untyped-def]

@@ -210,6 +210,8 @@ def catch_up(
     """
     with connecting.connection(server.pool) as conn:
         location = scoping.load(conn, server.control_schema, tenant_uid)
+        if location is not None and location.isolation != "shared" and not plan and not held_by:
+            return _highest_applied(conn, server, tenant_uid, api.Scope.TENANT)  # one checkout
     if location is None:
         return None
     if location.isolation == "shared":
@@ -253,8 +255,14 @@ def shared_uid_of(server: commands.Server, location: scoping.TenantLocation) -> 
 def tenant_version(server: commands.Server, uid: str, scope: api.Scope) -> int | None:
     """The highest version applied to a tenant (one query)."""
     with connecting.connection(server.pool) as conn:
-        row = conn.execute(ledger.highest_applied(server.control_schema), (uid, scope.value))
-        found = row.fetchone()
+        return _highest_applied(conn, server, uid, scope)
+
+
+def _highest_applied(
+    conn: psycopg.Connection[Any], server: commands.Server, uid: str, scope: api.Scope
+) -> int | None:
+    row = conn.execute(ledger.highest_applied(server.control_schema), (uid, scope.value))
+    found = row.fetchone()
     return int(found[0]) if found and found[0] is not None else None
 
 
