@@ -61,3 +61,16 @@ def test_a_placed_tenant_keeps_its_server(server: commands.Server) -> None:
 def test_no_candidate_is_refused_with_why(server: commands.Server) -> None:
     with pytest.raises(placement.NoServer, match="the test's"):
         place(server, new_tenant("nowhere"), [])
+
+
+def test_a_tenant_naming_no_server_is_placed_on_the_default_once(server: commands.Server) -> None:
+    namespace = f"plain-{uuid.uuid4().hex[:6]}"
+    tenant = new_tenant(namespace)
+    with connecting.connection(server.pool) as conn:
+        assert placement.on_default(conn, server.control_schema, tenant) == placement.DEFAULT
+        assert placement.on_default(conn, server.control_schema, tenant) == placement.DEFAULT
+        assert placement.located(conn, server.control_schema, tenant.uid) == placement.DEFAULT
+        rows = conn.execute(
+            "SELECT count(*) FROM tenantdb.placements WHERE namespace = %s", (namespace,)
+        ).fetchone()
+        assert rows == (1,)

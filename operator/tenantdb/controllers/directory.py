@@ -158,6 +158,12 @@ class Directory:
         with connecting.connection(own.pool) as conn:
             return placement.located(conn, own.control_schema, uid)
 
+    def place_on_default(self, tenant: placement.Tenant) -> str:
+        """Where a tenant that names no server lives (the operator's own, once placed)."""
+        own = self.default
+        with connecting.connection(own.pool) as conn:
+            return placement.on_default(conn, own.control_schema, tenant)
+
     def place(
         self, tenant: placement.Tenant, candidates: list[placement.Candidate], why: str
     ) -> Member:

@@ -188,18 +188,19 @@ def _placed(
 ) -> directory.Member:
     """The tenant's server by the directory (status only mirrors it), placing it first if
     new: by ``serverRef``, by ``serverSelector``, or on the operator's own server."""
+    placing = placement.Tenant(meta["uid"], meta["namespace"], meta["name"], tenant.isolation.value)
+    ref, selector = tenant.server_ref, tenant.server_selector
+    if ref is None and selector is None:
+        return rt.servers.member(rt.servers.place_on_default(placing), declared)
     found = rt.servers.located(meta["uid"])
     if found is not None:
         return rt.servers.member(found, declared)
-    if tenant.server_ref is not None:
-        named = tenant.server_ref.name
-        candidates, why = [rt.servers.member(named, declared).candidate()], f"server {named}"
-    elif tenant.server_selector is not None:
-        candidates = rt.servers.candidates(tenant.server_selector)
-        why = "the Ready, schedulable servers matching serverSelector"
+    if ref is not None:
+        candidates, why = [rt.servers.member(ref.name, declared).candidate()], f"server {ref.name}"
     else:
-        candidates, why = [rt.servers.member(None).candidate()], "the operator's own server"
-    placing = placement.Tenant(meta["uid"], meta["namespace"], meta["name"], tenant.isolation.value)
+        assert selector is not None  # one of the two, or the first test returned
+        candidates = rt.servers.candidates(selector)
+        why = "the Ready, schedulable servers matching serverSelector"
     return rt.servers.place(placing, candidates, why)
 
 

@@ -125,6 +125,34 @@ def place(
         return chosen.name
 
 
+def on_default(conn: psycopg.Connection[Any], schema: naming.Identifier, tenant: Tenant) -> str:
+    """The server of a tenant that names none: its row if it has one, else a new row
+    naming the operator's own server, in one round trip. The new row commits without
+    waiting for its flush (``synchronous_commit`` off for that transaction): the
+    tenant's provisioning on this same server commits durably after it, and a durable
+    commit flushes all the WAL before it; a crash in between loses a row whose tenant
+    has nothing yet, and the next reconcile writes it again."""
+    table = sql.Identifier(schema, TABLE)
+    row = conn.execute(
+        sql.SQL(
+            "WITH quick AS (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)),"
+            " added AS (INSERT INTO {table} (tenant_uid, namespace, name, isolation, server)"
+            " SELECT %(uid)s, %(namespace)s, %(name)s, %(isolation)s, %(server)s FROM quick"
+            " ON CONFLICT (tenant_uid) DO NOTHING RETURNING server)"
+            " SELECT server FROM added"
+            " UNION ALL SELECT server FROM {table} WHERE tenant_uid = %(uid)s LIMIT 1"
+        ).format(table=table),
+        {
+            "uid": tenant.uid,
+            "namespace": tenant.namespace,
+            "name": tenant.name,
+            "isolation": tenant.isolation,
+            "server": DEFAULT,
+        },
+    ).fetchone()
+    return str(row[0]) if row else DEFAULT
+
+
 def record(
     conn: psycopg.Connection[Any], schema: naming.Identifier, tenant: Tenant, server: str
 ) -> None:
