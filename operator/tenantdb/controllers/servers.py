@@ -211,6 +211,11 @@ def _url(rt: runtime.Runtime, connection: api.Connection) -> str:
         raise ServerRefused(
             f"Secret {namespace}/{connection.secret_name} has no key {connection.key}"
         )
+    if not connecting.valid_url(str(url)):
+        raise ServerRefused(
+            f"Secret {namespace}/{connection.secret_name} key {connection.key} is not a"
+            " libpq URL (postgresql://user:password@host:port/database, percent-encoded)"
+        )
     return str(url)
 
 

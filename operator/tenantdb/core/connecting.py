@@ -164,6 +164,16 @@ def ping(pool: psycopg_pool.ConnectionPool, timeout: float) -> None:
         conn.execute("SELECT 1")
 
 
+def valid_url(url: str) -> bool:
+    """Whether libpq can read ``url``; its own error is not kept, as it quotes the string,
+    password and all, and a URL from a Secret must reach no status, event or log."""
+    try:
+        conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return False
+    return True
+
+
 def public_parameters(url: str, host_override: str | None = None) -> dict[str, str]:
     """Host, port and database name of a URL, without its credentials."""
     params = conninfo.conninfo_to_dict(url)

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tenantdb.core import locking, naming, placement, spaces
+from tenantdb.core import errors, locking, naming, placement, spaces
 
 ControlStep = Callable[[naming.Identifier], sql.Composed]
 
@@ -118,7 +118,7 @@ CONTROL_STEPS: tuple[ControlStep, ...] = (
 def ensure_control_schema(conn: psycopg.Connection[Any], schema: naming.Identifier) -> int:
     """Create or upgrade the control schema; return its version."""
     ident = sql.Identifier(schema)
-    _create_version_table(conn, ident)
+    _create_version_table(conn, schema)
     with conn.transaction():
         conn.execute(
             sql.SQL("LOCK TABLE {}.control_version IN SHARE ROW EXCLUSIVE MODE").format(ident)
@@ -137,12 +137,46 @@ def ensure_control_schema(conn: psycopg.Connection[Any], schema: naming.Identifi
     return len(CONTROL_STEPS)
 
 
-def _create_version_table(conn: psycopg.Connection[Any], ident: sql.Identifier) -> None:
+class ControlSchemaForeign(errors.TenantDBError):
+    """The control schema, or something in it, belongs to another role."""
+
+    reason = "ControlSchemaNotOwned"
+
+
+FOREIGN_OWNERS = """
+    SELECT pg_get_userbyid(n.nspowner) FROM pg_namespace n
+     WHERE n.nspname = %(schema)s AND n.nspowner <> %(me)s
+    UNION SELECT pg_get_userbyid(c.relowner) FROM pg_class c
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = %(schema)s AND c.relowner <> %(me)s
+    UNION SELECT pg_get_userbyid(p.proowner) FROM pg_proc p
+      JOIN pg_namespace n ON n.oid = p.pronamespace
+     WHERE n.nspname = %(schema)s AND p.proowner <> %(me)s
+"""
+
+
+def _require_own(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Refuse a control schema another role made first (a server that already had one):
+    its owner could drop and replace the registry, and a trigger it planted on a table
+    would run as the operator's role on the operator's next write."""
+    me = conn.execute("SELECT oid FROM pg_roles WHERE rolname = current_user").fetchone()
+    rows = conn.execute(FOREIGN_OWNERS, {"schema": schema, "me": me[0] if me else 0}).fetchall()
+    if rows:
+        owners = ", ".join(sorted(str(row[0]) for row in rows))
+        raise ControlSchemaForeign(
+            f"schema {schema} already exists and is not the operator's alone (owned by"
+            f" {owners}): nothing was written; drop it or set another control schema"
+        )
+
+
+def _create_version_table(conn: psycopg.Connection[Any], schema: naming.Identifier) -> None:
     """The schema and its version table; a replica racing us to it makes us try again."""
+    ident = sql.Identifier(schema)
     for attempt in range(3):
         try:
             with conn.transaction():
                 conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+                _require_own(conn, schema)
                 conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(ident))
                 conn.execute(
                     sql.SQL(
