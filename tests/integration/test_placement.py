@@ -3,6 +3,7 @@ once, the fewest-tenants rule spreads them, and a placed tenant never moves."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -74,3 +75,23 @@ def test_a_tenant_naming_no_server_is_placed_on_the_default_once(server: command
             "SELECT count(*) FROM tenantdb.placements WHERE namespace = %s", (namespace,)
         ).fetchone()
         assert rows == (1,)
+
+
+def test_a_domain_is_unique_across_servers_and_follows_changes(server: commands.Server) -> None:
+    namespace = f"domains-{uuid.uuid4().hex[:6]}"
+    domain = f"{namespace}.example.com"
+    first = dataclasses.replace(new_tenant(namespace), domain=domain)
+    second = dataclasses.replace(new_tenant(namespace), domain=domain)
+    with connecting.connection(server.pool) as conn:
+        assert placement.on_default(conn, server.control_schema, first) == placement.DEFAULT
+    with pytest.raises(errors.DomainConflict, match=first.name):
+        place(server, second, [placement.Candidate("elsewhere")])  # on another server
+    with connecting.connection(server.pool) as conn:
+        assert placement.located(conn, server.control_schema, second.uid) is None
+        moved = dataclasses.replace(first, domain=f"new.{domain}")
+        placement.on_default(conn, server.control_schema, moved)  # its domain changes
+    assert place(server, second, [placement.Candidate("elsewhere")]) == "elsewhere"
+    with pytest.raises(errors.DomainConflict), connecting.connection(server.pool) as conn:
+        placement.claim_domain(
+            conn, server.control_schema, dataclasses.replace(moved, domain=domain)
+        )

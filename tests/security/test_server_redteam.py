@@ -140,11 +140,6 @@ def test_a_server_secret_that_is_not_a_url_never_prints_its_password(
         assert password not in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: a domain is unique within one server's registry only; the "
-    "placement directory does not hold domains",
-)
 def test_a_domain_held_on_one_server_cannot_be_claimed_from_another(
     boundary: Boundary,
     kubeconfig: Path,

@@ -164,6 +164,12 @@ class Directory:
         with connecting.connection(own.pool) as conn:
             return placement.on_default(conn, own.control_schema, tenant)
 
+    def claim_domain(self, tenant: placement.Tenant) -> None:
+        """Hold a placed tenant's (possibly changed) domain, unique across servers."""
+        own = self.default
+        with connecting.connection(own.pool) as conn:
+            placement.claim_domain(conn, own.control_schema, tenant)
+
     def place(
         self, tenant: placement.Tenant, candidates: list[placement.Candidate], why: str
     ) -> Member:

@@ -188,12 +188,15 @@ def _placed(
 ) -> directory.Member:
     """The tenant's server by the directory (status only mirrors it), placing it first if
     new: by ``serverRef``, by ``serverSelector``, or on the operator's own server."""
-    placing = placement.Tenant(meta["uid"], meta["namespace"], meta["name"], tenant.isolation.value)
+    placing = placement.Tenant(
+        meta["uid"], meta["namespace"], meta["name"], tenant.isolation.value, tenant.domain
+    )
     ref, selector = tenant.server_ref, tenant.server_selector
     if ref is None and selector is None:
         return rt.servers.member(rt.servers.place_on_default(placing), declared)
     found = rt.servers.located(meta["uid"])
     if found is not None:
+        rt.servers.claim_domain(placing)
         return rt.servers.member(found, declared)
     if ref is not None:
         candidates, why = [rt.servers.member(ref.name, declared).candidate()], f"server {ref.name}"

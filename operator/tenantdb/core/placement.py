@@ -10,7 +10,8 @@ last place.
 """
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,14 @@ def table_step(schema: naming.Identifier) -> sql.Composed:
     ).format(table=sql.Identifier(schema, TABLE))
 
 
+def domain_step(schema: naming.Identifier) -> sql.Composed:
+    """Registry step 8: each tenant's domain in the directory, unique across servers."""
+    return sql.SQL(
+        "ALTER TABLE {table} ADD COLUMN domain text;"
+        " CREATE UNIQUE INDEX placements_domain ON {table} (domain) WHERE domain IS NOT NULL"
+    ).format(table=sql.Identifier(schema, TABLE))
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A server placement may choose, with its limits (None: no limit)."""
@@ -85,6 +94,8 @@ class Tenant:
     namespace: str
     name: str
     isolation: str
+    domain: str | None = None
+    """Unique across every server: the directory holds it (each registry only sees its own)."""
 
 
 def located(conn: psycopg.Connection[Any], schema: naming.Identifier, uid: str) -> str | None:
@@ -106,6 +117,21 @@ def place(
     """The tenant's server: where it already is, else the candidate with room that
     holds the fewest tenants (ties by name), recorded. ``why`` names the candidates
     for the error when none has room (``ServerFull``) or none is given (``NoServer``)."""
+    with _claiming(conn, schema, tenant):
+        return _place(conn, schema, tenant, candidates, why)
+
+
+def _place(
+    conn: psycopg.Connection[Any],
+    schema: naming.Identifier,
+    tenant: Tenant,
+    candidates: Sequence[Candidate],
+    why: str,
+) -> str:
+    found = located(conn, schema, tenant.uid)
+    if found is not None:
+        _set_domain(conn, schema, tenant)
+        return found
     if len(candidates) == 1 and candidates[0].unlimited:
         record(conn, schema, tenant, candidates[0].name)  # no room to race for
         return located(conn, schema, tenant.uid) or candidates[0].name
@@ -131,14 +157,22 @@ def on_default(conn: psycopg.Connection[Any], schema: naming.Identifier, tenant:
     waiting for its flush (``synchronous_commit`` off for that transaction): the
     tenant's provisioning on this same server commits durably after it, and a durable
     commit flushes all the WAL before it; a crash in between loses a row whose tenant
-    has nothing yet, and the next reconcile writes it again."""
+    has nothing yet, and the next reconcile writes it again. Its domain is claimed (or
+    changed) in the same statement."""
     table = sql.Identifier(schema, TABLE)
+    with _claiming(conn, schema, tenant):
+        return _on_default(conn, table, tenant)
+
+
+def _on_default(conn: psycopg.Connection[Any], table: sql.Identifier, tenant: Tenant) -> str:
     row = conn.execute(
         sql.SQL(
             "WITH quick AS (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)),"
-            " added AS (INSERT INTO {table} (tenant_uid, namespace, name, isolation, server)"
-            " SELECT %(uid)s, %(namespace)s, %(name)s, %(isolation)s, %(server)s FROM quick"
-            " ON CONFLICT (tenant_uid) DO NOTHING RETURNING server)"
+            " added AS (INSERT INTO {table} AS p"
+            " (tenant_uid, namespace, name, isolation, server, domain)"
+            " SELECT %(uid)s, %(namespace)s, %(name)s, %(isolation)s, %(server)s, %(domain)s"
+            " FROM quick ON CONFLICT (tenant_uid) DO UPDATE SET domain = EXCLUDED.domain"
+            " WHERE p.domain IS DISTINCT FROM EXCLUDED.domain RETURNING server)"
             " SELECT server FROM added"
             " UNION ALL SELECT server FROM {table} WHERE tenant_uid = %(uid)s LIMIT 1"
         ).format(table=table),
@@ -148,9 +182,11 @@ def on_default(conn: psycopg.Connection[Any], schema: naming.Identifier, tenant:
             "name": tenant.name,
             "isolation": tenant.isolation,
             "server": DEFAULT,
+            "domain": tenant.domain,
         },
-    ).fetchone()
-    return str(row[0]) if row else DEFAULT
+    )
+    found = row.fetchone()
+    return str(found[0]) if found else DEFAULT
 
 
 def record(
@@ -159,11 +195,45 @@ def record(
     """Write the tenant's row (a tenant already placed keeps its own)."""
     conn.execute(
         sql.SQL(
-            "INSERT INTO {} (tenant_uid, namespace, name, isolation, server)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant_uid) DO NOTHING"
+            "INSERT INTO {} (tenant_uid, namespace, name, isolation, server, domain)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_uid) DO NOTHING"
         ).format(sql.Identifier(schema, TABLE)),
-        (tenant.uid, tenant.namespace, tenant.name, tenant.isolation, server),
+        (tenant.uid, tenant.namespace, tenant.name, tenant.isolation, server, tenant.domain),
     )
+
+
+def claim_domain(conn: psycopg.Connection[Any], schema: naming.Identifier, tenant: Tenant) -> None:
+    """Hold the tenant's domain (or none) in the directory; ``DomainConflict`` if another
+    tenant, on whichever server, holds it."""
+    with _claiming(conn, schema, tenant):
+        _set_domain(conn, schema, tenant)
+
+
+def _set_domain(conn: psycopg.Connection[Any], schema: naming.Identifier, tenant: Tenant) -> None:
+    conn.execute(
+        sql.SQL(
+            "UPDATE {} SET domain = %s WHERE tenant_uid = %s AND domain IS DISTINCT FROM %s"
+        ).format(sql.Identifier(schema, TABLE)),
+        (tenant.domain, tenant.uid, tenant.domain),
+    )
+
+
+@contextmanager
+def _claiming(
+    conn: psycopg.Connection[Any], schema: naming.Identifier, tenant: Tenant
+) -> Iterator[None]:
+    """A domain another tenant holds becomes ``DomainConflict``, naming the holder."""
+    try:
+        yield
+    except psycopg.errors.UniqueViolation as exc:
+        holder = conn.execute(
+            sql.SQL(
+                "SELECT namespace || '/' || name FROM {} WHERE domain = %s AND tenant_uid <> %s"
+            ).format(sql.Identifier(schema, TABLE)),
+            (tenant.domain, tenant.uid),
+        ).fetchone()
+        by = f" by tenant {holder[0]}" if holder else ""
+        raise errors.DomainConflict(f"domain {tenant.domain!r} is already used{by}") from exc
 
 
 def counts(

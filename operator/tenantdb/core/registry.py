@@ -111,6 +111,7 @@ CONTROL_STEPS: tuple[ControlStep, ...] = (
     spaces.table_step,
     _restoring_column,
     placement.table_step,
+    placement.domain_step,
 )
 """Numbered from 1; append, never edit, so existing installations upgrade."""
 
