@@ -166,7 +166,9 @@ def _require_own(conn: psycopg.Connection[Any], schema: str) -> None:
         owners = ", ".join(sorted(str(row[0]) for row in rows))
         raise ControlSchemaForeign(
             f"schema {schema} already exists and is not the operator's alone (owned by"
-            f" {owners}): nothing was written; drop it or set another control schema"
+            f" {owners}): nothing was written; hand it and its objects to the operator's"
+            " role (README, 'The operator's database role'), drop it, or set another"
+            " control schema"
         )
 
 
