@@ -30,7 +30,7 @@ from tenantdb.devenv import (
 )
 from tests.servers import database_settings
 
-pytest_plugins = ("tests.node.fixtures",)
+pytest_plugins = ("tests.node.fixtures", "tests.e2e.databaseservers")
 
 
 def pytest_configure(config: pytest.Config) -> None:

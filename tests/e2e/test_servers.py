@@ -5,7 +5,6 @@ deleted. Two real servers: the session's and one started here."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -15,20 +14,11 @@ import psycopg
 import pytest
 
 from tenantdb.devenv import operator_process, postgres, processes
+from tests.e2e.databaseservers import OWN_NAMESPACE, declared
 from tests.e2e.kubectl import Kubectl
 from tests.e2e.support import Forwarder, connect, eventually, scrape
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.operator]
-OWN_NAMESPACE = "default"
-"""Where the session operator (no ``POD_NAMESPACE``) reads DatabaseServer Secrets."""
-
-
-@pytest.fixture(scope="module")
-def second_postgres(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[postgres.EmbeddedPostgres]:
-    with postgres.EmbeddedPostgres(tmp_path_factory.mktemp("second-postgres")) as server:
-        yield server
 
 
 @pytest.fixture
@@ -39,29 +29,8 @@ def database_server(
 ) -> Iterator[tuple[str, str]]:
     """A Ready DatabaseServer on the second server: its name and its label's value."""
     zone = f"zone-{uuid.uuid4().hex[:6]}"
-    with registered(kubeconfig, second_postgres.operator_url, {"zone": zone}) as name:
+    with declared(kubeconfig, second_postgres.operator_url, {"zone": zone}) as name:
         yield name, zone
-
-
-@contextlib.contextmanager
-def registered(kubeconfig: Path, url: str, labels: dict[str, str]) -> Iterator[str]:
-    """A DatabaseServer for ``url`` (and its Secret), Ready; deleted afterwards."""
-    system = Kubectl(kubeconfig, OWN_NAMESPACE)
-    name = f"server-{uuid.uuid4().hex[:6]}"
-    system.run("create", "secret", "generic", name, f"--from-literal=DATABASE_URL={url}")
-    body = {
-        "apiVersion": "tenantdb.io/v1alpha1",
-        "kind": "DatabaseServer",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {"connection": {"secretName": name}},
-    }
-    system.apply(json.dumps(body))
-    system.wait(f"databaseserver/{name}", "condition=Ready", timeout=60)
-    try:
-        yield name
-    finally:
-        system.run("delete", "databaseserver", name, "--wait=false", check=False)
-        system.run("delete", "secret", name, check=False)
 
 
 def apply_tenant(kubectl: Kubectl, name: str, **spec: object) -> None:
@@ -221,7 +190,7 @@ def test_a_server_that_is_down_holds_up_only_its_own_tenants(
         link = Forwarder(processes.free_port(), (processes.LOOPBACK, down.port))
         url = down.operator_url.replace(f":{down.port}/", f":{link.port}/")
         try:
-            with registered(kubectl.kubeconfig, url, {}) as name:
+            with declared(kubectl.kubeconfig, url) as name:
                 outage(kubectl, name, down, link)
         finally:
             link.close()

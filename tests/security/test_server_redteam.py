@@ -8,24 +8,21 @@ DatabaseServer by the platform admin (the only one who may).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from tenantdb.devenv import operator_process, postgres
+from tests.e2e.databaseservers import OWN_NAMESPACE, declared
 from tests.e2e.kubectl import Kubectl
 from tests.e2e.support import eventually
 from tests.security.conftest import Boundary
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.operator]
 
-OWN_NAMESPACE = "default"
-"""Where the session operator (no ``POD_NAMESPACE``) reads DatabaseServer Secrets."""
 SQUATTER = """
 CREATE SCHEMA tenantdb;
 GRANT ALL ON SCHEMA tenantdb TO PUBLIC;
@@ -45,34 +42,6 @@ CREATE TRIGGER snare BEFORE INSERT ON tenantdb.control_version
 open to all, with a version table whose trigger runs as whoever writes it."""
 
 
-@pytest.fixture(scope="module")
-def second_postgres(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[postgres.EmbeddedPostgres]:
-    with postgres.EmbeddedPostgres(tmp_path_factory.mktemp("redteam-postgres")) as server:
-        yield server
-
-
-@contextlib.contextmanager
-def declared(kubeconfig: Path, value: str, name: str | None = None) -> Iterator[str]:
-    """A DatabaseServer whose Secret holds ``value`` (not waited for); deleted afterwards."""
-    system = Kubectl(kubeconfig, OWN_NAMESPACE)
-    name = name or f"server-{uuid.uuid4().hex[:6]}"
-    system.run("create", "secret", "generic", name, f"--from-literal=DATABASE_URL={value}")
-    body = {
-        "apiVersion": "tenantdb.io/v1alpha1",
-        "kind": "DatabaseServer",
-        "metadata": {"name": name},
-        "spec": {"connection": {"secretName": name}},
-    }
-    system.apply(json.dumps(body))
-    try:
-        yield name
-    finally:
-        system.run("delete", "databaseserver", name, "--timeout=60s", check=False)
-        system.run("delete", "secret", name, check=False)
-
-
 def server_ready(kubeconfig: Path, name: str) -> dict[str, str]:
     system = Kubectl(kubeconfig, OWN_NAMESPACE)
     status = system.get("databaseserver", name).get("status") or {}
@@ -90,7 +59,7 @@ def test_a_control_schema_another_role_made_first_is_refused_and_runs_nothing_as
         conn.execute("SET ROLE squatter")
         conn.execute(SQUATTER.encode())
     try:
-        with declared(kubeconfig, second_postgres.operator_url) as name:
+        with declared(kubeconfig, second_postgres.operator_url, ready=False) as name:
             eventually(
                 lambda: server_ready(kubeconfig, name).get("reason") == "ControlSchemaNotOwned",
                 timeout=60,
@@ -126,7 +95,7 @@ def test_a_server_secret_that_is_not_a_url_never_prints_its_password(
 ) -> None:
     password = f"pw{uuid.uuid4().hex}"
     value = template.format(role="tenantdb_operator", password=password)
-    with declared(kubeconfig, value) as name:
+    with declared(kubeconfig, value, ready=False) as name:
         eventually(
             lambda: server_ready(kubeconfig, name).get("reason") == "InvalidServer", timeout=60
         )
@@ -157,7 +126,7 @@ def test_a_domain_held_on_one_server_cannot_be_claimed_from_another(
         )
     )
     boundary.b.kubectl.wait("tenant/owner-of-domain", "condition=Ready", timeout=120)
-    with declared(kubeconfig, second_postgres.operator_url) as name:
+    with declared(kubeconfig, second_postgres.operator_url, ready=False) as name:
         system = Kubectl(kubeconfig, OWN_NAMESPACE)
         system.wait(f"databaseserver/{name}", "condition=Ready", timeout=60)
         spec = {"isolation": "schema", "domain": domain, "serverRef": {"name": name}}
