@@ -10,9 +10,9 @@ step, with the engine on the operator's role:
 * provisioning: ``--sample`` more tenants through ``commands.provision``
   (4 threads, as the operator's workers), milliseconds per tenant;
 * verification: ``commands.verify_isolation`` of those tenants, per tenant;
-* one usage sweep (``usage.Survey.sweep``, every tenant);
-* one tenant's backup (``taking.take``; pg_dump reads the catalog of the
-  whole database, whatever it dumps);
+* the usage sweep (``usage.Survey.sweep``, every tenant; median of 3);
+* one tenant's backup (``taking.take``, median of 3 tenants; pg_dump reads
+  the catalog of the whole database, whatever it dumps);
 * the catalog: relations, roles, ``pg_catalog``'s size, and a fresh
   session's ``CacheMemoryContext`` after one verification of every sample
   tenant (each backend that touches many tenants pays it);
@@ -29,8 +29,10 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,8 @@ from tenantdb.core.backups import storage, taking
 
 HEADING = "## Limits per server"
 WORKERS = 4
+REPEATS = 3
+"""The usage sweep and the backup are timed this many times (the median is quoted)."""
 FILL_BATCH = 100
 CATALOG = """
 SELECT (SELECT count(*) FROM pg_catalog.pg_class),
@@ -165,9 +169,13 @@ def fill(db: common.Database, server: commands.Server, count: int, tables: int) 
     verifiers = (passwords.scram_verifier(passwords.generate()),) * 2
     space = tenancy.shared_space(server, "limits")
 
+    granting = threading.Lock()
+    """``GRANT CONNECT`` rewrites the database's one catalog row: one batch at a time."""
+
     def batch(first: int) -> None:
         with psycopg.connect(db.superuser_url, autocommit=True) as conn:
             home = str(conn.info.dbname)
+            roles: list[str] = []
             with conn.transaction():
                 for _ in range(first, min(first + FILL_BATCH, count)):
                     uid = str(uuid.uuid4())
@@ -177,13 +185,20 @@ def fill(db: common.Database, server: commands.Server, count: int, tables: int) 
                     )
                     statements[0] = statements[0].replace("'bench'", "'limits'")
                     for statement in statements:
-                        conn.execute(statement)
+                        if not statement.startswith("GRANT CONNECT ON DATABASE"):
+                            conn.execute(statement)
+                    roles += [names.login_role, names.owner_role]
                     for table in range(tables):
                         conn.execute(
                             sql.SQL("CREATE TABLE {}.{} (id bigint PRIMARY KEY, body text)").format(
                                 sql.Identifier(names.schema), sql.Identifier(f"t{table}")
                             )
                         )
+            grant = sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                sql.Identifier(home), sql.SQL(", ").join(map(sql.Identifier, roles))
+            )
+            with granting:  # its own transaction: the lock covers it up to its commit
+                conn.execute(grant)
 
     with ThreadPoolExecutor(WORKERS) as pool:
         list(pool.map(batch, range(0, count, FILL_BATCH)))
@@ -213,10 +228,10 @@ def measure(
     for uid, name in sample:
         commands.verify_isolation(server, uid, name)
     verify_ms = (time.perf_counter() - started) / len(sample) * 1000
-    started = time.perf_counter()
-    usage.Survey().sweep(server)
-    sweep_s = time.perf_counter() - started
-    backup_s = backup(server, sample[0][0], archives) if archives is not None else 0.0
+    sweep_s = common.median([timed(lambda: usage.Survey().sweep(server)) for _ in range(REPEATS)])
+    backup_s = 0.0
+    if archives is not None:
+        backup_s = common.median([backup(server, uid, archives) for uid, _ in sample[:REPEATS]])
     with psycopg.connect(db.operator_url, autocommit=True) as conn:
         row = conn.execute(CATALOG).fetchone()
     assert row is not None
@@ -235,6 +250,13 @@ def measure(
         int(disk) / 2**20,
         cache / 2**20,
     )
+
+
+def timed(call: Callable[[], object]) -> float:
+    """Seconds ``call`` took."""
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
 
 
 def backup(server: commands.Server, uid: str, archives: Path) -> float:
