@@ -150,3 +150,59 @@ def test_a_domain_held_on_one_server_cannot_be_claimed_from_another(
             boundary.b.kubectl.run(
                 "delete", "tenant", "owner-of-domain", "--timeout=120s", check=False
             )
+
+
+def test_a_tenant_on_the_second_server_cannot_climb_nor_hold_up_the_operator(
+    boundary: Boundary, kubeconfig: Path, second_postgres: postgres.EmbeddedPostgres
+) -> None:
+    """As tenant A on server B, with its own Secret: every spelling of a role change is
+    refused; a search_path of its own choosing and a lock it holds on its table reach
+    none of the operator's work there (a new tenant on B, a rollout across servers)."""
+    kubectl = boundary.a.kubectl  # the namespace user's own token
+    with declared(kubeconfig, second_postgres.operator_url) as name:
+        spec = {"isolation": "schema", "serverRef": {"name": name}, "deletionPolicy": "Delete"}
+        body = {"apiVersion": "tenantdb.io/v1alpha1", "kind": "Tenant"}
+        climber = {"name": "climber", "labels": {"boundary": "climber"}}
+        kubectl.apply(json.dumps({**body, "metadata": climber, "spec": spec}))
+        kubectl.wait("tenant/climber", "condition=Ready", timeout=120)
+        migration = {
+            "apiVersion": "tenantdb.io/v1alpha1",
+            "kind": "Migration",
+            "metadata": {"name": "goods"},
+            "spec": {
+                "version": next(boundary.versions),
+                "up": "CREATE TABLE IF NOT EXISTS goods (id int)",
+                "tenantSelector": {"matchLabels": {"boundary": "climber"}},
+            },
+        }
+        kubectl.apply(json.dumps(migration))
+        kubectl.wait("migration/goods", "jsonpath={.status.phase}=Succeeded", timeout=120)
+        secret = kubectl.secret_data("climber-credentials")
+        with psycopg.connect(secret["uri"], autocommit=True) as conn:
+            for attempt in (
+                "SET ROLE tenantdb_operator",
+                "SET SESSION AUTHORIZATION tenantdb_operator",
+                "SELECT set_config('role', 'tenantdb_operator', false)",
+                "ALTER ROLE CURRENT_USER SUPERUSER",
+                "GRANT tenantdb_operator TO CURRENT_USER",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(attempt)
+            conn.execute("ALTER ROLE CURRENT_USER SET search_path = pg_temp, public")
+            conn.execute("BEGIN")
+            conn.execute("LOCK TABLE goods IN ACCESS EXCLUSIVE MODE")
+            try:
+                kubectl.apply(json.dumps({**body, "metadata": {"name": "neighbour"}, "spec": spec}))
+                kubectl.wait("tenant/neighbour", "condition=Ready", timeout=120)
+                kubectl.wait("tenant/climber", "condition=Ready", timeout=10)
+            finally:
+                conn.execute("ROLLBACK")
+            row = conn.execute("SELECT current_user, session_user").fetchone()
+            assert row == (secret["username"], secret["username"])
+        with psycopg.connect(second_postgres.superuser_url(), autocommit=True) as admin:
+            supers = admin.execute(
+                "SELECT count(*) FROM pg_roles WHERE rolsuper AND rolname <> 'postgres'"
+            ).fetchone()
+            assert supers == (0,)
+        for tenant in ("climber", "neighbour"):
+            kubectl.run("delete", "tenant", tenant, "--timeout=120s")
