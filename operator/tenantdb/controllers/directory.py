@@ -9,15 +9,17 @@ another: a server that is down fails only its own tenants' work.
 
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from tenantdb.api import selectors
 from tenantdb.api import servers as api
-from tenantdb.core import commands, connecting, errors, placement
+from tenantdb.core import commands, connecting, errors, naming, placement
 from tenantdb.core.migrations import planning
 
+P = ParamSpec("P")
+T = TypeVar("T")
 STARTING = 60.0
 """Seconds after start-up in which a server not tried yet counts as connecting, not down."""
 
@@ -152,59 +154,53 @@ class Directory:
 
     # The placement directory: on the operator's own server, as the operator's role.
 
-    def located(self, uid: str) -> str | None:
-        """The server a tenant was placed on (None: not placed yet)."""
+    def _on_directory(
+        self,
+        work: Callable[Concatenate[connecting.Connection, naming.Identifier, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``work(conn, control_schema, ...)`` on the operator's own server's pool."""
         own = self.default
         with connecting.connection(own.pool) as conn:
-            return placement.located(conn, own.control_schema, uid)
+            return work(conn, own.control_schema, *args, **kwargs)
+
+    def located(self, uid: str) -> str | None:
+        """The server a tenant was placed on (None: not placed yet)."""
+        return self._on_directory(placement.located, uid)
 
     def place_on_default(self, tenant: placement.Tenant) -> str:
         """Where a tenant that names no server lives (the operator's own, once placed)."""
-        own = self.default
-        with connecting.connection(own.pool) as conn:
-            return placement.on_default(conn, own.control_schema, tenant)
+        return self._on_directory(placement.on_default, tenant)
 
     def claim_domain(self, tenant: placement.Tenant) -> None:
         """Hold a placed tenant's (possibly changed) domain, unique across servers."""
-        own = self.default
-        with connecting.connection(own.pool) as conn:
-            placement.claim_domain(conn, own.control_schema, tenant)
+        self._on_directory(placement.claim_domain, tenant)
 
     def place(
         self, tenant: placement.Tenant, candidates: list[placement.Candidate], why: str
     ) -> Member:
         """The tenant's server, placing it among ``candidates`` if it is new."""
-        own = self.default
-        with connecting.connection(own.pool) as conn:
-            chosen = placement.place(conn, own.control_schema, tenant, candidates, why)
-        return self.member(chosen)
+        return self.member(self._on_directory(placement.place, tenant, candidates, why))
 
     def forget(self, uid: str) -> None:
         """A deleted tenant leaves the directory."""
-        own = self.default
-        with connecting.connection(own.pool) as conn:
-            placement.forget(conn, own.control_schema, uid)
+        self._on_directory(placement.forget, uid)
 
     def placed(self, server: str) -> dict[str, int]:
         """Tenants placed on ``server``, by isolation mode."""
-        own = self.default
-        with connecting.connection(own.pool) as conn:
-            return placement.counts(conn, own.control_schema, [server]).get(server, {})
+        return self._on_directory(placement.counts, [server]).get(server, {})
 
     def hosted(self, server: str) -> tuple[int, list[str]]:
         """How many tenants live on ``server``, and the first few (namespace/name)."""
-        own = self.default
-        with connecting.connection(own.pool) as conn:
-            return placement.hosted(conn, own.control_schema, server)
+        return self._on_directory(placement.hosted, server)
 
     def hosting(
         self, namespace: str, declared: Collection[str] = ()
     ) -> tuple[dict[str, commands.Server], dict[str, str]]:
         """The connected servers a namespace's tenants live on, and why the others are not
         (``ServerConnecting`` for a declared one not tried yet: a rollout waits for it)."""
-        own = self.default
-        with connecting.connection(own.pool) as conn:
-            names = placement.servers_of(conn, own.control_schema, namespace)
+        names = self._on_directory(placement.servers_of, namespace)
         servers: dict[str, commands.Server] = {}
         missing: dict[str, str] = {}
         for name in sorted(names):

@@ -19,6 +19,8 @@ from tenantdb.core import errors
 
 Pool = psycopg_pool.ConnectionPool
 """The pool type callers outside ``core`` hold without importing the driver."""
+Connection = psycopg.Connection[Any]
+"""Likewise, a connection."""
 
 UNAVAILABLE_SQLSTATE_CLASSES = ("08", "57")
 """Connection exceptions and operator intervention (server shutting down)."""

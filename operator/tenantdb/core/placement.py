@@ -117,24 +117,25 @@ def place(
     """The tenant's server: where it already is, else the candidate with room that
     holds the fewest tenants (ties by name), recorded. ``why`` names the candidates
     for the error when none has room (``ServerFull``) or none is given (``NoServer``)."""
+    found = located(conn, schema, tenant.uid)
+    if found is not None:
+        claim_domain(conn, schema, tenant)
+        return found
     with _claiming(conn, schema, tenant):
-        return _place(conn, schema, tenant, candidates, why)
+        if len(candidates) == 1 and candidates[0].unlimited:
+            record(conn, schema, tenant, candidates[0].name)  # no room to race for
+            return located(conn, schema, tenant.uid) or candidates[0].name
+        return _choose(conn, schema, tenant, candidates, why)
 
 
-def _place(
+def _choose(
     conn: psycopg.Connection[Any],
     schema: naming.Identifier,
     tenant: Tenant,
     candidates: Sequence[Candidate],
     why: str,
 ) -> str:
-    found = located(conn, schema, tenant.uid)
-    if found is not None:
-        _set_domain(conn, schema, tenant)
-        return found
-    if len(candidates) == 1 and candidates[0].unlimited:
-        record(conn, schema, tenant, candidates[0].name)  # no room to race for
-        return located(conn, schema, tenant.uid) or candidates[0].name
+    """Choose and record under the placement lock, so capacity holds when many place."""
     with conn.transaction():
         locking.take(conn, schema, LOCK)
         found = located(conn, schema, tenant.uid)
@@ -161,30 +162,26 @@ def on_default(conn: psycopg.Connection[Any], schema: naming.Identifier, tenant:
     changed) in the same statement."""
     table = sql.Identifier(schema, TABLE)
     with _claiming(conn, schema, tenant):
-        return _on_default(conn, table, tenant)
-
-
-def _on_default(conn: psycopg.Connection[Any], table: sql.Identifier, tenant: Tenant) -> str:
-    row = conn.execute(
-        sql.SQL(
-            "WITH quick AS (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)),"
-            " added AS (INSERT INTO {table} AS p"
-            " (tenant_uid, namespace, name, isolation, server, domain)"
-            " SELECT %(uid)s, %(namespace)s, %(name)s, %(isolation)s, %(server)s, %(domain)s"
-            " FROM quick ON CONFLICT (tenant_uid) DO UPDATE SET domain = EXCLUDED.domain"
-            " WHERE p.domain IS DISTINCT FROM EXCLUDED.domain RETURNING server)"
-            " SELECT server FROM added"
-            " UNION ALL SELECT server FROM {table} WHERE tenant_uid = %(uid)s LIMIT 1"
-        ).format(table=table),
-        {
-            "uid": tenant.uid,
-            "namespace": tenant.namespace,
-            "name": tenant.name,
-            "isolation": tenant.isolation,
-            "server": DEFAULT,
-            "domain": tenant.domain,
-        },
-    )
+        row = conn.execute(
+            sql.SQL(
+                "WITH quick AS (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)),"
+                " added AS (INSERT INTO {table} AS p"
+                " (tenant_uid, namespace, name, isolation, server, domain)"
+                " SELECT %(uid)s, %(namespace)s, %(name)s, %(isolation)s, %(server)s, %(domain)s"
+                " FROM quick ON CONFLICT (tenant_uid) DO UPDATE SET domain = EXCLUDED.domain"
+                " WHERE p.domain IS DISTINCT FROM EXCLUDED.domain RETURNING server)"
+                " SELECT server FROM added"
+                " UNION ALL SELECT server FROM {table} WHERE tenant_uid = %(uid)s LIMIT 1"
+            ).format(table=table),
+            {
+                "uid": tenant.uid,
+                "namespace": tenant.namespace,
+                "name": tenant.name,
+                "isolation": tenant.isolation,
+                "server": DEFAULT,
+                "domain": tenant.domain,
+            },
+        )
     found = row.fetchone()
     return str(found[0]) if found else DEFAULT
 
@@ -206,16 +203,12 @@ def claim_domain(conn: psycopg.Connection[Any], schema: naming.Identifier, tenan
     """Hold the tenant's domain (or none) in the directory; ``DomainConflict`` if another
     tenant, on whichever server, holds it."""
     with _claiming(conn, schema, tenant):
-        _set_domain(conn, schema, tenant)
-
-
-def _set_domain(conn: psycopg.Connection[Any], schema: naming.Identifier, tenant: Tenant) -> None:
-    conn.execute(
-        sql.SQL(
-            "UPDATE {} SET domain = %s WHERE tenant_uid = %s AND domain IS DISTINCT FROM %s"
-        ).format(sql.Identifier(schema, TABLE)),
-        (tenant.domain, tenant.uid, tenant.domain),
-    )
+        conn.execute(
+            sql.SQL(
+                "UPDATE {} SET domain = %s WHERE tenant_uid = %s AND domain IS DISTINCT FROM %s"
+            ).format(sql.Identifier(schema, TABLE)),
+            (tenant.domain, tenant.uid, tenant.domain),
+        )
 
 
 @contextmanager
