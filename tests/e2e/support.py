@@ -40,10 +40,15 @@ def create_as_owner(admin: psycopg.Connection, status: dict[str, str], statement
         admin.execute(statement)
 
 
-def eventually(check: Callable[[], bool], timeout: float = 60.0) -> None:
+def eventually(
+    check: Callable[[], bool], timeout: float = 60.0, describe: Callable[[], object] | None = None
+) -> None:
+    """Poll ``check`` until it holds; on timeout, say what ``describe`` sees then."""
     deadline = time.monotonic() + timeout
     while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
+        if time.monotonic() >= deadline:
+            seen = f": {describe()}" if describe is not None else ""
+            raise AssertionError(f"condition not reached in time{seen}")
         time.sleep(0.5)
 
 

@@ -11,7 +11,7 @@ and ``history`` (for ``tenantdb migrate status``). They raise only
 
 import threading
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -54,6 +54,13 @@ class Progress:
     targets: Sequence[scoping.TenantLocation]
     rows: Mapping[str, ledger.Row]
     checksum: str
+    found_drift: Mapping[str, str] = field(default_factory=dict)
+    """Tenant name -> why, for drift a pass found on the tenant itself (a marker the
+    ledger never wrote): nothing ran there, so no ledger row can say it."""
+
+    def with_drift(self, found: Mapping[str, str]) -> "Progress":
+        """These counts, with the drift a pass found kept in them (``found_drift``)."""
+        return replace(self, found_drift={**self.found_drift, **found})
 
     def row(self, uid: str) -> ledger.Row:
         """One target's row (state None: never attempted)."""
@@ -74,13 +81,14 @@ class Progress:
             return planning.Counts(len(had), len(still), failed, len(still) - failed)
         applied = sum(1 for r in rows if r.state is ledger.State.APPLIED)
         failed = sum(1 for r in rows if r.state is ledger.State.FAILED)
-        drifted = sorted(names[r.tenant_uid] for r in rows if r.drifted(self.checksum))
+        in_ledger = {names[r.tenant_uid] for r in rows if r.drifted(self.checksum)}
+        drifted = sorted(in_ledger | set(self.found_drift))
         retrying = [
             (names[r.tenant_uid], r.error)
             for r in rows
             if r.state is ledger.State.RETRY and r.error
         ]
-        pending = len(rows) - applied - failed
+        pending = len(rows) - applied - failed - len(set(self.found_drift) - in_ledger)
         return planning.Counts(
             len(rows),
             applied,
@@ -102,6 +110,8 @@ class Progress:
             )
             if failed:
                 found.append((target.name, row.error or "failed"))
+            elif mode is not planning.Mode.ROLLBACK and target.name in self.found_drift:
+                found.append((target.name, self.found_drift[target.name]))
         return found[:limit]
 
 

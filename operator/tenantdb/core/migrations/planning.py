@@ -225,8 +225,9 @@ def decide(
             api.Phase.HALTED,
             False,
             Reason.CHECKSUM_MISMATCH,
-            f"up changed after it was applied on {len(counts.drifted)} tenant(s) ({names}); "
-            "nothing is re-applied. Revert the text, or accept it with the "
+            f"what is applied on {len(counts.drifted)} tenant(s) ({names}) is not this up "
+            "(changed after it was applied, or a marker the operator did not write: see "
+            "status.failures); nothing is re-applied. Revert the text, or accept it with the "
             "tenantdb.io/accept-checksum annotation (see docs/migrations.md)",
         )
     if canary_failed:

@@ -41,6 +41,8 @@ class Tally:
     interval: float = 1.0
     """Seconds between two reports while results arrive."""
     max_failures_listed: int = 20
+    drift: dict[str, str] = field(default_factory=dict)
+    """Tenant name -> why, for every tenant whose result was drift."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _reported_at: float | None = None
     _last: str = ""
@@ -49,8 +51,11 @@ class Tally:
         """Count one result; report if the interval has passed."""
         with self._lock:
             self.counts = _moved(self.mode, self.counts, result)
-            if result.outcome is Outcome.FAILED and len(self.failures) < self.max_failures_listed:
-                self.failures.append((result.tenant.name, result.error or "failed"))
+            if result.outcome is Outcome.DRIFT:
+                self.drift[result.tenant.name] = result.error or "drifted"
+            listed = result.outcome in (Outcome.FAILED, Outcome.DRIFT)
+            if listed and len(self.failures) < self.max_failures_listed:
+                self.failures.append((result.tenant.name, result.error or str(result.outcome)))
             self._last = result.tenant.name
             due = self._reported_at is None or time.monotonic() - self._reported_at >= self.interval
         if due:

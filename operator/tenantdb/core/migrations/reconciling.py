@@ -163,6 +163,7 @@ class _Reconciliation:
             runnable = [t for t in runnable if t.uid in unfinished]  # canaries go alone
         if runnable:
             failed = found.counts(Mode.APPLY).failed
+            tally = self._tally(Mode.APPLY, found)
             commands.upgrade(
                 self.server,
                 self.script,
@@ -170,10 +171,10 @@ class _Reconciliation:
                 applied_by=self.applied_by,
                 policy=self._policy(failed, canaries=frozenset(unfinished)),
                 requires=required,
-                on_result=self._listener(self._tally(Mode.APPLY, found)),
+                on_result=self._listener(tally),
                 stop=self.stop,
             )
-            found = commands.progress(self.server, self.script, targets)
+            found = commands.progress(self.server, self.script, targets).with_drift(tally.drift)
             missing = commands.missing_versions(self.server, self.script, required)
         return self._done(self._verdict(found, canaries, _waiting(missing)), found, Mode.APPLY)
 

@@ -4,8 +4,9 @@ import threading
 
 import pytest
 
+from tenantdb.api import migrations as api
 from tenantdb.core import scoping
-from tenantdb.core.migrations import outcomes, planning, progress, rollout
+from tenantdb.core.migrations import commands, ledger, outcomes, planning, progress, rollout
 
 Outcome = outcomes.Outcome
 
@@ -132,3 +133,24 @@ def test_tally_of_a_rollback_counts_down() -> None:
     for target in tenants(2):
         tally.add(outcomes.Result(target, Outcome.ROLLED_BACK))
     assert (tally.snapshot().counts.applied, tally.snapshot().counts.pending) == (1, 1)
+
+
+def test_drift_found_on_the_tenant_outlives_the_pass() -> None:
+    """A marker the ledger never wrote is drift the ledger cannot hold: the counts read
+    from the ledger after the pass keep it, so the verdict stays Halted (not Running)."""
+    targets = tenants(2)
+    tally = progress.Tally(planning.Mode.APPLY, planning.Counts(total=2, pending=2))
+    forged = "a marker says version 7 is applied, but the marker table is writable by PUBLIC"
+    tally.add(outcomes.Result(targets[0], Outcome.DRIFT, forged))
+    tally.add(outcomes.Result(targets[1], Outcome.APPLIED))
+    assert tally.snapshot().failures == (("t00", forged),)
+    rows = {"uid-1": ledger.Row("uid-1", ledger.State.APPLIED, checksum="c")}
+    after = commands.Progress(targets, rows, "c")
+    alone = planning.decide(planning.Mode.APPLY, after.counts(planning.Mode.APPLY), api.Strategy())
+    assert alone.phase is api.Phase.RUNNING  # the ledger alone: one tenant still to do
+    kept = after.with_drift(tally.drift)
+    counts = kept.counts(planning.Mode.APPLY)
+    assert (counts.applied, counts.pending, counts.drifted) == (1, 0, ["t00"])
+    verdict = planning.decide(planning.Mode.APPLY, counts, api.Strategy())
+    assert (verdict.phase, verdict.reason) == (api.Phase.HALTED, planning.Reason.CHECKSUM_MISMATCH)
+    assert kept.failures(planning.Mode.APPLY) == [("t00", forged)]
