@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import psycopg
@@ -36,6 +36,27 @@ pytest_plugins = ("tests.node.fixtures", "tests.e2e.databaseservers")
 def pytest_configure(config: pytest.Config) -> None:
     """One credentials key for the operator, the CLI and in-process servers of this run."""
     os.environ.setdefault("TENANTDB_CREDENTIALS_KEY", secrets.token_urlsafe(32))
+
+
+OPERATOR_LOG_LINES = 60
+"""How much of the operator's log a failed test's report carries."""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test that used the operator process shows the end of its log: what the
+    operator did around the failure is what a CI report needs and cannot rerun."""
+    report = yield
+    funcargs = getattr(item, "funcargs", {})
+    process = funcargs.get("operator")
+    if report.failed and call.when == "call" and process is not None:
+        lines = process.log_path.read_text(errors="replace").splitlines()
+        report.sections.append(
+            ("operator log (last lines)", "\n".join(lines[-OPERATOR_LOG_LINES:]))
+        )
+    return report
 
 
 BRIEF_PLAN = {"connection_limit": 5, "statement_timeout": "2s"}
