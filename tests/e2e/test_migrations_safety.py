@@ -14,13 +14,12 @@ import time
 import uuid
 from pathlib import Path
 
-import kubernetes
 import psycopg
 import pytest
 
 from tenantdb import settings
 from tenantdb.api.tenants import Isolation
-from tenantdb.controllers import migrations, runtime
+from tenantdb.controllers import kube, migrations, runtime
 from tenantdb.core import commands
 from tenantdb.core.migrations import markers
 from tenantdb.devenv import operator_process
@@ -178,6 +177,7 @@ def test_catch_up_applies_earlier_migrations_in_order_and_stops_at_an_unapproved
     kubeconfig: Path,
     server: commands.Server,
     admin: psycopg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     kubectl.apply(
         "---\n".join(
@@ -197,7 +197,8 @@ def test_catch_up_applies_earlier_migrations_in_order_and_stops_at_an_unapproved
     wait_phase(kubectl, "c5", "AwaitingApproval")
     # A tenant the operator does not know as an object: only catch_up reaches it.
     tenant = provision(server, Isolation.SCHEMA, kubectl.namespace)
-    kubernetes.config.load_kube_config(config_file=str(kubeconfig))  # what kube.login does
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    kube.login()
     rt = runtime.Runtime(settings=settings.Settings(), server=server)
     logger = logging.getLogger("test")
     version = migrations.catch_up(

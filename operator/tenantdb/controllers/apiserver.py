@@ -6,9 +6,9 @@ once (the finalizer patches of every new object, then their status patches
 and events), each with asyncio's 256 KiB read buffer and OpenSSL's state, some
 250 MB at the peak, where a few dozen connections serve the same requests
 as fast (the handlers themselves run on ``execution.max_workers`` threads).
-The login handler here logs in as kopf would (``kopf.login_via_client``: the
-service account, else the kubeconfig) and builds the same session with a
-limit: ``REQUESTS`` connections for requests plus room for every watch
+The login handler here logs in with ``kubelogin`` (the service account, else
+the kubeconfig: the same credentials as the operator's own calls) and builds
+kopf's session with a limit: ``REQUESTS`` connections for requests plus room for every watch
 stream, which holds its connection for as long as it lasts. With namespace
 globs the number of watches is not known in advance, and nothing is capped.
 """
@@ -19,6 +19,8 @@ from typing import Any
 
 import aiohttp
 import kopf
+
+from tenantdb.controllers import kubelogin
 
 REQUESTS = 32
 """Connections for requests (patches, events, reads), beside the watch streams."""
@@ -40,14 +42,14 @@ def connection_limit(namespaces: Sequence[str]) -> int:
 @kopf.on.login()
 async def login(memo: Any, **kwargs: Any) -> kopf.AiohttpSession | None:
     """kopf's own login and session, with its connections limited to the memo's limit."""
-    info = await asyncio.to_thread(lambda: kopf.login_via_client(memo=memo, **kwargs))
-    if info is None:
-        return None
+    try:
+        info = await asyncio.to_thread(kubelogin.credentials)
+    except kubelogin.LoginError as exc:
+        raise kopf.LoginError(str(exc)) from exc
     connector = aiohttp.TCPConnector(limit=int(memo.get(MEMO_KEY) or 0), ssl=info.as_ssl_context())
     session = aiohttp.ClientSession(
         connector=connector,
         headers=info.as_http_headers(),
-        auth=info.as_aiohttp_basic_auth(),
         proxy=info.proxy_url,
         trust_env=info.trust_env,
     )
