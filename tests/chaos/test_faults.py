@@ -201,7 +201,7 @@ def test_postgres_down_while_the_operator_restarts(world: World) -> None:
     world.operator.kill()
     world.operator.start(ready=False)
     world.kubectl.apply(tenant_documents(["late-postgres"]))
-    unserved = "[chaos/late-postgres] Handler 'reconcile' failed temporarily"
+    unserved = "[chaos/late-postgres] waiting: "  # its reconcile ran, and waits (requeue)
     eventually(lambda: unserved in world.operator.log_path.read_text(), timeout=60)
     world.start_database()
     took = converged(world, 2, "PostgreSQL down while the operator restarted")

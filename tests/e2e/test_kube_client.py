@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tenantdb.api import GROUP, VERSION
-from tenantdb.controllers import kube
+from tenantdb.controllers import kube, requeue
 from tests.e2e.kubectl import Kubectl
 
 pytestmark = pytest.mark.kube
@@ -120,3 +120,29 @@ def test_events_are_posted_about_an_object(logged_in: Kubectl) -> None:
     assert [(e["reason"], len(e["message"])) for e in events] == [
         ("Tested", kube.EVENT_MESSAGE_LIMIT)
     ]
+
+
+def test_a_wake_up_reaches_the_tenant_that_waited_and_no_other(logged_in: Kubectl) -> None:
+    """``requeue``'s write: the new value lands where kopf compares; a Tenant deleted
+    and made again under the name is not woken (as if it were gone)."""
+    namespace = logged_in.namespace
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Tenant",
+        "metadata": {"name": "waiting"},
+        "spec": {"isolation": "schema"},
+    }
+    first = kube.create_custom_object(GROUP, VERSION, namespace, "tenants", body)
+    assert first is not None
+    ref = requeue.Ref(namespace, "tenants", "waiting", first["metadata"]["uid"])
+    requeue._wake(ref)
+    woken = kube.read_custom_object(GROUP, VERSION, namespace, "tenants", "waiting")
+    assert woken is not None and woken["status"]["operator"][requeue.REQUEUE]
+    kube.delete_custom_object(GROUP, VERSION, namespace, "tenants", "waiting")
+    again = kube.create_custom_object(GROUP, VERSION, namespace, "tenants", body)
+    assert again is not None and again["metadata"]["uid"] != ref.uid
+    with pytest.raises(kube.ApiError) as caught:
+        requeue._wake(ref)
+    assert caught.value.status == 404
+    untouched = kube.read_custom_object(GROUP, VERSION, namespace, "tenants", "waiting")
+    assert untouched is not None and "status" not in untouched

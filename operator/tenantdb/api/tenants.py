@@ -153,6 +153,8 @@ class Bookkeeping(base.ApiModel):
     """Handlers retrying or in progress, each record as JSON."""
     touch: str | None = None
     """Changed to wake a handler that waits for a delay."""
+    requeue: str | None = None
+    """Changed to reconcile the tenant again after it had to wait."""
 
 
 class Usage(base.ApiModel):

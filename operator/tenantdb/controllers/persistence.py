@@ -36,6 +36,7 @@ BOOKKEEPING = "operator"
 DIFF_BASE = "lastHandledConfiguration"
 PROGRESS = "progress"
 TOUCH = "touch"
+REQUEUE = "requeue"
 
 
 def _size(value: Any) -> int:
@@ -102,8 +103,11 @@ class CompactDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     """
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
-        essence = super().build(body=body, extra_fields=extra_fields)
-        return cast(kopf.BodyEssence, compact(dict(essence)))
+        essence = dict(super().build(body=body, extra_fields=extra_fields))
+        wake = _stored(body).get(REQUEUE) if in_status(body) else None
+        if wake:
+            essence[REQUEUE] = wake  # a change here is a change: see controllers/requeue.py
+        return cast(kopf.BodyEssence, compact(essence))
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         encoded = _stored(body).get(DIFF_BASE) if in_status(body) else None

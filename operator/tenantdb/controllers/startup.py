@@ -14,7 +14,15 @@ import prometheus_client
 
 from tenantdb import settings as settings_
 from tenantdb.api import GROUP
-from tenantdb.controllers import kube, patrolling, persistence, readiness, runtime, surveying
+from tenantdb.controllers import (
+    kube,
+    patrolling,
+    persistence,
+    readiness,
+    requeue,
+    runtime,
+    surveying,
+)
 from tenantdb.core import errors
 
 FINALIZER = f"{GROUP}/finalizer"
@@ -38,6 +46,7 @@ def start(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: 
     config = settings_.Settings.from_environment()
     configure_kopf(settings, config)
     kube.login()
+    requeue.install(memo, config.watch.retry_delay)
     if config.metrics_port:
         prometheus_client.start_http_server(config.metrics_port)
     state = memo.get("readiness")

@@ -19,6 +19,7 @@ from tenantdb.controllers import (
     kube,
     migrations,
     reporting,
+    requeue,
     restores,
     runtime,
 )
@@ -63,11 +64,20 @@ def reconcile(
 
     The status patch keeps only what changed, so a reconcile that changes
     nothing writes nothing of its own (kopf's diff base, when the spec or
-    metadata moved, is then its one write).
+    metadata moved, is then its one write). One that must wait (a retryable
+    failure, a server not reached yet, a restore) returns with its status
+    saying why and comes back through ``requeue``, not kopf's in-worker retry.
     """
+    waits = requeue.of(memo)
     with reporting.RECONCILE_SECONDS.labels(kind=KIND).time():
         try:
             _reconcile(spec, meta, status, body, patch, memo, logger, kwargs)
+        except kopf.TemporaryError as exc:
+            ref = requeue.Ref(meta["namespace"], PLURAL, meta["name"], meta["uid"])
+            seconds = waits.later(ref, float(exc.delay or 0) or runtime.STARTING_DELAY)
+            logger.info("waiting: %s; reconciling again in %.0fs", exc, seconds)
+        else:
+            waits.forget(meta["uid"])
         finally:
             reporting.drop_unchanged(patch, status)
 
