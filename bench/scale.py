@@ -352,7 +352,7 @@ def render(
     lines = [
         HEADING,
         "",
-        "`bench/scale.py`: Tenants created at once through the API server (the Python client, "
+        "`bench/scale.py`: Tenants created at once through the API server (the operator's own client, "
         f"{CLIENTS} threads) until every one is Ready, with the operator as its own process",
         "on a local control plane; API requests counted by the API server itself",
         "(`apiserver_request_total`, the benchmark's own creates and polling LISTs taken out).",

@@ -44,6 +44,10 @@ SERVER_TENANTS = Gauge(
     "Tenants placed on a DatabaseServer, by isolation mode",
     ["server", "isolation"],
 )
+TENANTS_WAITING = Gauge(
+    "tenantdb_tenants_waiting",
+    "Tenants whose reconcile had to wait and that are due to be reconciled again",
+)
 USAGE_TENANTS = Gauge(
     "tenantdb_tenants", "Live tenants by isolation mode and plan", ["isolation", "plan"]
 )

@@ -19,6 +19,7 @@ from tenantdb.controllers import (
     patrolling,
     persistence,
     readiness,
+    reporting,
     requeue,
     runtime,
     surveying,
@@ -46,7 +47,8 @@ def start(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: 
     config = settings_.Settings.from_environment()
     configure_kopf(settings, config)
     kube.login()
-    requeue.install(memo, config.watch.retry_delay)
+    waits = requeue.install(memo, config.watch.retry_delay)
+    reporting.TENANTS_WAITING.set_function(waits.waiting)
     if config.metrics_port:
         prometheus_client.start_http_server(config.metrics_port)
     state = memo.get("readiness")
