@@ -120,6 +120,9 @@ class Requeue:
                 self._schedule(
                     ref, min(self.base_delay, 1.0) if exc.status == 409 else self.base_delay
                 )
+            except Exception:  # the thread must outlive any one object's trouble
+                _LOG.exception("could not wake %s/%s, again later", ref.namespace, ref.name)
+                self._schedule(ref, self.base_delay)
 
     def _next(self) -> Ref:
         """Wait for the earliest due wake-up that is still wanted; take it."""

@@ -61,3 +61,18 @@ def test_an_object_gone_meanwhile_is_dropped() -> None:
     while not tries and time.monotonic() < deadline:
         time.sleep(0.01)
     assert tries == ["a"] and waits.waiting() == 0
+
+
+def test_an_unforeseen_failure_does_not_end_the_wake_ups() -> None:
+    woken: queue.Queue[str] = queue.Queue()
+
+    def flaky(r: requeue.Ref) -> None:
+        if r.uid == "bad":
+            raise KeyError("metadata")
+        woken.put(r.uid)
+
+    waits = requeue.Requeue(30.0, wake=flaky)
+    waits.later(ref("bad"), 0.05)
+    waits.later(ref("good"), 0.2)
+    assert woken.get(timeout=5) == "good"
+    assert waits.waiting() == 1  # the bad one, due again later
