@@ -65,31 +65,34 @@ def logged_in(
     kube.login()
 
 
-def test_a_token_refused_once_logs_in_again(
-    logged_in: Kubectl, kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A rotated credential: the API server answers 401, the client reads its
-    credentials again and the call goes through."""
-    admin = json.loads(kubeconfig.read_text())
+def _logged_in_with_a_bad_token(
+    kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """The client logged in from a copy of the kubeconfig whose user has a token the API
+    server refuses; the copy's path."""
     stale = json.loads(kubeconfig.read_text())
     stale["users"][0]["user"] = {"token": "not-a-token"}
     config = tmp_path / "config"
     config.write_text(json.dumps(stale))
     monkeypatch.setenv("KUBECONFIG", str(config))
     kube.login()
-    config.write_text(json.dumps(admin))
+    return config
+
+
+def test_a_token_refused_once_logs_in_again(
+    logged_in: Kubectl, kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rotated credential: the API server answers 401, the client reads its
+    credentials again and the call goes through."""
+    config = _logged_in_with_a_bad_token(kubeconfig, tmp_path, monkeypatch)
+    config.write_text(kubeconfig.read_text())
     assert kube.list_custom_objects(GROUP, VERSION, logged_in.namespace, "tenants") == []
 
 
 def test_a_credential_that_stays_refused_is_an_api_error(
     logged_in: Kubectl, kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stale = json.loads(kubeconfig.read_text())
-    stale["users"][0]["user"] = {"token": "not-a-token"}
-    config = tmp_path / "config"
-    config.write_text(json.dumps(stale))
-    monkeypatch.setenv("KUBECONFIG", str(config))
-    kube.login()
+    _logged_in_with_a_bad_token(kubeconfig, tmp_path, monkeypatch)
     with pytest.raises(kube.ApiError) as caught:
         kube.list_custom_objects(GROUP, VERSION, logged_in.namespace, "tenants")
     assert (caught.value.status, caught.value.reason) == (401, "Unauthorized")
