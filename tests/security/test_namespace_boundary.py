@@ -116,6 +116,23 @@ def test_token_creates_tenants_in_its_own_namespace(boundary: Boundary) -> None:
     assert user.kubectl.secret_data("atk-credentials")["username"] == tenant["status"]["role"]
 
 
+def test_token_cannot_write_the_operators_bookkeeping_in_status(boundary: Boundary) -> None:
+    """``status.operator`` (kopf's diff base, its progress, the requeue's wake-ups) is the
+    operator's: the namespace's token is refused the status subresource, and a status
+    sent with the object itself is dropped by the API server."""
+    user = boundary.a
+    forged = '{"status":{"operator":{"requeue":"forged","lastHandledConfiguration":"{}"}}}'
+    refused = user.kubectl.run(
+        "patch", "tenant", "atk", "--subresource=status", "--type=merge", "-p", forged,
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "forbidden" in refused.stderr.lower(), refused.stderr
+    user.kubectl.run("patch", "tenant", "atk", "--type=merge", "-p", forged)
+    operator = user.kubectl.get("tenant", "atk").get("status", {}).get("operator") or {}
+    assert operator.get("requeue") != "forged"
+    assert operator.get("lastHandledConfiguration") != "{}"
+
+
 def test_token_is_forbidden_in_the_other_namespace(boundary: Boundary) -> None:
     other = boundary.a.elsewhere(boundary.b.namespace)
     attempts = [
