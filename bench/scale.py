@@ -6,10 +6,10 @@ then a few hundred ``database`` tenants, each in a namespace of its own):
 
 * N Tenants created through the API server by a fast client (the Python
   client from 16 threads, one POST each), then the time until every one is
-  Ready, polled with a LIST every second;
+  Ready, followed with a watch (``readywatch``) and sampled every second;
 * API requests per tenant by verb and resource, counted by the API server
-  itself (``apiserver_request_total``), the benchmark's own POSTs and LISTs
-  taken out;
+  itself (``apiserver_request_total``), the benchmark's own POSTs, LIST and
+  WATCHes taken out;
 * the operator's RSS and CPU (``/proc``), sampled every second;
 * the PostgreSQL catalog's size (``pg_catalog``'s relations, whole database).
 
@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import fanout
 import provision
+import readywatch
 import yaml
 
 from tenantdb.api import migrations as migration_api
@@ -131,7 +132,6 @@ class Operator:
         self.ready_before = 0
         os.environ["KUBECONFIG"] = str(kubeconfig)
         kube.login()  # the operator's own client, as a fast client of the benchmark
-        self.lists = 0
 
     def usage(self) -> tuple[float, float]:
         """RSS in MB and CPU seconds (user + system) of the operator process."""
@@ -144,14 +144,6 @@ class Operator:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         ticks = os.sysconf("SC_CLK_TCK")
         return rss_kb / 1024, (int(fields[11]) + int(fields[12])) / ticks
-
-    def ready(self, namespace: str) -> int:
-        self.lists += 1
-        listed = {"items": kube.list_custom_objects(GROUP, VERSION, namespace, "tenants")}
-        return sum(
-            any(c.get("type") == "Ready" and c.get("status") == "True" for c in (t.get("status") or {}).get("conditions") or [])
-            for t in listed["items"]
-        )  # fmt: skip
 
     def sample(self, ready: int) -> None:
         rss, cpu = self.usage()
@@ -187,7 +179,7 @@ def provision_through(db: common.Database, op: Operator, mode: str, count: int) 
     stack.kubectl(op.kubeconfig, "create", "namespace", run.namespace)
     before = apimetrics.read(op.kubeconfig)
     _, cpu_before = op.usage()
-    lists_before = op.lists
+    watch = readywatch.ReadyWatch(GROUP, VERSION, run.namespace)
     started = time.monotonic()
 
     def create(index: int) -> None:
@@ -202,10 +194,11 @@ def provision_through(db: common.Database, op: Operator, mode: str, count: int) 
     ready = 0
     while ready < count:
         time.sleep(1.0)
-        ready = op.ready(run.namespace)
+        ready = watch.ready()
         op.sample(ready)
         assert time.monotonic() - last_create < 3600, f"{run.namespace}: {ready}/{count} Ready"
     run.ready_after_last_s = time.monotonic() - last_create
+    watch.stop()
     op.ready_before += count
     settle(op, before, count)
     after = apimetrics.read(op.kubeconfig)
@@ -213,7 +206,8 @@ def provision_through(db: common.Database, op: Operator, mode: str, count: int) 
     run.cpu_s = cpu_after - cpu_before
     served = apimetrics.since(before, after)
     served[apimetrics.Request("POST", "tenants", "")] -= count  # the benchmark's own
-    served[apimetrics.Request("LIST", "tenants", "")] -= op.lists - lists_before
+    served[apimetrics.Request("LIST", "tenants", "")] -= watch.lists
+    served[apimetrics.Request("WATCH", "tenants", "")] -= watch.watches
     ours = {
         k: v
         for k, v in served.items()
@@ -355,7 +349,7 @@ def render(
         "`bench/scale.py`: Tenants created at once through the API server (the operator's own client, "
         f"{CLIENTS} threads) until every one is Ready, with the operator as its own process",
         "on a local control plane; API requests counted by the API server itself",
-        "(`apiserver_request_total`, the benchmark's own creates and polling LISTs taken out).",
+        "(`apiserver_request_total`, the benchmark's own creates and its watch of Ready taken out).",
         f"Machine: {common.machine()}; embedded PostgreSQL, durable ({args.durability});",
         f"load average {args.load:.1f} at the start, {args.load_end:.1f} at the end.",
         "Targets: 1,000 Ready within 30 s of the last create; ≤ 3 API writes per first",

@@ -11,6 +11,7 @@ from tenantdb.controllers import (
     backups,
     census,
     heap,
+    inflight,
     migrations,
     operations,
     readiness,
@@ -33,6 +34,7 @@ HANDLER_MODULES = (
     operations,
     census,
     heap,
+    inflight,
 )
 """Importing these registers their handlers with kopf's default registry."""
 
