@@ -29,7 +29,8 @@ log() { echo "image: $*" >&2; }
 # The base to build on; `local` is built (or, with `name`, only named) by hack/base-image.sh.
 base_image() {
   local base="${BASE_IMAGE:-}"
-  if [[ "$base" == local ]]; then base="$(bash hack/base-image.sh "${1:-build}")"; fi
+  # A command substitution does not inherit `set -e`: fail here, not on a public base.
+  if [[ "$base" == local ]]; then base="$(bash hack/base-image.sh "${1:-build}")" || exit 1; fi
   echo "$base"
 }
 
@@ -90,13 +91,13 @@ prune() {
 
 build() {
   local base tool tag image archive network=() started
+  tool="$(builder)"  # first: the local base is imported with podman
   base="$(base_image)"
   started=$SECONDS
   tag="$(context_hash "$base")"
   image="$REPOSITORY:$tag"
   archive="$ARCHIVE_DIR/tenantdb-$tag.oci.tar"
   if [[ -f "$archive" ]]; then printf '%s\n%s\n' "$image" "$archive"; return; fi
-  tool="$(builder)"
   mkdir -p "$ARCHIVE_DIR"
   if wheelhouse; then network=(--network none); fi
   local build_args=(--build-arg "POSTGRES_WHEEL_VERSION=$(postgres_wheel_version)")
