@@ -127,9 +127,6 @@ class WatchSettings:
     """Seconds between two isolation checks (and repairs) of one tenant."""
     verify_tick: float = 10.0
     """Seconds between two looks at which tenants are due for their isolation check."""
-    worker_limit: int = 256
-    """Objects of one kind kopf works on at once, once indexed (``controllers.inflight``):
-    far more than the handler threads, so no reconcile waits for a place."""
     own_namespace: str = "default"
     """The operator's own namespace (``POD_NAMESPACE``, from the downward API), where
     the Secrets of ``DatabaseServer``s are read."""
@@ -336,7 +333,6 @@ class Settings:
                 env.get("TENANTDB_VERIFY_INTERVAL", WatchSettings.verify_interval)
             ),
             verify_tick=float(env.get("TENANTDB_VERIFY_TICK", WatchSettings.verify_tick)),
-            worker_limit=int(env.get("TENANTDB_WORKER_LIMIT", WatchSettings.worker_limit)),
             own_namespace=env.get("POD_NAMESPACE") or WatchSettings.own_namespace,
         )
         migrations = MigrationSettings(

@@ -30,8 +30,6 @@ KILLS = int(os.environ.get("TENANTDB_CHAOS_KILLS", "8"))
 """SIGKILLs in one rollout: 8 in ``make test``, 20 in the run docs/reliability.md quotes."""
 CUT_SECONDS = float(os.environ.get("TENANTDB_CHAOS_CUT_SECONDS", "30"))
 """How long the link to PostgreSQL stays cut."""
-WORKER_LIMIT = max(TENANTS // 4, 1)
-"""The operator's bound on objects in flight, below ``TENANTS``."""
 REPORT = os.environ.get("TENANTDB_CHAOS_REPORT")
 """A file to write the results table to (docs/reliability.md quotes one)."""
 
@@ -88,13 +86,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             plane.kubeconfig,
             url,
             root / "operator.log",
-            extra_env={
-                "TENANTDB_RETRY_DELAY": "1",
-                "TENANTDB_WATCHDOG_INTERVAL": "1",
-                # Fewer than the Tenants: every restart starts with more objects than
-                # the bound, which must not stall (``controllers.inflight``).
-                "TENANTDB_WORKER_LIMIT": str(WORKER_LIMIT),
-            },
+            extra_env={"TENANTDB_RETRY_DELAY": "1", "TENANTDB_WATCHDOG_INTERVAL": "1"},
         )
         operator.start()
         kubectl = Kubectl(plane.kubeconfig, "chaos")

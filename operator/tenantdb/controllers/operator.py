@@ -11,7 +11,6 @@ from tenantdb.controllers import (
     backups,
     census,
     heap,
-    inflight,
     migrations,
     operations,
     readiness,
@@ -34,7 +33,6 @@ HANDLER_MODULES = (
     operations,
     census,
     heap,
-    inflight,
 )
 """Importing these registers their handlers with kopf's default registry."""
 

@@ -6,8 +6,9 @@ the worker holds the object's body and kopf's state of it (tens of KB), and
 a wait can last: a server that is down, a halted Migration the tenant must
 not pass, a restore. Thousands of tenants waiting so hold as many workers
 and write a touch each every ``retry_delay``, for as long as the wait lasts.
-(The workers are bounded, ``inflight``, and a place held by a sleep is one
-the other objects cannot use.)
+(kopf's ``worker_limit`` would bound the workers, but with indexes it stalls
+a start with more objects than the limit: the first ones wait for every
+object to be indexed, holding all the places.)
 
 So a Tenant's reconcile that must wait returns (its status says why) and
 hands the tenant to ``Requeue``: one thread, one heap entry per waiting

@@ -15,7 +15,6 @@ import prometheus_client
 from tenantdb import settings as settings_
 from tenantdb.api import GROUP
 from tenantdb.controllers import (
-    inflight,
     kube,
     patrolling,
     persistence,
@@ -46,7 +45,7 @@ def start(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: 
     ready, saying why in the log and on the readiness endpoint; handlers
     wait for it (``runtime.of``)."""
     config = settings_.Settings.from_environment()
-    configure_kopf(settings, config, memo)
+    configure_kopf(settings, config)
     kube.login()
     waits = requeue.install(memo, config.watch.retry_delay)
     reporting.TENANTS_WAITING.set_function(waits.waiting)
@@ -134,9 +133,9 @@ class Connector:
         self._stopping.wait(delay)
 
 
-def configure_kopf(settings: kopf.OperatorSettings, config: settings_.Settings, memo: Any) -> None:
-    """Persistence under our prefix (small whatever the spec), bounded watches and
-    workers, quiet event posting."""
+def configure_kopf(settings: kopf.OperatorSettings, config: settings_.Settings) -> None:
+    """Persistence under our prefix (small whatever the spec), bounded watches,
+    quiet event posting."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = persistence.BoundedProgressStorage(prefix=STATE_PREFIX)
     settings.persistence.diffbase_storage = persistence.CompactDiffBaseStorage(
@@ -149,4 +148,3 @@ def configure_kopf(settings: kopf.OperatorSettings, config: settings_.Settings, 
     # A handler holds up to two of the pool's connections at once (a tenant's lock
     # and a write that must commit on its own), so the pool serves half as many.
     settings.execution.max_workers = max(config.database.pool_max_size // 2, 2)
-    inflight.configure(settings, memo, config.watch.worker_limit)
