@@ -13,6 +13,7 @@ No Kubernetes client library: kopf already parses credentials into its
 ``ConnectionInfo``, which builds the TLS context and the ``Authorization`` header.
 """
 
+import base64
 import json
 import os
 import subprocess
@@ -26,6 +27,8 @@ import yaml
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 EXEC_TIMEOUT = 60.0
 """Seconds an exec credential plugin may take (it may open a browser for a person)."""
+EXEC_EXTENSION = "client.authentication.k8s.io/exec"
+"""The cluster extension passed to a plugin as ``spec.cluster.config``."""
 
 
 class LoginError(Exception):
@@ -89,7 +92,7 @@ def from_kubeconfig(paths: list[Path]) -> kopf.ConnectionInfo:
     user_base, user = entries["users"].get(context.get("user", ""), (Path("."), {}))
     if not cluster.get("server"):
         raise LoginError(f"context {current} names no cluster with a server")
-    issued = _exec_plugin(user["exec"], user_base) if user.get("exec") else {}
+    issued = _exec_plugin(user["exec"], user_base, cluster, base) if user.get("exec") else {}
     return kopf.ConnectionInfo(
         server=cluster["server"],
         ca_path=_relative(base, cluster.get("certificate-authority")),
@@ -120,7 +123,9 @@ def _token(user: dict[str, Any], base: Path) -> str | None:
     return None
 
 
-def _exec_plugin(spec: dict[str, Any], base: Path) -> dict[str, Any]:
+def _exec_plugin(
+    spec: dict[str, Any], base: Path, cluster: dict[str, Any], cluster_base: Path
+) -> dict[str, Any]:
     """Run the kubeconfig's credential plugin; its ExecCredential's ``status``."""
     command = str(spec["command"])
     if "/" in command and not os.path.isabs(command):
@@ -131,6 +136,8 @@ def _exec_plugin(spec: dict[str, Any], base: Path) -> dict[str, Any]:
         "kind": "ExecCredential",
         "spec": {"interactive": False},
     }
+    if spec.get("provideClusterInfo"):
+        request["spec"]["cluster"] = _cluster_info(cluster, cluster_base)
     env["KUBERNETES_EXEC_INFO"] = json.dumps(request)
     try:
         done = subprocess.run(
@@ -150,6 +157,28 @@ def _exec_plugin(spec: dict[str, Any], base: Path) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError) as exc:
         raise LoginError(f"credential plugin {command} gave no ExecCredential status") from exc
     return dict(status)  # PEM data as plugins give it: kopf takes PEM or base64
+
+
+def _cluster_info(cluster: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The cluster as an exec plugin that asks for it (``provideClusterInfo``) reads it:
+    the CA as base64 data even when the kubeconfig names a file, and the exec extension."""
+    info: dict[str, Any] = {"server": cluster["server"]}
+    ca_data = cluster.get("certificate-authority-data")
+    if not ca_data and cluster.get("certificate-authority"):
+        ca_file = base / Path(str(cluster["certificate-authority"])).expanduser()
+        ca_data = base64.b64encode(ca_file.read_bytes()).decode()
+    for key, value in (
+        ("certificate-authority-data", ca_data),
+        ("tls-server-name", cluster.get("tls-server-name")),
+        ("insecure-skip-tls-verify", cluster.get("insecure-skip-tls-verify")),
+        ("proxy-url", cluster.get("proxy-url")),
+    ):
+        if value:
+            info[key] = value
+    for extension in cluster.get("extensions") or []:
+        if extension.get("name") == EXEC_EXTENSION:
+            info["config"] = extension.get("extension")
+    return info
 
 
 def _expiration(stamp: str | None) -> datetime | None:

@@ -51,6 +51,7 @@ def test_an_exec_plugin_gives_the_token_and_its_expiry(tmp_path: Path) -> None:
         "import json, os, sys\n"
         "asked = json.loads(os.environ['KUBERNETES_EXEC_INFO'])\n"
         "assert asked['kind'] == 'ExecCredential' and os.environ['REGION'] == sys.argv[1]\n"
+        "assert 'cluster' not in asked['spec']  # not asked for\n"
         "print(json.dumps({'kind': 'ExecCredential', 'status': {'token': 'issued',"
         " 'expirationTimestamp': '2030-01-02T03:04:05Z'}}))\n"
     )
@@ -63,6 +64,28 @@ def test_an_exec_plugin_gives_the_token_and_its_expiry(tmp_path: Path) -> None:
     info = kubelogin.from_kubeconfig([kubeconfig(tmp_path / "config", {"exec": spec})])
     assert info.token == "issued"
     assert info.expiration is not None and info.expiration.year == 2030
+
+
+def test_an_exec_plugin_that_asks_gets_the_cluster(tmp_path: Path) -> None:
+    (tmp_path / "ca.crt").write_bytes(b"PEM")
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(
+        "import json, os\n"
+        "cluster = json.loads(os.environ['KUBERNETES_EXEC_INFO'])['spec']['cluster']\n"
+        "token = '|'.join([cluster['server'], cluster['certificate-authority-data'],"
+        " cluster['config']['audience']])\n"
+        "print(json.dumps({'kind': 'ExecCredential', 'status': {'token': token}}))\n"
+    )
+    spec = {"command": sys.executable, "args": [str(plugin)], "provideClusterInfo": True}
+    cluster = {
+        "server": "https://10.0.0.1",
+        "certificate-authority": "ca.crt",
+        "extensions": [
+            {"name": kubelogin.EXEC_EXTENSION, "extension": {"audience": "shop-cluster"}}
+        ],
+    }
+    info = kubelogin.from_kubeconfig([kubeconfig(tmp_path / "config", {"exec": spec}, cluster)])
+    assert info.token == "https://10.0.0.1|UEVN|shop-cluster"  # base64 of the CA file
 
 
 def test_a_failing_exec_plugin_is_a_login_error_with_its_words(tmp_path: Path) -> None:
