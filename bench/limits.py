@@ -293,6 +293,9 @@ def render(args: argparse.Namespace, steps: list[Step]) -> str:
 `bench/limits.py`: one server grown step by step; between steps filled with raw DDL
 (each schema tenant: its roles, grants, schema and {args.tables} tables), at each step
 {args.sample} more tenants provisioned by the engine (4 threads) and measured.
+The filler is made by a superuser, so the operator's role is a member of none of its
+roles: "provision" is a new tenant's cost on a server that large, not on one whose
+tenants the operator made, which is higher (see "Role DDL and the creator's memberships").
 Machine: {common.machine()}; embedded PostgreSQL, durable ({args.durability});
 load average {args.load:.1f} at the start.
 
