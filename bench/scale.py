@@ -106,6 +106,12 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=120.0, help="seconds of the idle window")
     parser.add_argument("--parallel", type=int, default=4, help="the Migration's maxParallel")
     parser.add_argument("--quick", action="store_true", help="100 + 10 tenants, a short idle")
+    parser.add_argument(
+        "--baselines",
+        type=int,
+        nargs="*",
+        help="the counts to repeat by the engine alone and raw DDL (default: every --tenants)",
+    )
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
     if args.quick:
@@ -114,7 +120,8 @@ def main() -> int:
     with common.database() as db, tempfile.TemporaryDirectory(prefix="tenantdb-scale-") as work:
         args.durability = db.durability()
         runs, samples, idle, fan = through_operator(db, Path(work), args)
-        baselines = {n: engine_and_raw(db, n) for n in args.tenants}
+        counts = args.tenants if args.baselines is None else args.baselines
+        baselines = {n: engine_and_raw(db, n) for n in counts}
     args.load_end = os.getloadavg()[0]
     section = render(args, runs, idle, fan, baselines)
     print(section)
@@ -411,9 +418,10 @@ def render(
             f" operator {through.create_s + through.ready_after_last_s:.1f} s from the first create."
         )
     counts = " ".join(str(n) for n in args.tenants)
+    chosen = "" if args.baselines is None else " --baselines " + " ".join(map(str, args.baselines))
     lines += ["", f"![time to Ready and RSS]({PLOT.name})", "",
               f"Reproduce: `.venv/bin/python bench/scale.py --tenants {counts} "
-              f"--database-tenants {args.database_tenants} --write`."]  # fmt: skip
+              f"--database-tenants {args.database_tenants}{chosen} --write`."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
