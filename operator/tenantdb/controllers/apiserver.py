@@ -11,6 +11,8 @@ the kubeconfig: the same credentials as the operator's own calls) and builds
 kopf's session with a limit: ``REQUESTS`` connections for requests plus room for every watch
 stream, which holds its connection for as long as it lasts. With namespace
 globs the number of watches is not known in advance, and nothing is capped.
+The same credentials go to the operator's own client (``kube``), so a start reads
+them (or runs an exec plugin) once, and so does each re-login kopf asks for.
 """
 
 import asyncio
@@ -20,7 +22,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from tenantdb.controllers import kubelogin
+from tenantdb.controllers import kube, kubelogin
 
 REQUESTS = 32
 """Connections for requests (patches, events, reads), beside the watch streams."""
@@ -46,6 +48,7 @@ async def login(memo: Any, **kwargs: Any) -> kopf.AiohttpSession | None:
         info = await asyncio.to_thread(kubelogin.credentials)
     except kubelogin.LoginError as exc:
         raise kopf.LoginError(str(exc)) from exc
+    kube.login(info)  # the operator's own calls: the same credentials, read once
     connector = aiohttp.TCPConnector(limit=int(memo.get(MEMO_KEY) or 0), ssl=info.as_ssl_context())
     session = aiohttp.ClientSession(
         connector=connector,

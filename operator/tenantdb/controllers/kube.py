@@ -92,10 +92,11 @@ _lock = threading.Lock()
 _session: _Session | None = None
 
 
-def login() -> None:
-    """Read the credentials now (``kubelogin.credentials``); later calls use them."""
+def login(info: Any = None) -> None:
+    """Use these credentials (a ``kopf.ConnectionInfo``; read now with
+    ``kubelogin.credentials`` if none) for the calls from now on."""
     global _session
-    session = _Session(kubelogin.credentials())
+    session = _Session(info if info is not None else kubelogin.credentials())
     with _lock:
         _session, old = session, _session
     if old is not None:

@@ -15,7 +15,6 @@ import prometheus_client
 from tenantdb import settings as settings_
 from tenantdb.api import GROUP
 from tenantdb.controllers import (
-    kube,
     patrolling,
     persistence,
     readiness,
@@ -46,7 +45,6 @@ def start(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: 
     wait for it (``runtime.of``)."""
     config = settings_.Settings.from_environment()
     configure_kopf(settings, config)
-    kube.login()
     waits = requeue.install(memo, config.watch.retry_delay)
     reporting.TENANTS_WAITING.set_function(waits.waiting)
     if config.metrics_port:
