@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 import psycopg
+import readywatch
 import yaml
 from psycopg import conninfo, sql
 
@@ -361,10 +362,7 @@ def wait_ready(kubeconfig: Path, namespace: str, count: int, timeout: float = 36
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         raw = stack.kubectl(kubeconfig, "-n", namespace, "get", "tenants", "-o", "json")
-        ready = sum(
-            any(c["type"] == "Ready" and c["status"] == "True" for c in (t.get("status") or {}).get("conditions", []))
-            for t in json.loads(raw)["items"]
-        )  # fmt: skip
+        ready = sum(readywatch.is_ready(t) for t in json.loads(raw)["items"])
         if ready >= count:
             return
         time.sleep(1)

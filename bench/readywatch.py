@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import urllib3
@@ -35,6 +36,7 @@ class ReadyWatch:
         self._ready: dict[str, bool] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._failure: BaseException | None = None
         self.lists = 0
         self.watches = 0
         self._thread = threading.Thread(target=self._follow, name="ready-watch", daemon=True)
@@ -42,6 +44,8 @@ class ReadyWatch:
         self._thread.start()
 
     def ready(self) -> int:
+        if self._failure is not None:
+            raise RuntimeError("the watch of Ready stopped") from self._failure
         with self._lock:
             return sum(self._ready.values())
 
@@ -54,7 +58,7 @@ class ReadyWatch:
         self.lists += 1
         listed = self._get(self._path).json()
         with self._lock:
-            self._ready = {obj["metadata"]["uid"]: _is_ready(obj) for obj in listed["items"]}
+            self._ready = {obj["metadata"]["uid"]: is_ready(obj) for obj in listed["items"]}
         return str(listed["metadata"]["resourceVersion"])
 
     def _get(self, url: str, **kwargs: Any) -> urllib3.BaseHTTPResponse:
@@ -66,6 +70,12 @@ class ReadyWatch:
         return response
 
     def _follow(self) -> None:
+        try:
+            self._watch()
+        except BaseException as exc:  # the benchmark's loop raises it, not waits an hour
+            self._failure = exc
+
+    def _watch(self) -> None:
         while not self._stopping.is_set():
             query = (
                 f"?watch=1&allowWatchBookmarks=true&timeoutSeconds={WATCH_SECONDS}"
@@ -94,14 +104,14 @@ class ReadyWatch:
             if kind == "DELETED":
                 self._ready.pop(uid, None)
             else:
-                self._ready[uid] = _is_ready(obj)
+                self._ready[uid] = is_ready(obj)
 
 
 class _Gone(Exception):
     """The resourceVersion we resume from is too old: list again."""
 
 
-def _lines(response: urllib3.BaseHTTPResponse) -> Any:
+def _lines(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
     pending = b""
     for chunk in response.stream(64 * 1024):
         pending += chunk
@@ -109,6 +119,7 @@ def _lines(response: urllib3.BaseHTTPResponse) -> Any:
         yield from (line for line in whole if line.strip())
 
 
-def _is_ready(obj: dict[str, Any]) -> bool:
+def is_ready(obj: dict[str, Any]) -> bool:
+    """Whether a Tenant, as the API server gives it, has ``Ready=True``."""
     conditions = (obj.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote
 
+import kopf
 import urllib3
 
 from tenantdb.controllers import kubelogin
@@ -92,7 +93,7 @@ _lock = threading.Lock()
 _session: _Session | None = None
 
 
-def login(info: Any = None) -> None:
+def login(info: kopf.ConnectionInfo | None = None) -> None:
     """Use these credentials (a ``kopf.ConnectionInfo``; read now with
     ``kubelogin.credentials`` if none) for the calls from now on."""
     global _session

@@ -164,9 +164,9 @@ def _cluster_info(cluster: dict[str, Any], base: Path) -> dict[str, Any]:
     the CA as base64 data even when the kubeconfig names a file, and the exec extension."""
     info: dict[str, Any] = {"server": cluster["server"]}
     ca_data = cluster.get("certificate-authority-data")
-    if not ca_data and cluster.get("certificate-authority"):
-        ca_file = base / Path(str(cluster["certificate-authority"])).expanduser()
-        ca_data = base64.b64encode(ca_file.read_bytes()).decode()
+    ca_file = _relative(base, cluster.get("certificate-authority"))
+    if not ca_data and ca_file:
+        ca_data = base64.b64encode(Path(ca_file).read_bytes()).decode()
     for key, value in (
         ("certificate-authority-data", ca_data),
         ("tls-server-name", cluster.get("tls-server-name")),
