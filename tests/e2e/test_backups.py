@@ -304,8 +304,8 @@ def test_schedule_creates_backups_and_keeps_the_newest(
         """The Backups retention keeps: a deleted one shows until its archive is gone."""
         return [b for b in made() if not b["metadata"].get("deletionTimestamp")]  # type: ignore[attr-defined]
 
-    # The oldest go; at most `keep` Completed ones stay (a newer one may complete
-    # before the next run's retention, so the count is sampled until it holds).
+    # The oldest go; at most `keep` Completed ones stay (retention follows each
+    # completion within a moment, so the count is sampled until it holds).
     eventually(lambda: not {b["metadata"]["name"] for b in kept()} & set(first), timeout=60)  # type: ignore[index]
     eventually(
         lambda: (

@@ -6,7 +6,9 @@ Backup owned by the schedule, named after the run's time, so that a
 replica or a restart that looks again creates the same name and the API
 server refuses the duplicate. Retention then deletes the oldest Backups
 beyond ``keep`` and those older than ``maxAge`` (their archives go with
-them, unless their ``dataPolicy`` retains them). Runs missed while the
+them, unless their ``dataPolicy`` retains them), and again whenever one of
+the schedule's Backups completes, so that ``keep`` holds between runs too,
+not only from the next run on. Runs missed while the
 operator was down are made up by one Backup, not one per missed run.
 """
 
@@ -155,29 +157,63 @@ def _run(meta: kopf.Meta, schedule: api.BackupScheduleSpec, when: datetime) -> s
     return name
 
 
+@kopf.on.event(GROUP, VERSION, backups.PLURAL, labels={SCHEDULE_LABEL: kopf.PRESENT})
+def completed(event: kopf.RawEvent, meta: kopf.Meta, status: kopf.Status, **_: Any) -> None:
+    """A scheduled Backup has just completed: apply its schedule's retention now.
+
+    Only a change seen live counts (the initial listing at start is left to the
+    schedule's next look, so a restart costs no call per Backup); a Backup being
+    deleted, retention's own doing, is not a completion."""
+    if event["type"] != "MODIFIED" or meta.get("deletionTimestamp"):
+        return
+    if dict(status).get("phase") != api.Phase.COMPLETED:
+        return
+    namespace, name = str(meta["namespace"]), str(meta["labels"][SCHEDULE_LABEL])
+    owner = kube.read_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    if owner is None:
+        return
+    try:
+        schedule = api.BackupScheduleSpec.model_validate(owner.get("spec") or {})
+    except pydantic.ValidationError:
+        return  # the schedule's own look reports it
+    _delete_expired(namespace, schedule, _children(namespace, name), datetime.now(UTC))
+
+
 def _retain(
     meta: kopf.Meta, schedule: api.BackupScheduleSpec, patch: kopf.Patch, now: datetime
 ) -> None:
-    retention = schedule.retention
+    children = _children(str(meta["namespace"]), str(meta["name"]))
+    completed = [c for c in children if c.phase == api.Phase.COMPLETED]
+    if completed:
+        patch.status["lastSuccessfulBackup"] = max(completed, key=lambda c: c.created).name
+    _delete_expired(str(meta["namespace"]), schedule, children, now)
+
+
+def _children(namespace: str, schedule_name: str) -> list[Child]:
+    """The Backups a schedule made (one labelled list call)."""
     listed = kube.list_labelled_objects(
-        GROUP, VERSION, meta["namespace"], backups.PLURAL, f"{SCHEDULE_LABEL}={meta['name']}"
+        GROUP, VERSION, namespace, backups.PLURAL, f"{SCHEDULE_LABEL}={schedule_name}"
     )
-    children = [
+    return [
         Child(
             name=str(obj["metadata"]["name"]),
             created=_time(obj["metadata"]["creationTimestamp"]),
             phase=(obj.get("status") or {}).get("phase"),
         )
         for obj in listed
+        if not obj["metadata"].get("deletionTimestamp")
     ]
-    completed = [c for c in children if c.phase == api.Phase.COMPLETED]
-    if completed:
-        patch.status["lastSuccessfulBackup"] = max(completed, key=lambda c: c.created).name
+
+
+def _delete_expired(
+    namespace: str, schedule: api.BackupScheduleSpec, children: list[Child], now: datetime
+) -> None:
+    retention = schedule.retention
     if retention is None:
         return
     max_age = backups.age(retention.max_age).total_seconds() if retention.max_age else None
     for name in expired(children, retention.keep, max_age, now):
-        kube.delete_custom_object(GROUP, VERSION, meta["namespace"], backups.PLURAL, name)
+        kube.delete_custom_object(GROUP, VERSION, namespace, backups.PLURAL, name)
 
 
 def _set(
