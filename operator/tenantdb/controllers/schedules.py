@@ -157,17 +157,23 @@ def _run(meta: kopf.Meta, schedule: api.BackupScheduleSpec, when: datetime) -> s
     return name
 
 
-@kopf.on.event(GROUP, VERSION, backups.PLURAL, labels={SCHEDULE_LABEL: kopf.PRESENT})
-def completed(event: kopf.RawEvent, meta: kopf.Meta, status: kopf.Status, **_: Any) -> None:
-    """A scheduled Backup has just completed: apply its schedule's retention now.
+def just_completed(event: kopf.RawEvent, meta: kopf.Meta, status: kopf.Status, **_: Any) -> bool:
+    """Whether a scheduled Backup's event is its completion seen live: not the initial
+    listing at start (left to the schedule's next look, so a restart costs no call per
+    Backup), nor a Backup being deleted (retention's own doing). Pure: kopf asks it
+    on the event loop, so the other events of scheduled Backups never reach a thread."""
+    return (
+        event.get("type") == "MODIFIED"
+        and not meta.get("deletionTimestamp")
+        and dict(status).get("phase") == api.Phase.COMPLETED
+    )
 
-    Only a change seen live counts (the initial listing at start is left to the
-    schedule's next look, so a restart costs no call per Backup); a Backup being
-    deleted, retention's own doing, is not a completion."""
-    if event["type"] != "MODIFIED" or meta.get("deletionTimestamp"):
-        return
-    if dict(status).get("phase") != api.Phase.COMPLETED:
-        return
+
+@kopf.on.event(
+    GROUP, VERSION, backups.PLURAL, labels={SCHEDULE_LABEL: kopf.PRESENT}, when=just_completed
+)
+def completed(meta: kopf.Meta, **_: Any) -> None:
+    """A scheduled Backup has just completed: apply its schedule's retention now."""
     namespace, name = str(meta["namespace"]), str(meta["labels"][SCHEDULE_LABEL])
     owner = kube.read_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     if owner is None:

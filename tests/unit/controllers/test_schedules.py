@@ -61,3 +61,22 @@ def test_sizes_read_as_kubectl_users_expect(size: int, text: str) -> None:
 def test_ttl_ages() -> None:
     assert backups.age("90m") == timedelta(minutes=90)
     assert backups.age("30d") == timedelta(days=30)
+
+
+@pytest.mark.parametrize(
+    ("kind", "deleting", "phase", "expected"),
+    [
+        ("MODIFIED", False, "Completed", True),
+        (None, False, "Completed", False),  # the listing at start: left to the next look
+        ("MODIFIED", True, "Completed", False),  # retention deleting it
+        ("MODIFIED", False, "Running", False),
+        ("DELETED", False, "Completed", False),
+    ],
+)
+def test_retention_follows_only_a_completion_seen_live(
+    kind: str | None, deleting: bool, phase: str, expected: bool
+) -> None:
+    meta = {"deletionTimestamp": "2026-03-01T12:00:00Z"} if deleting else {}
+    event = {"type": kind, "object": {}}
+    found = schedules.just_completed(event=event, meta=meta, status={"phase": phase})  # type: ignore[arg-type]
+    assert found is expected
