@@ -6,7 +6,7 @@ them. Labels are bounded (phases, isolation modes, tenant states): no
 series names a tenant or a Migration. Only a replica that works (peering)
 watches, so a paused standby reports nothing. Nothing here writes.
 
-The handlers here, like the indexes of the other kinds' controllers, only read the
+The handlers here, like those of ``caches``, only read the
 body, so they are ``async def`` and run on the event loop: kopf runs a sync one on its
 handler threads (``execution.max_workers``), where every event of every object would
 wait behind the reconciles holding them (a burst of 1,000 new Tenants: thousands of

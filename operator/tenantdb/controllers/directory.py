@@ -15,6 +15,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from tenantdb.api import selectors
 from tenantdb.api import servers as api
+from tenantdb.controllers import caches
 from tenantdb.core import commands, connecting, errors, naming, placement
 from tenantdb.core.migrations import planning
 
@@ -36,11 +37,17 @@ class ServerConnecting(ServerUnavailable):
     say nothing (it is most likely being reached right now)."""
 
 
-def declared(indices: Mapping[str, Any]) -> frozenset[str]:
-    """The DatabaseServers' names from kopf's ``database_servers`` index (filled before
-    any handler runs, so it knows every server before the servers are reached)."""
-    index = indices.get("database_servers")
-    return frozenset(index.get("", [])) if index is not None else frozenset()
+def _server_name(body: Mapping[str, Any]) -> tuple[str, str]:
+    return "", str(body["metadata"]["name"])
+
+
+SERVERS: caches.Cache[str] = caches.Cache("databaseservers", _server_name)
+
+
+def declared() -> frozenset[str]:
+    """The DatabaseServers' names (listed before any handler runs, so it knows every
+    server before the servers are reached)."""
+    return frozenset(SERVERS.get(""))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import base64
 import functools
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote
@@ -260,6 +260,26 @@ def list_every_custom_object(
     if namespace:
         return list_custom_objects(group, version, namespace, plural)
     return _items(_call("GET", f"/apis/{group}/{version}/{plural}"))
+
+
+def list_pages(
+    group: str, version: str, plural: str, namespace: str | None, page: int
+) -> Iterator[dict[str, Any]]:
+    """Every object of one custom kind, in one namespace or all, ``page`` at a time
+    (the API server's ``limit`` and ``continue``: no answer holds them all)."""
+    path = (
+        _namespaced(namespace, plural, group=group, version=version)
+        if namespace
+        else f"/apis/{group}/{version}/{plural}"
+    )
+    token = ""
+    while True:
+        query = {"limit": str(page), **({"continue": token} if token else {})}
+        listed = _call("GET", path, query=query) or {}
+        yield from _items(listed)
+        token = str((listed.get("metadata") or {}).get("continue") or "")
+        if not token:
+            return
 
 
 def read_custom_object(

@@ -32,7 +32,7 @@ from prometheus_client import Counter, Histogram
 from tenantdb import settings as settings_
 from tenantdb.api import GROUP, VERSION, conditions
 from tenantdb.api import migrations as api
-from tenantdb.controllers import directory, kube, reporting, runtime
+from tenantdb.controllers import caches, directory, kube, reporting, runtime
 from tenantdb.core import commands as core_commands
 from tenantdb.core import errors
 from tenantdb.core.migrations import commands, fleet, outcomes, planning, reconciling, scripts
@@ -80,23 +80,23 @@ class TenantRef:
     phase: str | None
 
 
-@kopf.index(GROUP, VERSION, "tenants")
-async def migration_tenants(
-    namespace: str | None, uid: str, name: str, labels: Mapping[str, str], status: Any, **_: Any
-) -> dict[str, TenantRef]:
-    """Tenants by namespace, with their labels (for ``tenantSelector``); on the event
-    loop (see ``census``)."""
-    phase = (status or {}).get("phase")
-    return {namespace or "": TenantRef(uid, name, tuple(sorted(labels.items())), phase)}
+def _tenant_ref(body: Mapping[str, Any]) -> tuple[str, TenantRef]:
+    """A Tenant under its namespace, with its labels (for ``tenantSelector``)."""
+    meta = body["metadata"]
+    labels = tuple(sorted((meta.get("labels") or {}).items()))
+    phase = (body.get("status") or {}).get("phase")
+    return str(meta.get("namespace") or ""), TenantRef(meta["uid"], meta["name"], labels, phase)
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
-async def migration_versions(
-    namespace: str | None, name: str, spec: Any, status: Any, **_: Any
-) -> dict[str, planning.Declared]:
-    """Migrations by namespace, for ordering across versions (on the event loop)."""
-    declared = declare(name, spec, status)
-    return {namespace or "": declared} if declared else {}
+def _version(body: Mapping[str, Any]) -> tuple[str, planning.Declared] | None:
+    """A Migration under its namespace, for ordering across versions (None if invalid)."""
+    meta = body["metadata"]
+    declared = declare(str(meta["name"]), body.get("spec"), body.get("status"))
+    return None if declared is None else (str(meta.get("namespace") or ""), declared)
+
+
+TENANTS: caches.Cache[TenantRef] = caches.Cache("tenants", _tenant_ref)
+VERSIONS: caches.Cache[planning.Declared] = caches.Cache(PLURAL, _version)
 
 
 def declare(name: str, spec: Any, status: Any) -> planning.Declared | None:
@@ -199,9 +199,7 @@ async def roll_out(
     **kwargs: Any,
 ) -> None:
     """Run passes until the object is deleted or the operator stops."""
-    rt = runtime.of(memo)
-    tenant_index: kopf.Index[str, TenantRef] = kwargs["migration_tenants"]
-    version_index: kopf.Index[str, planning.Declared] = kwargs["migration_versions"]
+    rt = await asyncio.to_thread(runtime.of, memo)
     wakeup = asyncio.Event()
     memo["wake"] = wakeup
     stop = threading.Event()
@@ -213,13 +211,13 @@ async def roll_out(
             rollout_pass = _Pass(
                 rt,
                 copy.deepcopy(dict(body)),
-                list(version_index.get(namespace, [])),
-                list(tenant_index.get(namespace, [])),
+                VERSIONS.get(namespace),
+                TENANTS.get(namespace),
                 state,
                 stop,
                 body,
                 logger,
-                directory.declared(kwargs),
+                directory.declared(),
             )
             delay = await asyncio.to_thread(rollout_pass.run)
             with contextlib.suppress(TimeoutError):
@@ -480,7 +478,7 @@ def catch_up(
     ``TenantFailed`` (permanent, with the database's message), and
     ``kube.ApiError`` when Migrations cannot be listed.
 
-    ``known`` is the namespace's ``migration_versions`` index. When it says
+    ``known`` is the namespace's Migrations as ``VERSIONS`` keeps them. When it says
     there is nothing to apply (no Migration for this tenant, every one of
     them in its ledger already, or a ``shared`` tenant, which has its
     space's versions), no Migration is listed; otherwise they are, so that

@@ -6,9 +6,8 @@ the worker holds the object's body and kopf's state of it (tens of KB), and
 a wait can last: a server that is down, a halted Migration the tenant must
 not pass, a restore. Thousands of tenants waiting so hold as many workers
 and write a touch each every ``retry_delay``, for as long as the wait lasts.
-(kopf's ``worker_limit`` would bound the workers, but with indexes it stalls
-a start with more objects than the limit: the first ones wait for every
-object to be indexed, holding all the places.)
+(kopf's ``worker_limit``, set in ``startup``, bounds the workers; a waiting
+one would hold a place of that bound for as long as it waits.)
 
 So a Tenant's reconcile that must wait returns (its status says why) and
 hands the tenant to ``Requeue``: one thread, one heap entry per waiting

@@ -16,6 +16,7 @@ which every copy shares.
 import asyncio
 import contextlib
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,8 @@ REACH_TIMEOUT = 10
 """Seconds the first connection of a start-up may take."""
 STARTING_DELAY = 5.0
 """Seconds before a handler that found no runtime (still connecting) runs again."""
+SETTLE_WAIT = 60.0
+"""Seconds a handler waits at most for the operator's first start-up attempt to end."""
 
 
 @dataclass
@@ -129,6 +132,14 @@ class Slot:
 
     def __init__(self) -> None:
         self.runtime: Runtime | None = None
+        self.settled = threading.Event()
+        """Set once the first start-up attempt has ended, connected or not."""
+
+    def publish(self, started: "Runtime | None") -> None:
+        """End an attempt: keep the runtime it started (``None`` if it failed)."""
+        if started is not None:
+            self.runtime = started
+        self.settled.set()
 
     @classmethod
     def install(cls, memo: Any) -> "Slot":
@@ -145,7 +156,14 @@ def current(memo: Any) -> Runtime | None:
 
 
 def of(memo: Any) -> Runtime:
-    """The runtime, for a handler; a temporary error (retried) while the operator connects."""
+    """The runtime, for a handler; a temporary error (retried) while the operator connects.
+
+    Waits for the first start-up attempt, so that the handlers kopf runs on its
+    first listing find the runtime and the caches it seeds instead of writing
+    that they wait (a bounded block of a handler thread, once per process)."""
+    slot = memo.get(Slot.KEY)
+    if isinstance(slot, Slot):
+        slot.settled.wait(SETTLE_WAIT)
     runtime = current(memo)
     if runtime is None:
         raise kopf.TemporaryError(

@@ -36,13 +36,6 @@ class ServerRefused(errors.TenantDBError):
     permanent = False
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
-async def database_servers(name: str, **_: Any) -> dict[str, str]:
-    """Every DatabaseServer's name, under one key (``directory.declared``; on the event
-    loop, see ``census``)."""
-    return {"": name}
-
-
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)

@@ -15,6 +15,8 @@ import prometheus_client
 from tenantdb import settings as settings_
 from tenantdb.api import GROUP
 from tenantdb.controllers import (
+    caches,
+    kube,
     patrolling,
     persistence,
     readiness,
@@ -31,6 +33,11 @@ STATE_PREFIX = f"operator.{GROUP}"
 annotations under its prefix, and users annotate under ``tenantdb.io/``."""
 MAX_RETRY_DELAY = 30.0
 """Seconds between two start-up attempts at most (the delay grows by ``retry_delay``)."""
+WORKER_LIMIT = 256
+"""kopf's workers per watched kind at most: a burst of new objects waits in the watch
+stream instead of holding a worker (its body, queue and coroutines) each."""
+WORKER_IDLE = 1.0
+"""Seconds a kopf worker with no events left waits before it ends and frees its place."""
 _LOG = logging.getLogger("tenantdb.startup")
 
 
@@ -97,6 +104,7 @@ class Connector:
     def stop(self, timeout: float = 5.0) -> None:
         """Give up connecting (a runtime started meanwhile is closed by the thread itself)."""
         self._stopping.set()
+        self.slot.publish(None)  # no handler waits for an attempt that will not come
         if self._thread.is_alive():
             self._thread.join(timeout)
 
@@ -105,7 +113,11 @@ class Connector:
         while not self._stopping.is_set():
             attempt += 1
             try:
+                caches.seed(self.config.watch.namespace)
                 started = runtime.Runtime.start(self.config)
+            except kube.ApiError as exc:
+                self._failed(attempt, f"listing objects: {exc}")
+                continue
             except errors.TenantDBError as exc:
                 self._failed(attempt, f"{exc.reason}: {exc}")
                 continue
@@ -116,7 +128,7 @@ class Connector:
             if self._stopping.is_set():
                 started.close()
                 return
-            self.slot.runtime = started
+            self.slot.publish(started)
             self.memo["patrol"] = patrolling.start(started)
             self.memo["surveyor"] = surveying.start(started)
             self.readiness.started(started.pool)
@@ -126,6 +138,7 @@ class Connector:
     def _failed(self, attempt: int, problem: str, logged: bool = False) -> None:
         delay = min(self.config.watch.retry_delay * attempt, MAX_RETRY_DELAY)
         self.readiness.waiting(problem)
+        self.slot.publish(None)
         if not logged:
             _LOG.error("not ready: %s; retrying in %.0fs (attempt %d)", problem, delay, attempt)
         self._stopping.wait(delay)
@@ -143,6 +156,8 @@ def configure_kopf(settings: kopf.OperatorSettings, config: settings_.Settings) 
     settings.watching.client_timeout = config.watch.client_timeout
     settings.watching.connect_timeout = 30
     settings.posting.level = logging.INFO
+    settings.queueing.worker_limit = WORKER_LIMIT
+    settings.queueing.idle_timeout = WORKER_IDLE
     # A handler holds up to two of the pool's connections at once (a tenant's lock
     # and a write that must commit on its own), so the pool serves half as many.
     settings.execution.max_workers = max(config.database.pool_max_size // 2, 2)

@@ -71,7 +71,7 @@ def reconcile(
     waits = requeue.of(memo)
     with reporting.RECONCILE_SECONDS.labels(kind=KIND).time():
         try:
-            _reconcile(spec, meta, status, body, patch, memo, logger, kwargs)
+            _reconcile(spec, meta, status, body, patch, memo, logger)
         except kopf.TemporaryError as exc:
             ref = requeue.Ref(meta["namespace"], PLURAL, meta["name"], meta["uid"])
             seconds = waits.later(ref, float(exc.delay or 0) or runtime.STARTING_DELAY)
@@ -90,13 +90,12 @@ def _reconcile(
     patch: kopf.Patch,
     memo: Any,
     logger: kopf.Logger,
-    indices: dict[str, Any],
 ) -> None:
     rt = runtime.of(memo)
     generation = int(meta.get("generation") or 0)
     try:
         tenant = parse_spec(spec)
-        member = _placed(rt, tenant, meta, directory.declared(indices))
+        member = _placed(rt, tenant, meta, directory.declared())
         patch.status["server"] = member.name
         outcome = _converge(rt, member, tenant, meta, status, body)
         _write_location(patch, outcome, meta, tenant)
@@ -108,7 +107,7 @@ def _reconcile(
             meta["uid"],
             dict(meta.get("labels") or {}),
             logger,
-            known=indices["migration_versions"].get(meta["namespace"], []),
+            known=migrations.VERSIONS.get(meta["namespace"]),
             shared=tenant.isolation is api.Isolation.SHARED,
         )
         seeded = _seed(rt, member.server, tenant, meta["uid"], patch, status, generation, body)

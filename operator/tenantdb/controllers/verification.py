@@ -25,6 +25,7 @@ import kopf
 from tenantdb.api import API_VERSION, GROUP, VERSION, conditions
 from tenantdb.api import tenants as api
 from tenantdb.controllers import (
+    caches,
     credentials,
     directory,
     kube,
@@ -60,13 +61,9 @@ class Target:
     """The server the tenant lives on."""
 
 
-@kopf.index(GROUP, VERSION, tenants.PLURAL)
-async def verification_targets(
-    namespace: str | None, name: str, uid: str, status: Any, **_: Any
-) -> dict[str, Target]:
-    """Every Tenant, under one key: the loop's list of what to verify (on the event
-    loop, see ``census``)."""
-    status = status or {}
+def target(body: Mapping[str, Any]) -> tuple[str, Target]:
+    """A Tenant as the loop needs it, every one under one key."""
+    meta, status = body["metadata"], body.get("status") or {}
     isolation = next(
         (
             (str(c.get("status")), str(c.get("message") or ""))
@@ -75,16 +72,19 @@ async def verification_targets(
         ),
         None,
     )
-    target = Target(
-        uid,
-        name,
-        namespace or "",
+    found = Target(
+        str(meta["uid"]),
+        str(meta["name"]),
+        str(meta.get("namespace") or ""),
         status.get("phase"),
         status.get("version"),
         isolation,
         directory.located(status),
     )
-    return {"": target}
+    return "", found
+
+
+TARGETS: caches.Cache[Target] = caches.Cache(tenants.PLURAL, target)
 
 
 def due(
@@ -109,10 +109,9 @@ def due(
 
 
 @kopf.on.startup()
-async def start(memo: Any, **kwargs: Any) -> None:
-    """Start the loop on kopf's event loop (where the index is safe to read)."""
-    index: kopf.Index[str, Target] = kwargs["verification_targets"]
-    memo[TASK] = asyncio.create_task(_loop(memo, index), name="tenantdb-verification")
+async def start(memo: Any, **_: Any) -> None:
+    """Start the loop on kopf's event loop."""
+    memo[TASK] = asyncio.create_task(_loop(memo), name="tenantdb-verification")
 
 
 @kopf.on.cleanup()
@@ -121,7 +120,7 @@ async def stop(memo: Any, **_: Any) -> None:
     await runtime.stop_task(memo, TASK)
 
 
-async def _loop(memo: Any, index: kopf.Index[str, Target]) -> None:
+async def _loop(memo: Any) -> None:
     while (rt := runtime.current(memo)) is None:
         await asyncio.sleep(STARTING)
     watch = rt.settings.watch
@@ -129,7 +128,7 @@ async def _loop(memo: Any, index: kopf.Index[str, Target]) -> None:
         await asyncio.sleep(watch.verify_tick)
         if not await asyncio.to_thread(rt.leadership.active):
             continue
-        targets = list(index.get("", []))
+        targets = TARGETS.get("")
         _forget_gone(rt.last_verified, targets)
         now = time.monotonic()
         chosen = due(targets, rt.last_verified, now, watch.verify_interval, watch.verify_tick)

@@ -1,0 +1,121 @@
+"""What the operator keeps in memory of other objects than the one a handler serves.
+
+A Migration's rollout needs its namespace's Tenants and Migrations, a Tenant's
+reconcile the namespace's Migrations and the declared DatabaseServers, the
+verification loop every Tenant. Each ``Cache`` keeps one small record per
+object, projected from its body. It is filled once by a paged list before any
+handler runs (the ``Connector``: handlers wait for the runtime it publishes
+after ``seed``) and kept by the kinds' watch events from then on.
+
+Not kopf's indexes: with those, kopf makes every object's worker wait until
+every object of every indexed kind has been indexed, and re-arms that wait for
+a watch started later (a CRD found again after an API server restart), so a
+bound on kopf's workers (``settings.queueing.worker_limit``, which keeps a
+burst from holding a worker per object) can stall for good.
+
+The handlers here only read the body, so they are ``async def`` and run on the
+event loop (see ``census``); readers are handler threads, hence the lock.
+"""
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Generic, TypeVar
+
+import kopf
+
+from tenantdb.api import GROUP, VERSION
+from tenantdb.controllers import kube
+
+V = TypeVar("V")
+Projection = Callable[[Mapping[str, Any]], tuple[str, V] | None]
+"""A body's key (a namespace, or ``""`` for one group) and record; ``None`` keeps none."""
+PAGE = 500
+"""Objects per list request when seeding (a bounded answer even at 10,000 Tenants)."""
+PLURALS = ("tenants", "migrations", "databaseservers")
+
+
+class Cache(Generic[V]):
+    """One record per object of one kind, by uid, grouped by key."""
+
+    def __init__(self, plural: str, project: Projection[V]) -> None:
+        self.plural, self._project = plural, project
+        self._lock = threading.Lock()
+        self._records: dict[str, tuple[str, V]] = {}
+        self._touched: set[str] | None = None
+        """Uids seen in events while a seed's list is read (the list may be older)."""
+        _ALL.append(self)
+
+    def get(self, key: str) -> list[V]:
+        """The records under ``key``."""
+        with self._lock:
+            return [record for k, record in self._records.values() if k == key]
+
+    def observe(self, kind: str, body: Mapping[str, Any]) -> None:
+        """Keep a watch event's object (``DELETED`` forgets it)."""
+        uid = str(body["metadata"]["uid"])
+        projected = None if kind == "DELETED" else self._project(body)
+        with self._lock:
+            if self._touched is not None:
+                self._touched.add(uid)
+            if projected is None:
+                self._records.pop(uid, None)
+            else:
+                self._records[uid] = projected
+
+    def begin_seed(self) -> None:
+        """Note the events that arrive from now on: they are newer than the list."""
+        with self._lock:
+            self._touched = set()
+
+    def seed(self, bodies: Iterable[Mapping[str, Any]]) -> None:
+        """Replace the records by a list's, except those events changed meanwhile (an
+        object gone from the list and from the events is gone)."""
+        listed: dict[str, tuple[str, V]] = {}
+        for body in bodies:
+            projected = self._project(body)
+            if projected is not None:
+                listed[str(body["metadata"]["uid"])] = projected
+        with self._lock:
+            touched = self._touched or set()
+            kept = {uid: r for uid, r in self._records.items() if uid in touched}
+            self._records = {uid: r for uid, r in listed.items() if uid not in touched} | kept
+            self._touched = None
+
+
+_ALL: list[Cache[Any]] = []
+
+
+def seed(namespace: str | None) -> None:
+    """Fill every cache from one paged list per kind (``kube.ApiError`` if one fails)."""
+    for plural in PLURALS:
+        served = [cache for cache in _ALL if cache.plural == plural]
+        for cache in served:
+            cache.begin_seed()
+        bodies = list(kube.list_pages(GROUP, VERSION, plural, namespace, PAGE))
+        for cache in served:
+            cache.seed(bodies)
+
+
+def _observe(plural: str, event: kopf.RawEvent, body: kopf.Body) -> None:
+    kind = str(event.get("type") or "")
+    for cache in _ALL:
+        if cache.plural == plural:
+            cache.observe(kind, body)
+
+
+@kopf.on.event(GROUP, VERSION, "tenants")
+async def keep_tenant(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    """Keep a Tenant's records."""
+    _observe("tenants", event, body)
+
+
+@kopf.on.event(GROUP, VERSION, "migrations")
+async def keep_migration(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    """Keep a Migration's records."""
+    _observe("migrations", event, body)
+
+
+@kopf.on.event(GROUP, VERSION, "databaseservers")
+async def keep_server(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    """Keep a DatabaseServer's records."""
+    _observe("databaseservers", event, body)
