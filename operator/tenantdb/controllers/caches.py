@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 
 import kopf
 
-from tenantdb.api import GROUP, VERSION
+from tenantdb.api import GROUP, VERSION, migrations, servers, tenants
 from tenantdb.controllers import kube
 
 V = TypeVar("V")
@@ -31,7 +31,9 @@ Projection = Callable[[Mapping[str, Any]], tuple[str, V] | None]
 """A body's key (a namespace, or ``""`` for one group) and record; ``None`` keeps none."""
 PAGE = 500
 """Objects per list request when seeding (a bounded answer even at 10,000 Tenants)."""
-PLURALS = ("tenants", "migrations", "databaseservers")
+KINDS = (tenants.TENANT, migrations.MIGRATION, servers.DATABASE_SERVER)
+"""The kinds cached; a cluster-scoped one is listed cluster-wide even when the
+operator watches one namespace."""
 
 
 class Cache(Generic[V]):
@@ -87,11 +89,12 @@ _ALL: list[Cache[Any]] = []
 
 def seed(namespace: str | None) -> None:
     """Fill every cache from one paged list per kind (``kube.ApiError`` if one fails)."""
-    for plural in PLURALS:
-        served = [cache for cache in _ALL if cache.plural == plural]
+    for kind in KINDS:
+        served = [cache for cache in _ALL if cache.plural == kind.plural]
         for cache in served:
             cache.begin_seed()
-        bodies = list(kube.list_pages(GROUP, VERSION, plural, namespace, PAGE))
+        scope = None if kind.cluster_scoped else namespace
+        bodies = list(kube.list_pages(GROUP, VERSION, kind.plural, scope, PAGE))
         for cache in served:
             cache.seed(bodies)
 

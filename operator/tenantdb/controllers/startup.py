@@ -113,8 +113,7 @@ class Connector:
         while not self._stopping.is_set():
             attempt += 1
             try:
-                caches.seed(self.config.watch.namespace)
-                started = runtime.Runtime.start(self.config)
+                started = self._start_runtime()
             except kube.ApiError as exc:
                 self._failed(attempt, f"listing objects: {exc}")
                 continue
@@ -134,6 +133,17 @@ class Connector:
             self.readiness.started(started.pool)
             _LOG.info("tenantdb operator started (environment=%s)", self.config.environment.value)
             return
+
+    def _start_runtime(self) -> runtime.Runtime:
+        """The database first (its problems are the ones to report), then the caches
+        (a listing that fails closes the runtime it would have served)."""
+        started = runtime.Runtime.start(self.config)
+        try:
+            caches.seed(self.config.watch.namespace)
+        except BaseException:
+            started.close()
+            raise
+        return started
 
     def _failed(self, attempt: int, problem: str, logged: bool = False) -> None:
         delay = min(self.config.watch.retry_delay * attempt, MAX_RETRY_DELAY)
