@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tenantdb.core import errors, locking, naming, placement, spaces
+from tenantdb.core import creators, errors, locking, naming, placement, spaces
 
 ControlStep = Callable[[naming.Identifier], sql.Composed]
 
@@ -153,15 +153,24 @@ FOREIGN_OWNERS = """
     UNION SELECT pg_get_userbyid(p.proowner) FROM pg_proc p
       JOIN pg_namespace n ON n.oid = p.pronamespace
      WHERE n.nspname = %(schema)s AND p.proowner <> %(me)s
+       AND NOT (starts_with(p.proname, 'as_creator_')
+                AND pg_get_userbyid(p.proowner) = ANY(%(creators)s))
 """
+"""Objects of the control schema other roles own; the creators' functions are theirs
+(``creators``: the creators themselves are checked there)."""
 
 
 def _require_own(conn: psycopg.Connection[Any], schema: str) -> None:
     """Refuse a control schema another role made first (a server that already had one):
     its owner could drop and replace the registry, and a trigger it planted on a table
     would run as the operator's role on the operator's next write."""
-    me = conn.execute("SELECT oid FROM pg_roles WHERE rolname = current_user").fetchone()
-    rows = conn.execute(FOREIGN_OWNERS, {"schema": schema, "me": me[0] if me else 0}).fetchall()
+    me = conn.execute(
+        "SELECT oid, rolname::text FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    assert me is not None
+    made = [creators.role_name(str(me[1]), index) for index in range(creators.COUNT)]
+    params = {"schema": schema, "me": me[0], "creators": made}
+    rows = conn.execute(FOREIGN_OWNERS, params).fetchall()
     if rows:
         owners = ", ".join(sorted(str(row[0]) for row in rows))
         raise ControlSchemaForeign(

@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from tenantdb.api.tenants import Isolation
 from tenantdb.core import (
     connecting,
+    creators,
     databases,
     errors,
     foreign_keys,
@@ -115,6 +116,7 @@ def prepare(server: Server) -> None:
             if _public_schema_open(conn):
                 conn.execute(provisioning.harden_public_schema())
             _close_operator_database(conn, server)
+            creators.prepare(conn, server.control_schema)
             legacy_owner = shared.LEGACY_OWNER
             spaces.prepare_legacy(conn, server.shared_schema, _owner_verifier(server, legacy_owner))
             for space in spaces.recorded(conn, server.control_schema).values():
@@ -168,8 +170,8 @@ def provision(
                 space = shared_space(server, request.namespace)  # a second connection
         location = _location(names, mode, home, space)
         owner = space.owner_role if space else None
-        reads = [registry.upsert(server.control_schema), _INSPECT]
-        params = {**_registered(request, location), **_inspected(names, owner)}
+        reads = [registry.upsert(server.control_schema), _inspect_query(server.control_schema)]
+        params = {**_registered(request, location), **_inspected(names, request.uid, owner)}
         try:
             with locking.hold_reading(
                 conn, server.control_schema, request.uid, reads, params
@@ -178,8 +180,11 @@ def provision(
                 stored = password if isinstance(password, str) else password()
                 verifier = passwords.scram_verifier(stored)
                 reset = reset_password or not isinstance(password, str)
-                statements = [
-                    *_role_statements(server, request, names, space, state, verifier, reset),
+                creator = state.creator_for(names, request.uid)
+                own = [
+                    *_role_statements(
+                        server, request, names, space, state, verifier, reset, creator
+                    ),
                     provisioning.configure_login_role(
                         names,
                         request.limits,
@@ -188,7 +193,11 @@ def provision(
                         superuser=state.superuser,
                         created=names.login_role not in state.roles,
                     ),
-                    *_grant_statements(names, mode, space, state, request.uid),
+                    *_own_grants(names, mode, space),
+                ]
+                statements = [
+                    creators.run_as(conn, server.control_schema, creator, own),
+                    *_space_statements(names, space, state, request.uid),
                     *_membership_repairs(names, mode, space, state),
                     *_connect_statements(server, names, mode, space, home, state),
                 ]
@@ -223,7 +232,7 @@ def deprovision(server: Server, uid: str, name: str, drop: bool) -> None:
             space = space_of(server, record) if record and mode is Isolation.SHARED else None
             if drop and space is not None:
                 _delete_shared_rows(server, conn, uid, space)
-            state = _inspect(conn, names)
+            state = _inspect(conn, server.control_schema, names, uid)
             present = state.roles
             existing = [r for r in (names.login_role, names.owner_role) if r in present]
             if names.login_role in existing:
@@ -285,39 +294,77 @@ class _State:
     server_version: int
     superuser: bool
     """Whether the operator's own role is a superuser."""
+    creator: str | None
+    """The function of the creator that made the login role (``creators``), if one did."""
+    picked_ready: bool
+    """Whether the creator a new tenant would get (``creators.pick``) exists."""
+
+    def creator_for(self, names: naming.TenantNames, uid: str) -> str | None:
+        """Whose the tenant's roles are: their creator's once made, else the picked
+        one where it exists; ``None`` is the operator's own role."""
+        if names.login_role in self.roles:
+            return self.creator
+        return creators.pick(uid) if self.picked_ready else None
 
 
-_INSPECT = sql.SQL(
+def _inspect_query(control: naming.Identifier) -> sql.Composed:
+    """What ``_State`` holds, in one statement.
+
+    The tenant's creator (``creators``) is the one whose function's owner holds ADMIN
+    OPTION on its login role; memberships are those that creator, or else the
+    operator, administers (and, beside a creator's, those the operator administers
+    itself: a shared space's group).
     """
-    SELECT ARRAY(SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%(roles)s)),
-           has_database_privilege('public', current_database(), 'CONNECT'),
-           ARRAY(SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%(connecting)s)
-                 AND has_database_privilege(oid, current_database(), 'CONNECT')),
-           ARRAY(SELECT ARRAY[r.rolname::text, g.rolname::text] FROM pg_auth_members m
-                 JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member
-                 WHERE r.rolname = ANY(%(roles)s)
-                 AND pg_has_role(current_user, g.oid, 'MEMBER WITH ADMIN OPTION')),
-           current_setting('server_version_num')::int,
-           (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
-    """
-)
+    return sql.SQL(
+        """
+        WITH creator AS (
+            SELECT p.proname::text AS function, p.proowner AS role FROM pg_proc p
+              JOIN pg_auth_members a ON a.member = p.proowner AND a.admin_option
+              JOIN pg_roles l ON l.oid = a.roleid
+             WHERE p.pronamespace = to_regnamespace({control}) AND l.rolname = %(login)s
+               AND starts_with(p.proname, 'as_creator_') LIMIT 1
+        ), me AS (SELECT oid FROM pg_roles WHERE rolname = current_user)
+        SELECT ARRAY(SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%(roles)s)),
+               has_database_privilege('public', current_database(), 'CONNECT'),
+               ARRAY(SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%(connecting)s)
+                     AND has_database_privilege(oid, current_database(), 'CONNECT')),
+               ARRAY(SELECT ARRAY[r.rolname::text, g.rolname::text] FROM pg_auth_members m
+                     JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member
+                     WHERE r.rolname = ANY(%(roles)s)
+                     AND (pg_has_role(COALESCE((SELECT role FROM creator), (SELECT oid FROM me)),
+                                      g.oid, 'MEMBER WITH ADMIN OPTION')
+                          OR EXISTS (SELECT 1 FROM pg_auth_members d WHERE d.roleid = g.oid
+                                     AND d.member = (SELECT oid FROM me) AND d.admin_option))),
+               current_setting('server_version_num')::int,
+               (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+               (SELECT function FROM creator),
+               to_regprocedure(format('%%I.%%I(text)', {control}, %(picked)s::text)) IS NOT NULL
+        """
+    ).format(control=sql.Literal(control))
 
 
-def _inspect(conn: psycopg.Connection[Any], names: naming.TenantNames) -> _State:
-    """One round trip instead of one per check: roles, CONNECT, memberships."""
-    return _state(conn.execute(_INSPECT, _inspected(names)).fetchone())
+def _inspect(
+    conn: psycopg.Connection[Any], control: naming.Identifier, names: naming.TenantNames, uid: str
+) -> _State:
+    """One round trip instead of one per check: roles, CONNECT, memberships, creator."""
+    return _state(conn.execute(_inspect_query(control), _inspected(names, uid)).fetchone())
 
 
-def _inspected(names: naming.TenantNames, owner: str | None = None) -> dict[str, Any]:
-    """``_INSPECT``'s parameters: CONNECT is that of the login role and ``owner`` (the
-    tenant's own by default)."""
+def _inspected(names: naming.TenantNames, uid: str, owner: str | None = None) -> dict[str, Any]:
+    """``_inspect_query``'s parameters: CONNECT is that of the login role and ``owner``
+    (the tenant's own by default); ``picked`` the creator a new tenant would get."""
     roles = [names.login_role, names.owner_role]
-    return {"roles": roles, "connecting": [names.login_role, owner or names.owner_role]}
+    return {
+        "roles": roles,
+        "login": names.login_role,
+        "connecting": [names.login_role, owner or names.owner_role],
+        "picked": creators.pick(uid),
+    }
 
 
 def _state(row: tuple[Any, ...] | None) -> _State:
     assert row is not None
-    roles, public_connects, connects, pairs, version, superuser = row
+    roles, public_connects, connects, pairs, version, superuser, creator, picked_ready = row
     memberships = frozenset((member, group) for member, group in pairs)
     return _State(
         frozenset(roles),
@@ -326,6 +373,8 @@ def _state(row: tuple[Any, ...] | None) -> _State:
         memberships,
         int(version),
         superuser,
+        creator,
+        bool(picked_ready),
     )
 
 
@@ -337,11 +386,12 @@ def _role_statements(
     state: _State,
     verifier: str,
     reset_password: bool,
+    creator: str | None,
 ) -> list[sql.Composable]:
-    """The roles, and the memberships that let the operator act for the owner and the
-    owner act as the login role (seeders; never the other way round). A shared
-    tenant's owner is its space's: that owner may act as its own namespace's tenants
-    only."""
+    """The roles, and the memberships that let the operator act for the owner (through
+    the ``creator``, if any, which joins what it makes) and the owner act as the login
+    role (seeders; never the other way round). A shared tenant's owner is its space's:
+    that owner may act as its own namespace's tenants only."""
     owner = names.owner_role if space is None else space.owner_role
     version = state.server_version
     statements: list[sql.Composable] = []
@@ -359,7 +409,7 @@ def _role_statements(
         )
     elif reset_password:
         statements.append(provisioning.set_password(names, verifier))
-    if space is None and not joined:
+    if space is None and not joined and creator is None:
         statements.append(provisioning.join_operator(names.owner_role, version))
     statements.append(provisioning.act_as_login(owner, names.login_role, version))
     return statements
@@ -371,32 +421,32 @@ def _owner_verifier(server: Server, role: str) -> str:
     return passwords.scram_verifier(password, iterations=passwords.ROLE_SCRAM_ITERATIONS)
 
 
-def _grant_statements(
-    names: naming.TenantNames,
-    mode: Isolation,
-    space: shared.Space | None,
-    state: _State,
-    uid: str,
+def _own_grants(
+    names: naming.TenantNames, mode: Isolation, space: shared.Space | None
 ) -> list[sql.Composable]:
-    """Mode-specific objects and privileges."""
-    statements: list[sql.Composable] = []
+    """The tenant's schema and its roles' settings: statements on the tenant's own
+    roles, run as their creator."""
     if mode is Isolation.SCHEMA:
-        statements += [
+        return [
             provisioning.create_schema(names),
             provisioning.grant_schema_access(names),
             provisioning.pin_search_path([names.login_role, names.owner_role], names.schema),
         ]
-    elif space is not None:
-        statements += [
-            shared.join_members(space, names.login_role, state.server_version),
-            shared.map_role(space.schema, names.login_role, uid),
-            provisioning.pin_search_path([names.login_role], space.schema),
-        ]
-    else:
-        statements.append(
-            provisioning.pin_search_path([names.login_role, names.owner_role], "public")
-        )
-    return statements
+    if space is not None:
+        return [provisioning.pin_search_path([names.login_role], space.schema)]
+    return [provisioning.pin_search_path([names.login_role, names.owner_role], "public")]
+
+
+def _space_statements(
+    names: naming.TenantNames, space: shared.Space | None, state: _State, uid: str
+) -> list[sql.Composable]:
+    """A shared tenant's place in its space, whose roles are the operator's own."""
+    if space is None:
+        return []
+    return [
+        shared.join_members(space, names.login_role, state.server_version),
+        shared.map_role(space.schema, names.login_role, uid),
+    ]
 
 
 def _connect_statements(
