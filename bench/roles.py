@@ -7,16 +7,21 @@ creator's rights through its memberships, and a membership change anywhere (each
 CREATE ROLE and GRANT is one) drops the cached list, so the next check reads all
 of them again: the cost of a tenant's role DDL grows with the number of tenants.
 
-Two sides on one durable server, the same statements per tenant (two roles,
-their settings, the owner's membership, the schema and its REVOKE: the part of
-the engine's batch that checks role rights), 4 connections at once as the
-operator's workers:
+Three sides, each on a fresh durable server, the same statements per tenant
+(two roles, their settings, the owner's membership, the schema and its REVOKE:
+the part of the engine's batch that checks role rights), 4 connections at once
+as the operator's workers:
 
-* ``one creator``: every tenant made by the operator's own role, as today;
-* ``16 creators``: each tenant made after ``SET ROLE`` to one of 16 roles the
-  operator made (``NOLOGIN CREATEROLE``, joined with ``SET`` only, no
-  ``INHERIT``), chosen by tenant: each creator holds a sixteenth of the
-  memberships, and the operator itself only the 16.
+* ``one creator``: every tenant made by the operator's own role (tenantdb
+  before ``core/creators.py``);
+* ``16 creators, SET ROLE``: each tenant made after ``SET LOCAL ROLE`` to one of
+  16 roles the operator made (``NOLOGIN CREATEROLE``), chosen by tenant: each
+  creator holds a sixteenth of the memberships, but the switch itself checks
+  the operator's, which reach through every creator;
+* ``32 creators, function``: what the operator does now, with its own code
+  (``creators.prepare`` and ``creators.run_as``): the statements go through the
+  creator's ``SECURITY DEFINER`` function, and nothing checks the operator's
+  memberships.
 
 Medians per fifth of the tenants. ``--write`` replaces the "Role DDL and the
 creator's memberships" section of docs/benchmarks.md.
@@ -43,9 +48,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 
+from tenantdb.core import creators, naming
+
 HEADING = "## Role DDL and the creator's memberships"
 WORKERS = 4
 SHARDS = 16
+CONTROL = naming.identifier("bench_control")
+SIDES = {
+    "one creator": "operator",
+    f"{SHARDS} creators, SET ROLE": "set role",
+    f"{creators.COUNT} creators, function": "function",
+}
 
 
 def main() -> int:
@@ -56,10 +69,10 @@ def main() -> int:
     load = os.getloadavg()[0]
     sides: dict[str, list[float]] = {}
     durability = ""
-    for side, shards in (("one creator", 0), (f"{SHARDS} creators", SHARDS)):
+    for side, how in SIDES.items():
         with common.database() as db:  # a fresh server each: no memberships of the other
             durability = db.durability()
-            sides[side] = run(db, args.tenants, shards)
+            sides[side] = run(db, args.tenants, how)
     section = render(args.tenants, durability, sides, (load, os.getloadavg()[0]))
     print(section)
     if args.write:
@@ -67,27 +80,26 @@ def main() -> int:
     return 0
 
 
-def run(db: common.Database, count: int, shards: int) -> list[float]:
+def run(db: common.Database, count: int, how: str) -> list[float]:
     """Seconds per tenant, in creation order, ``WORKERS`` at a time."""
     tag = f"r{uuid.uuid4().hex[:5]}"
-    creators = [f"{tag}_creator_{k}" for k in range(shards)]
+    set_roles = [f"{tag}_creator_{k}" for k in range(SHARDS)] if how == "set role" else []
     with psycopg.connect(db.operator_url, autocommit=True) as conn:
-        conn.execute("SET createrole_self_grant = ''")
-        for creator in creators:
+        if how == "function":
+            with conn.transaction():
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(CONTROL)))
+                creators.prepare(conn, CONTROL)
+        conn.execute("SET createrole_self_grant = 'set, inherit'")
+        for creator in set_roles:
             conn.execute(
                 sql.SQL("CREATE ROLE {} NOLOGIN CREATEROLE").format(sql.Identifier(creator))
             )
-            conn.execute(
-                sql.SQL("GRANT {} TO CURRENT_USER WITH INHERIT FALSE, SET TRUE").format(
-                    sql.Identifier(creator)
-                )
-            )
         database = str(conn.info.dbname)
-    if creators:
+    if set_roles:
         with psycopg.connect(db.superuser_url, autocommit=True) as conn:
             conn.execute(
                 sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
-                    sql.Identifier(database), sql.SQL(", ").join(map(sql.Identifier, creators))
+                    sql.Identifier(database), sql.SQL(", ").join(map(sql.Identifier, set_roles))
                 )
             )
     local = threading.local()
@@ -97,8 +109,10 @@ def run(db: common.Database, count: int, shards: int) -> list[float]:
         if not hasattr(local, "conn"):
             local.conn = psycopg.connect(db.operator_url, autocommit=True)
             opened.append(local.conn)
-        creator = creators[index % shards] if creators else None
-        return tenant(local.conn, f"{tag}_{index}", creator)
+        name = f"{tag}_{index}"
+        if how == "function":
+            return tenant(local.conn, name, function=creators.pick(name))
+        return tenant(local.conn, name, set_role=set_roles[index % SHARDS] if set_roles else None)
 
     try:
         with ThreadPoolExecutor(WORKERS) as pool:
@@ -108,14 +122,20 @@ def run(db: common.Database, count: int, shards: int) -> list[float]:
             conn.close()
 
 
-def tenant(conn: psycopg.Connection[tuple[object, ...]], name: str, creator: str | None) -> float:
-    """One tenant's statements in one transaction (after ``SET LOCAL ROLE`` to its
-    creator, if any, itself a check of the operator's memberships): seconds taken."""
+def tenant(
+    conn: psycopg.Connection[tuple[object, ...]],
+    name: str,
+    set_role: str | None = None,
+    function: str | None = None,
+) -> float:
+    """One tenant's statements in one transaction and one message (after ``SET LOCAL
+    ROLE`` to its creator, itself a check of the operator's memberships, or through its
+    creator's function): seconds taken."""
     owner, login = sql.Identifier(f"{name}_owner"), sql.Identifier(f"{name}_login")
-    statements = [sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(creator))] if creator else []
-    statements += [
+    statements: list[sql.Composable] = [
         sql.SQL("SET LOCAL createrole_self_grant = 'set, inherit'"),
         sql.SQL("CREATE ROLE {} NOLOGIN").format(owner),
+        sql.SQL("SET LOCAL createrole_self_grant = ''"),
         sql.SQL("CREATE ROLE {} LOGIN NOINHERIT").format(login),
         sql.SQL("ALTER ROLE {} SET search_path = {}").format(login, owner),
         sql.SQL("ALTER ROLE {} SET search_path = {}").format(owner, owner),
@@ -123,10 +143,12 @@ def tenant(conn: psycopg.Connection[tuple[object, ...]], name: str, creator: str
         sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(owner, owner),
         sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(owner),
     ]
+    if set_role:
+        statements.insert(0, sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(set_role)))
     started = time.perf_counter()
     with conn.transaction():
-        for statement in statements:
-            conn.execute(statement)
+        # one message, as the engine sends its batch
+        psycopg.ClientCursor(conn).execute(creators.run_as(conn, CONTROL, function, statements))
     return time.perf_counter() - started
 
 
@@ -142,8 +164,8 @@ def render(
         "membership, the schema and its REVOKE) as the creating role's memberships grow,",
         f"{WORKERS} connections at once. Machine: {common.machine()}; embedded PostgreSQL,",
         f"durable ({durability}); load average {load[0]:.1f} at the start, {load[1]:.1f} at",
-        "the end. Each side on a fresh server. Milliseconds per tenant (the creator's",
-        "`SET LOCAL ROLE` included), median of each fifth:",
+        "the end. Each side on a fresh server. Milliseconds per tenant (the switch to",
+        "the creator included), median of each fifth:",
         "",
         "| tenants made before | " + " | ".join(sides) + " |",
         "|---|" + "---:|" * len(sides),
@@ -153,12 +175,13 @@ def render(
         lines.append(f"| {a:,}-{b:,} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "The operator makes every tenant with its own role today (`one creator`), which is",
-        'why a burst slows as the fleet grows ("Scale" above). Sharding the creator cuts',
-        "the growth, but not to nothing: the operator's own `SET ROLE` check still follows",
-        "its memberships through each creator to the owner roles that creator may `SET`",
-        "(`createrole_self_grant`), so a sharded design must also keep the creators from",
-        "holding `SET` on what they make, or skip the switch for work that does not need it.",
+        "With one creator each tenant's statements cost in proportion to the tenants made",
+        "before it. Switching to one of 16 creators with `SET ROLE` cuts the growth, but",
+        "not to nothing: the switch checks the operator's own memberships, which reach",
+        "through each creator to the owner roles that creator may `SET`",
+        "(`createrole_self_grant`). The operator therefore calls each creator's `SECURITY",
+        "DEFINER` function instead (`core/creators.py`): no check walks the operator's",
+        "memberships, and each check inside walks one creator's share.",
         "",
         f"Reproduce: `.venv/bin/python bench/roles.py --tenants {count} --write`.",
     ]
