@@ -69,7 +69,7 @@ def run_as(
     control: naming.Identifier,
     function: str | None,
     statements: Sequence[sql.Composable],
-) -> sql.Composable:
+) -> sql.Composed:
     """``statements`` as the creator behind ``function`` (one call, in the caller's
     transaction), or as they are for the operator's own tenants (``None``)."""
     batch = sql.SQL(";\n").join(statements)
@@ -94,9 +94,9 @@ def prepare(conn: psycopg.Connection[Any], control: naming.Identifier) -> bool:
     version, operator, database, createdb, superuser = row
     if int(version) < FIRST_VERSION or superuser:
         return False
+    _refuse_foreign(conn, [role_name(operator, i) for i in range(COUNT)], operator)
     for index in range(COUNT):
         _ensure(conn, control, _Creator(str(operator), str(database), bool(createdb), index))
-    _refuse_foreign(conn, [role_name(operator, i) for i in range(COUNT)], operator)
     return True
 
 

@@ -1,0 +1,220 @@
+"""The creator roles that make tenants' roles (``core/creators.py``), attacked.
+
+A creator holds ADMIN OPTION on every role it made, so it is worth stealing:
+from a tenant's application (its login role), from a Migration (its owner
+role), through another tenant made by the same creator, and by a role that
+made or joined a creator before the operator did. Against a real PostgreSQL
+server and the engine, as the operator runs it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import conninfo, sql
+
+from tenantdb.api.tenants import Isolation
+from tenantdb.core import commands, creators, passwords, scoping
+from tenantdb.core.migrations import engine
+from tenantdb.settings import DEFAULT_PLANS
+from tests import servers
+from tests.integration.test_migrations_engine import script
+
+pytestmark = pytest.mark.postgres
+Outcome = engine.Outcome
+
+
+def _tenant(server: commands.Server, uid: str, password: str) -> scoping.TenantLocation:
+    request = commands.TenantRequest(
+        uid=uid,
+        name=f"c{uuid.uuid4().hex[:10]}",
+        namespace="creators",
+        isolation=Isolation.SCHEMA,
+        plan="standard",
+        limits=DEFAULT_PLANS["standard"],
+    )
+    commands.provision(server, request, password, reset_password=True)
+    with server.pool.connection() as conn:
+        location = scoping.load(conn, server.control_schema, uid)
+    assert location is not None
+    return location
+
+
+def _uid_of_creator(index: int) -> str:
+    """A uid ``creators.pick`` gives to creator ``index``."""
+    while True:
+        uid = str(uuid.uuid4())
+        if creators.pick(uid) == creators.function_name(index):
+            return uid
+
+
+def _creator_of(admin: psycopg.Connection, role: str) -> str:
+    row = admin.execute(
+        "SELECT m.rolname FROM pg_auth_members a JOIN pg_roles m ON m.oid = a.member"
+        " JOIN pg_roles r ON r.oid = a.roleid WHERE r.rolname = %s AND a.admin_option",
+        (role,),
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _operator(server: commands.Server) -> str:
+    with server.pool.connection() as conn:
+        return str(conn.info.user)
+
+
+def _refused(conn: psycopg.Connection, statement: str) -> str:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:
+        conn.execute(statement)
+    conn.rollback()
+    return str(refused.value)
+
+
+def test_a_tenants_roles_are_its_creators_and_the_operator_joins_none_of_them(
+    server: commands.Server, admin: psycopg.Connection
+) -> None:
+    tenant = _tenant(server, _uid_of_creator(3), passwords.generate())
+    operator = _operator(server)
+    expected = creators.role_name(operator, 3)
+    assert _creator_of(admin, tenant.login_role) == expected
+    assert _creator_of(admin, tenant.owner_role) == expected
+    direct = admin.execute(
+        "SELECT count(*) FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.roleid"
+        " JOIN pg_roles m ON m.oid = a.member WHERE m.rolname = %s AND r.rolname = ANY(%s)",
+        (operator, [tenant.login_role, tenant.owner_role]),
+    ).fetchone()
+    assert direct == (0,)  # its memberships do not grow with the tenants
+    executors = admin.execute(
+        "SELECT DISTINCT a.grantee::regrole::text FROM pg_proc p,"
+        " aclexplode(p.proacl) a WHERE p.pronamespace = 'tenantdb'::regnamespace"
+        " AND starts_with(p.proname, 'as_creator_') AND a.privilege_type = 'EXECUTE'"
+        " AND a.grantee <> p.proowner"
+    ).fetchall()
+    assert executors == [(operator,)]  # PUBLIC has none
+
+
+def test_a_tenant_application_cannot_reach_its_creator(
+    server: commands.Server, database_url: str, admin: psycopg.Connection
+) -> None:
+    password = passwords.generate()
+    tenant = _tenant(server, _uid_of_creator(5), password)
+    neighbour = _tenant(server, _uid_of_creator(5), passwords.generate())  # same creator
+    creator = _creator_of(admin, tenant.login_role)
+    url = conninfo.make_conninfo(database_url, user=tenant.login_role, password=password)
+    with psycopg.connect(url) as app:
+        call = "SELECT tenantdb.as_creator_05('ALTER ROLE CURRENT_USER CREATEROLE')"
+        assert "permission denied for schema tenantdb" in _refused(app, call)
+        _refused(app, f'SET ROLE "{creator}"')
+        _refused(app, f'GRANT "{creator}" TO CURRENT_USER')
+        _refused(app, f'GRANT "{neighbour.login_role}" TO CURRENT_USER')
+        _refused(app, f'ALTER ROLE "{neighbour.login_role}" PASSWORD \'taken\'')
+        assert app.execute("SELECT current_user").fetchone() == (tenant.login_role,)
+
+
+def test_a_migration_cannot_use_its_creator_or_its_neighbours(
+    server: commands.Server, admin: psycopg.Connection
+) -> None:
+    tenant = _tenant(server, _uid_of_creator(7), passwords.generate())
+    neighbour = _tenant(server, _uid_of_creator(7), passwords.generate())
+    creator = _creator_of(admin, tenant.owner_role)
+    ctx = engine.Context(server=server, applied_by="tests")
+    attacks = [
+        "SELECT tenantdb.as_creator_07('ALTER ROLE CURRENT_USER CREATEROLE')",
+        f'GRANT "{creator}" TO CURRENT_USER',
+        f'GRANT "{neighbour.owner_role}" TO CURRENT_USER',
+        f'ALTER ROLE "{neighbour.login_role}" PASSWORD \'taken\'',
+        f'CREATE SCHEMA stolen AUTHORIZATION "{neighbour.owner_role}"',
+    ]
+    for version, attack in enumerate(attacks, start=1):
+        result = engine.apply(ctx, tenant, script(version, attack))
+        assert result.outcome is Outcome.FAILED, attack
+        assert result.error is not None and "42501" in result.error, result.error
+    owner_attributes = admin.execute(
+        "SELECT rolcreaterole, rolsuper FROM pg_roles WHERE rolname = %s", (tenant.owner_role,)
+    ).fetchone()
+    assert owner_attributes == (False, False)
+    members = admin.execute(
+        "SELECT count(DISTINCT a.member) FROM pg_auth_members a"
+        " JOIN pg_roles r ON r.oid = a.roleid WHERE r.rolname = %s",
+        (creator,),
+    ).fetchone()
+    assert members == (1,)  # the operator, still alone
+
+
+@pytest.fixture
+def other_operator(admin: psycopg.Connection, database_url: str) -> Iterator[tuple[str, str]]:
+    """A second operator role (CREATEROLE, CREATE on the database) and its control schema."""
+    name = f"op_{uuid.uuid4().hex[:8]}"
+    database = sql.Identifier(admin.info.dbname)
+    role = sql.Identifier(name)
+    admin.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE PASSWORD 'op-secret'").format(role))
+    admin.execute(sql.SQL("GRANT CONNECT, CREATE ON DATABASE {} TO {}").format(database, role))
+    yield name, conninfo.make_conninfo(database_url, user=name, password="op-secret")
+    admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(role))
+    squatted = creators.role_name(name, 0)
+    admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(squatted)))
+    admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(database, role))
+    admin.execute(sql.SQL("DROP ROLE {}").format(role))
+
+
+def test_a_creator_someone_else_made_first_is_refused(
+    other_operator: tuple[str, str], admin: psycopg.Connection
+) -> None:
+    name, url = other_operator
+    squatted = creators.role_name(name, 0)
+    admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN CREATEROLE").format(sql.Identifier(squatted)))
+    server = commands.open_server(servers.database_settings(url, control_schema=name), "c", 1)
+    try:
+        with pytest.raises(creators.CreatorForeign) as refused:
+            commands.prepare(server)
+    finally:
+        server.close()
+    assert f"{name} holds no ADMIN OPTION on {squatted}" in str(refused.value)
+    made = admin.execute(
+        "SELECT count(*) FROM pg_roles WHERE starts_with(rolname, %s)", (f"{name}_creator_",)
+    ).fetchone()
+    assert made == (1,)  # the squatter's alone: the operator's were rolled back
+
+
+def test_a_creator_joined_or_changed_behind_the_operators_back_is_refused(
+    server: commands.Server, admin: psycopg.Connection
+) -> None:
+    operator = _operator(server)
+    creator = sql.Identifier(creators.role_name(operator, 9))
+    intruder = f"intruder_{uuid.uuid4().hex[:6]}"
+    admin.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(intruder)))
+    try:
+        admin.execute(sql.SQL("GRANT {} TO {}").format(creator, sql.Identifier(intruder)))
+        with pytest.raises(creators.CreatorForeign) as joined:
+            commands.prepare(server)
+        assert f"has other members: {intruder}" in str(joined.value)
+        admin.execute(sql.SQL("REVOKE {} FROM {}").format(creator, sql.Identifier(intruder)))
+        admin.execute(sql.SQL("ALTER ROLE {} LOGIN").format(creator))
+        with pytest.raises(creators.CreatorForeign) as login:
+            commands.prepare(server)
+        assert "may log in" in str(login.value)
+    finally:
+        admin.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(creator))
+        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(intruder)))
+    commands.prepare(server)  # repaired: accepted again
+
+
+def test_a_failing_batch_does_not_quote_its_statements_or_their_verifiers(
+    server: commands.Server,
+) -> None:
+    tenant = _tenant(server, _uid_of_creator(11), passwords.generate())
+    verifier = passwords.scram_verifier("never-in-an-error")
+    again = sql.SQL("CREATE ROLE {} PASSWORD {}").format(
+        sql.Identifier(tenant.login_role), sql.Literal(verifier)
+    )
+    with server.pool.connection() as conn:
+        batch = creators.run_as(conn, server.control_schema, creators.function_name(11), [again])
+        with pytest.raises(psycopg.errors.DuplicateObject) as failed:
+            conn.execute(batch)
+        conn.rollback()
+    assert "already exists" in str(failed.value)
+    assert "SCRAM-SHA-256" not in str(failed.value)
+    assert verifier not in str(failed.value.diag.context or "")
