@@ -110,7 +110,7 @@ def test_a_tenant_application_cannot_reach_its_creator(
         _refused(app, f'SET ROLE "{creator}"')
         _refused(app, f'GRANT "{creator}" TO CURRENT_USER')
         _refused(app, f'GRANT "{neighbour.login_role}" TO CURRENT_USER')
-        _refused(app, f'ALTER ROLE "{neighbour.login_role}" PASSWORD \'taken\'')
+        _refused(app, f"ALTER ROLE \"{neighbour.login_role}\" PASSWORD 'taken'")
         assert app.execute("SELECT current_user").fetchone() == (tenant.login_role,)
 
 
@@ -125,7 +125,7 @@ def test_a_migration_cannot_use_its_creator_or_its_neighbours(
         "SELECT tenantdb.as_creator_07('ALTER ROLE CURRENT_USER CREATEROLE')",
         f'GRANT "{creator}" TO CURRENT_USER',
         f'GRANT "{neighbour.owner_role}" TO CURRENT_USER',
-        f'ALTER ROLE "{neighbour.login_role}" PASSWORD \'taken\'',
+        f"ALTER ROLE \"{neighbour.login_role}\" PASSWORD 'taken'",
         f'CREATE SCHEMA stolen AUTHORIZATION "{neighbour.owner_role}"',
     ]
     for version, attack in enumerate(attacks, start=1):
