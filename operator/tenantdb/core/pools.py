@@ -10,10 +10,15 @@ than they have.
 =================================  ==========================  =============================
 work                               session user                connection
 =================================  ==========================  =============================
-registry, ledger, locks, roles,    the operator's role         ``Server.pool`` on ``operator_url``:
-grants, catalogs, verification                                 ``search_path=pg_catalog,
-                                                               pg_temp``, bounded
+registry, ledger, locks, shared    the operator's role         ``Server.pool`` on ``operator_url``:
+spaces, catalogs, verification,                                ``search_path=pg_catalog,
+dropping tenants                                               pg_temp``, bounded
                                                                ``lock_timeout``
+a tenant's own roles, schema and   the operator's role; the    ``Server.pool``, in the
+their settings (``CREATE ROLE``,   current user is the         provisioning transaction,
+``ALTER ROLE``, ``GRANT``)         tenant's creator role       through the creator's
+                                                               ``SECURITY DEFINER`` function
+                                                               (``creators``)
 a ``database`` tenant's database   the operator's role         ``operator_connection`` (same
 (public schema, grants)                                        pinning)
 Migration SQL, tenant scope, and   the tenant's owner role     ``TenantSessions``
