@@ -6,13 +6,15 @@ For each isolation mode, each run provisions N fresh tenants twice:
   roles, schema or shared membership or database, grants, limits, the
   existence checks that make it idempotent), one transaction per tenant;
 * **raw**: the same DDL written out by hand and sent with psycopg, one
-  transaction per tenant, no checks (what a migration script would do).
+  transaction per tenant, no checks (what a migration script would do); the
+  statements on the tenant's own roles go through its creator's function, as
+  the operator sends them (``core/creators.py``).
 
 Both run as the non-superuser operator role on a durable server and do the
 same work: a SCRAM verifier per login role (4096 iterations) and per owner
 role (its derived password, ``passwords.ROLE_SCRAM_ITERATIONS``), the
-operator's membership in the owner role (what lets it act for the owner
-without superuser) and the owner's in the login role. The two alternate which
+creator's membership in the owner role (what lets the operator act for the
+owner without superuser) and the owner's in the login role. The two alternate which
 goes first; everything is dropped between runs (not timed, as the superuser). The report
 gives each run, the medians, tenants/s and the ratio core/raw; ``--write``
 replaces the "Provisioning" section of docs/benchmarks.md.
@@ -37,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 from tenantdb.api.tenants import Isolation
-from tenantdb.core import commands, naming, passwords, shared, tenancy
+from tenantdb.core import commands, creators, naming, passwords, shared, tenancy
 from tenantdb.settings import DEFAULT_PLANS
 
 HEADING = "## Provisioning"
@@ -127,7 +129,8 @@ def provision_raw(server: commands.Server, mode: Isolation, prefix: str, count: 
             )
             with conn.transaction():
                 verifiers = (verifier, owner_verifier)
-                for statement in raw_statements(mode, names, uid, verifiers, home, space):
+                statements = raw_statements(mode, names, uid, verifiers, home, space)
+                for statement in through_creator(statements, creators.pick(uid)):
                     conn.execute(statement)
             if mode is Isolation.DATABASE:
                 create_database_raw(server.url, conn, names)
@@ -188,6 +191,30 @@ def raw_statements(
             f' GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO "{n.login_role}"',
         ]
     return statements
+
+
+OPERATORS_OWN = ("INSERT INTO", "GRANT CONNECT ON DATABASE", 'GRANT "tenantdb_shared')
+"""Raw statements on what the operator itself holds (the registry, its database, a
+shared space's group): the rest act on the tenant's own roles."""
+
+
+def through_creator(statements: list[str], function: str) -> list[str]:
+    """The statements as the operator sends them: those on the tenant's own roles first,
+    in one call of its creator's function (``core/creators.py``), which joins the
+    creator to the owner as it is made (the operator's own GRANT of it goes)."""
+    own, operators = [], []
+    for statement in statements:
+        if statement.startswith(OPERATORS_OWN):
+            operators.append(statement)
+        elif statement.startswith("CREATE ROLE") and statement.split()[2].endswith('_owner"'):
+            own.append(
+                f"SET LOCAL createrole_self_grant = 'set, inherit';\n{statement};\n"
+                "SET LOCAL createrole_self_grant = ''"
+            )
+        elif "TO CURRENT_USER" not in statement:
+            own.append(statement)
+    batch = ";\n".join(own).replace("'", "''")
+    return [f"SELECT tenantdb.{function}('{batch}')", *operators]
 
 
 def create_database_raw(url: str, conn: psycopg.Connection, n: naming.TenantNames) -> None:
