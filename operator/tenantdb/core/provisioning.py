@@ -69,7 +69,8 @@ def allow_login(role: str, verifier: str) -> sql.Composed:
 
 
 def join_operator(role: str, server_version: int) -> sql.Composed:
-    """Make the operator's role a member of ``role``, with its privileges.
+    """Make the current user (the operator's role, or the creator that made ``role``,
+    ``creators``) a member of ``role``, with its privileges.
 
     Without superuser, the operator acts for an owner (CREATE SCHEMA ...
     AUTHORIZATION, DROP OWNED BY, ALTER TABLE on its tables) through
@@ -207,6 +208,13 @@ def grant_connect(names: naming.TenantNames, database: str, owner: str) -> sql.C
     """Needed only where CONNECT was revoked from PUBLIC on the operator's database."""
     return sql.SQL("GRANT CONNECT ON DATABASE {} TO {}, {}").format(
         sql.Identifier(database), sql.Identifier(names.login_role), sql.Identifier(owner)
+    )
+
+
+def revoke_connect(database: str, roles: list[naming.Identifier]) -> sql.Composed:
+    """Take back ``grant_connect`` (the operator granted it: only it may revoke it)."""
+    return sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}").format(
+        sql.Identifier(database), sql.SQL(", ").join(sql.Identifier(r) for r in roles)
     )
 
 

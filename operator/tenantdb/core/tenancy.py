@@ -239,17 +239,36 @@ def deprovision(server: Server, uid: str, name: str, drop: bool) -> None:
                 conn.execute(provisioning.terminate_sessions(), (names.login_role,))
             if not drop:
                 if existing:
-                    conn.execute(provisioning.disable_login(existing))
+                    conn.execute(
+                        _as_creator(conn, server, state, [provisioning.disable_login(existing)])
+                    )
                 conn.execute(registry.mark_retained(server.control_schema), (uid,))
                 return
             if space is not None:
                 conn.execute(shared.unmap_role(space.schema), (names.login_role,))
-            conn.execute(provisioning.drop_schema(names))
-            if existing:
-                for role in existing:
-                    conn.execute(provisioning.join_operator(role, state.server_version))
-                conn.execute(provisioning.drop_roles(existing))
+            if existing and mode is not Isolation.DATABASE:
+                conn.execute(provisioning.revoke_connect(conn.info.dbname, existing))
+            conn.execute(_as_creator(conn, server, state, _drops(names, existing, state)))
             conn.execute(registry.forget(server.control_schema), (uid,))
+
+
+def _drops(
+    names: naming.TenantNames, existing: list[naming.Identifier], state: "_State"
+) -> list[sql.Composable]:
+    """The schema, then the roles with what they own and were granted: the one dropping
+    them takes their privileges first, as DROP OWNED asks. (DROP OWNED revokes only
+    what its runner may revoke: the operator's own grants, CONNECT on its database, go
+    before, ``provisioning.revoke_connect``.)"""
+    joins = [provisioning.join_operator(role, state.server_version) for role in existing]
+    roles = [provisioning.drop_roles(existing)] if existing else []
+    return [provisioning.drop_schema(names), *joins, *roles]
+
+
+def _as_creator(
+    conn: psycopg.Connection[Any], server: Server, state: "_State", statements: list[sql.Composable]
+) -> sql.Composed:
+    """Statements on a tenant's existing roles, run by whoever made them (``creators``)."""
+    return creators.run_as(conn, server.control_schema, state.creator, statements)
 
 
 def list_tenants(
