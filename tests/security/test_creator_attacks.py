@@ -108,6 +108,8 @@ def test_a_tenant_application_cannot_reach_its_creator(
         call = "SELECT tenantdb.as_creator_05('ALTER ROLE CURRENT_USER CREATEROLE')"
         assert "permission denied for schema tenantdb" in _refused(app, call)
         _refused(app, f'SET ROLE "{creator}"')
+        _refused(app, f"SELECT set_config('role', '{creator}', false)")
+        _refused(app, f'SET SESSION AUTHORIZATION "{creator}"')
         _refused(app, f'GRANT "{creator}" TO CURRENT_USER')
         _refused(app, f'GRANT "{neighbour.login_role}" TO CURRENT_USER')
         _refused(app, f"ALTER ROLE \"{neighbour.login_role}\" PASSWORD 'taken'")
@@ -218,3 +220,69 @@ def test_a_failing_batch_does_not_quote_its_statements_or_their_verifiers(
     assert "already exists" in str(failed.value)
     assert "SCRAM-SHA-256" not in str(failed.value)
     assert verifier not in str(failed.value.diag.context or "")
+
+
+@pytest.fixture
+def one_session(operator_url: str) -> Iterator[commands.Server]:
+    """The operator's server with a single pooled connection (every piece of work on it)
+    and a short lock wait."""
+    settings = servers.database_settings(operator_url, lock_wait=1.0)
+    server = commands.open_server(settings, "creator-sessions", 1)
+    commands.prepare(server)
+    yield server
+    server.close()
+
+
+def _pinned(server: commands.Server) -> tuple[object, ...]:
+    with server.pool.connection() as conn:
+        row = conn.execute(
+            "SELECT current_user = session_user, current_setting('search_path'),"
+            " current_setting('createrole_self_grant'), current_setting('lock_timeout')"
+        ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_a_creator_batch_leaves_nothing_on_the_operators_pooled_session(
+    one_session: commands.Server,
+) -> None:
+    before = _pinned(one_session)
+    assert before[:2] == (True, "pg_catalog,pg_temp")
+    tenant = _tenant(one_session, _uid_of_creator(15), passwords.generate())
+    assert _pinned(one_session) == before  # creation, through the creator's function
+    again = sql.SQL("CREATE ROLE {}").format(sql.Identifier(tenant.login_role))
+    with one_session.pool.connection() as conn:
+        batch = creators.run_as(
+            conn, one_session.control_schema, creators.pick(tenant.uid), [again]
+        )
+        with pytest.raises(psycopg.errors.DuplicateObject):
+            conn.execute(batch)
+        conn.rollback()
+    assert _pinned(one_session) == before  # a batch that failed inside the function
+    commands.deprovision(one_session, tenant.uid, tenant.name, drop=True)
+    assert _pinned(one_session) == before
+
+
+def test_a_lock_the_tenant_holds_stalls_neither_its_deletion_nor_its_neighbours(
+    one_session: commands.Server, database_url: str, admin: psycopg.Connection
+) -> None:
+    password = passwords.generate()
+    held = _tenant(one_session, _uid_of_creator(13), password)
+    neighbour = _tenant(one_session, _uid_of_creator(13), passwords.generate())
+    ctx = engine.Context(server=one_session, applied_by="tests")
+    applied = engine.apply(ctx, held, script(1, "CREATE TABLE held (id int)"))
+    assert applied.outcome is Outcome.APPLIED
+    url = conninfo.make_conninfo(database_url, user=held.login_role, password=password)
+    with psycopg.connect(url) as app:
+        app.execute("SELECT count(*) FROM held")  # an open transaction keeps its lock
+        commands.deprovision(one_session, neighbour.uid, neighbour.name, drop=True)
+        assert app.execute("SELECT 1").fetchone() == (1,)  # the neighbour's left it alone
+        commands.deprovision(one_session, held.uid, held.name, drop=True)  # not held up
+        with pytest.raises(psycopg.OperationalError):
+            app.execute("SELECT 1")  # its session was ended, and its lock with it
+    gone = admin.execute(
+        "SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)",
+        ([held.login_role, held.owner_role, neighbour.login_role, neighbour.owner_role],),
+    ).fetchone()
+    assert gone == (0,)
+    assert admin.execute("SELECT to_regnamespace(%s)", (held.schema_name,)).fetchone() == (None,)
