@@ -94,50 +94,65 @@ def prepare(conn: psycopg.Connection[Any], control: naming.Identifier) -> bool:
     version, operator, database, createdb, superuser = row
     if int(version) < FIRST_VERSION or superuser:
         return False
-    _refuse_foreign(conn, [role_name(operator, i) for i in range(COUNT)], operator)
-    for index in range(COUNT):
-        _ensure(conn, control, _Creator(str(operator), str(database), bool(createdb), index))
+    names = [role_name(str(operator), i) for i in range(COUNT)]
+    _refuse_foreign(conn, names, str(operator))
+    found = conn.execute(
+        _FOUND, {"names": names, "functions": [function_name(i) for i in range(COUNT)],
+                 "database": database, "control": control},
+    ).fetchall()  # fmt: skip
+    for index, (rolcreatedb, may_create, defined) in enumerate(found):
+        creator = _Creator(names[index], function_name(index), str(database), bool(createdb))
+        _ensure(conn, control, creator, _Found(rolcreatedb, may_create, defined))
     return True
+
+
+_FOUND = """
+SELECT r.rolcreatedb, COALESCE(has_database_privilege(r.oid, %(database)s, 'CREATE'), false),
+       to_regprocedure(format('%%I.%%I(text)', %(control)s::text, c.function)) IS NOT NULL
+FROM unnest(%(names)s::text[], %(functions)s::text[]) WITH ORDINALITY AS c(name, function, i)
+LEFT JOIN pg_roles r ON r.rolname = c.name ORDER BY c.i
+"""
+"""What exists of each creator, in one round trip: its role's CREATEDB (NULL: no role),
+CREATE on the database, its function."""
 
 
 @dataclass(frozen=True)
 class _Creator:
-    operator: str
+    role: str
+    function: str
     database: str
     createdb: bool
     """Whether the operator's role has CREATEDB: its creators have it too, since only a
     role with CREATEDB may name it (``NOCREATEDB``) in ALTER ROLE."""
-    index: int
 
 
-def _ensure(conn: psycopg.Connection[Any], control: naming.Identifier, creator: _Creator) -> None:
-    name = role_name(creator.operator, creator.index)
-    role, function = sql.Identifier(name), function_name(creator.index)
-    found = conn.execute("SELECT rolcreatedb FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
-    createdb = sql.SQL("CREATEDB" if creator.createdb else "NOCREATEDB")
-    if found is None:
+@dataclass(frozen=True)
+class _Found:
+    createdb: bool | None
+    may_create: bool
+    defined: bool
+
+
+def _ensure(
+    conn: psycopg.Connection[Any], control: naming.Identifier, creator: _Creator, found: _Found
+) -> None:
+    role = sql.Identifier(creator.role)
+    if found.createdb is None:
         conn.execute(
             sql.SQL(
                 "SET LOCAL createrole_self_grant = 'set, inherit';\n"
                 "CREATE ROLE {} NOLOGIN CREATEROLE {};\n"
                 "SET LOCAL createrole_self_grant = ''"
-            ).format(role, createdb)
+            ).format(role, sql.SQL("CREATEDB" if creator.createdb else "NOCREATEDB"))
         )
-    elif creator.createdb and not found[0]:
+    elif creator.createdb and not found.createdb:
         conn.execute(sql.SQL("ALTER ROLE {} CREATEDB").format(role))
-    granted = conn.execute(
-        "SELECT has_database_privilege(%s, %s, 'CREATE')", (name, creator.database)
-    ).fetchone()
-    if not (granted and granted[0]):
+    if not found.may_create:
         database = sql.Identifier(creator.database)
         conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(database, role))
-    qualified = sql.Identifier(control, function)
-    exists = conn.execute(
-        "SELECT 1 FROM pg_proc WHERE pronamespace = %s::regnamespace AND proname = %s",
-        (control, function),
-    ).fetchone()
-    if exists:
+    if found.defined:
         return
+    qualified = sql.Identifier(control, creator.function)
     conn.execute(_DEFINITION.format(function=qualified))
     conn.execute(
         sql.SQL(
