@@ -105,6 +105,8 @@ def summary(r: dict) -> str:
              f" free in arenas {heap['free_mb']:.0f}, mmap {heap['mmap_mb']:.0f} MB;"
              f" {r['threads']} threads; {r['sockets']} sockets; tasks {r['tasks']}"]  # fmt: skip
     lines.append(f"   types {r['types']}")
+    lines.append(f"   bodies alive {r.get('bodies')}")
+    lines += [f"     {n:>4} held by {chain}" for chain, n in r.get("held_by", {}).items()]
     if "traced_mb" in r:
         lines.append(f"   traced {r['traced_mb']:.0f} MB by package:")
         lines += [f"     {k:40} {v:7.1f}" for k, v in r["packages_mb"].items()]

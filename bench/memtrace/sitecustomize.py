@@ -2,7 +2,7 @@
 write where its memory is to ``TENANTDB_MEMTRACE_FILE`` (one JSON document a line),
 and the tracemalloc snapshot beside it.
 
-What is written: RSS from /proc, glibc's heap (``mallinfo2``: in use, free in
+What is written: RSS and CPU time from /proc, glibc's heap (``mallinfo2``: in use, free in
 the arenas, mmap'd), Python's traced allocations by package and by line
 (when ``PYTHONTRACEMALLOC`` is set), threads, asyncio tasks by coroutine, and
 the most numerous object types. Benchmark-only: the operator never imports it.
@@ -44,6 +44,12 @@ def _rss() -> float:
     return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
 
 
+def _cpu_s() -> float:
+    """CPU seconds the process has used (user and system, all threads)."""
+    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _sockets() -> int:
     """Open sockets (TLS connections to the API server, PostgreSQL connections)."""
     count = 0
@@ -76,15 +82,46 @@ def _tasks() -> dict:
     return dict(names.most_common(15)) | {"total": sum(names.values())}
 
 
+def _describe(obj: object) -> str:
+    """A referrer's type, with its keys or attribute names when it is a dict."""
+    if isinstance(obj, dict):
+        return "dict{" + ",".join(sorted(map(str, list(obj)[:6]))) + "}"
+    return type(obj).__qualname__
+
+
+def _holders(objects: list) -> dict:
+    """Decoded API bodies still alive (dicts with ``apiVersion`` and ``metadata``), by
+    kind, and for a sample of them what refers to them, four levels up: who keeps them."""
+    bodies = [o for o in objects if isinstance(o, dict) and "apiVersion" in o and "metadata" in o]
+    kinds = collections.Counter(str(b.get("kind")) for b in bodies)
+    chains: collections.Counter[str] = collections.Counter()
+    ignored = {id(objects), id(bodies)}
+    for body in bodies[:: max(1, len(bodies) // 40)]:
+        level, chain = [body], []
+        for _ in range(4):
+            refs = [r for r in gc.get_referrers(*level)
+                    if id(r) not in ignored and not isinstance(r, type(_holders.__code__))
+                    and type(r).__name__ != "frame"]  # fmt: skip
+            if not refs:
+                break
+            chain.append("|".join(sorted({_describe(r) for r in refs[:3]})))
+            ignored.update(id(r) for r in level)
+            level = refs[:3]
+        chains[" <- ".join(chain)] += 1
+    return {"bodies": dict(kinds), "held_by": dict(chains.most_common(10))}
+
+
 def _dump(label: str) -> None:
+    cpu_s = _cpu_s()  # before the collection below
     gc.collect()
     if label.startswith("trimmed"):  # what glibc would give back if asked
         ctypes.CDLL(None).malloc_trim(0)
-    report = {"label": label, "at": time.time(), "rss_mb": _rss(), "heap": _heap(),
+    report = {"label": label, "at": time.time(), "rss_mb": _rss(), "cpu_s": cpu_s, "heap": _heap(),
               "threads": threading.active_count(), "tasks": _tasks(),
               "sockets": _sockets()}  # fmt: skip
     types = collections.Counter(type(o).__name__ for o in gc.get_objects())
     report["types"] = dict(types.most_common(20))
+    report |= _holders(gc.get_objects())
     if tracemalloc.is_tracing():
         snap = tracemalloc.take_snapshot()
         snap.dump(f"{OUT}.{label.split(':', 1)[0]}.snapshot")  # for Snapshot.compare_to

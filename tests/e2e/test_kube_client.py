@@ -139,8 +139,10 @@ def test_custom_objects_round_trip_and_errors_carry_the_servers_reason(
     assert not kube.patch_custom_status_at(*kind, namespace, PROBES, "p1", status, version)
     found = kube.read_custom_object(*kind, namespace, PROBES, "p1")
     assert found is not None and found["status"] == status
-    everywhere = kube.list_every_custom_object(*kind, PROBES, None)
-    assert "p1" in {o["metadata"]["name"] for o in everywhere}
+    kube.create_custom_object(*kind, namespace, PROBES, body | {"metadata": {"name": "p2"}})
+    everywhere = kube.list_pages(*kind, PROBES, None, page=1)  # two answers, one continue
+    assert {"p1", "p2"} <= {o["metadata"]["name"] for o in everywhere}
+    kube.delete_custom_object(*kind, namespace, PROBES, "p2")
     kube.delete_custom_object(*kind, namespace, PROBES, "p1")
     kube.delete_custom_object(*kind, namespace, PROBES, "p1")  # gone is fine
     assert kube.read_custom_object(*kind, namespace, PROBES, "p1") is None

@@ -29,8 +29,6 @@ from tenantdb.controllers import kube
 V = TypeVar("V")
 Projection = Callable[[Mapping[str, Any]], tuple[str, V] | None]
 """A body's key (a namespace, or ``""`` for one group) and record; ``None`` keeps none."""
-PAGE = 500
-"""Objects per list request when seeding (a bounded answer even at 10,000 Tenants)."""
 KINDS = (tenants.TENANT, migrations.MIGRATION, servers.DATABASE_SERVER)
 """The kinds cached; a cluster-scoped one is listed cluster-wide even when the
 operator watches one namespace."""
@@ -45,6 +43,8 @@ class Cache(Generic[V]):
         self._records: dict[str, tuple[str, V]] = {}
         self._touched: set[str] | None = None
         """Uids seen in events while a seed's list is read (the list may be older)."""
+        self._listed: dict[str, tuple[str, V]] = {}
+        """The records of a seed's list, until it ends."""
         _ALL.append(self)
 
     def get(self, key: str) -> list[V]:
@@ -68,35 +68,49 @@ class Cache(Generic[V]):
         """Note the events that arrive from now on: they are newer than the list."""
         with self._lock:
             self._touched = set()
+        self._listed = {}
 
-    def seed(self, bodies: Iterable[Mapping[str, Any]]) -> None:
-        """Replace the records by a list's, except those events changed meanwhile (an
+    def add_listed(self, body: Mapping[str, Any]) -> None:
+        """Keep one listed object's record until ``end_seed`` (the body itself is not kept)."""
+        projected = self._project(body)
+        if projected is not None:
+            self._listed[str(body["metadata"]["uid"])] = projected
+
+    def end_seed(self) -> None:
+        """Replace the records by the list's, except those events changed meanwhile (an
         object gone from the list and from the events is gone)."""
-        listed: dict[str, tuple[str, V]] = {}
-        for body in bodies:
-            projected = self._project(body)
-            if projected is not None:
-                listed[str(body["metadata"]["uid"])] = projected
+        listed, self._listed = self._listed, {}
         with self._lock:
             touched = self._touched or set()
             kept = {uid: r for uid, r in self._records.items() if uid in touched}
             self._records = {uid: r for uid, r in listed.items() if uid not in touched} | kept
             self._touched = None
 
+    def seed(self, bodies: Iterable[Mapping[str, Any]]) -> None:
+        """``add_listed`` each body, then ``end_seed``."""
+        for body in bodies:
+            self.add_listed(body)
+        self.end_seed()
+
 
 _ALL: list[Cache[Any]] = []
 
 
 def seed(namespace: str | None) -> None:
-    """Fill every cache from one paged list per kind (``kube.ApiError`` if one fails)."""
+    """Fill every cache from one paged list per kind (``kube.ApiError`` if one fails).
+
+    Each page's bodies go to every cache of their kind before the next page is read,
+    so no more than a page of decoded bodies is alive at once."""
     for kind in KINDS:
         served = [cache for cache in _ALL if cache.plural == kind.plural]
         for cache in served:
             cache.begin_seed()
         scope = None if kind.cluster_scoped else namespace
-        bodies = list(kube.list_pages(GROUP, VERSION, kind.plural, scope, PAGE))
+        for body in kube.list_pages(GROUP, VERSION, kind.plural, scope):
+            for cache in served:
+                cache.add_listed(body)
         for cache in served:
-            cache.seed(bodies)
+            cache.end_seed()
 
 
 def _observe(plural: str, event: kopf.RawEvent, body: kopf.Body) -> None:

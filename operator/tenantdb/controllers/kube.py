@@ -37,6 +37,9 @@ POOL_SIZE = 16
 """Connections kept open: the handler threads, the verification loop and a rollout's
 status writes at once (more are opened when needed, and closed after)."""
 MERGE_PATCH = "application/merge-patch+json"
+PAGE = 500
+"""Objects per answer of ``list_pages``: a list of every Tenant is read a page at a time,
+so no more than a page of decoded bodies is alive at once, even at 10,000."""
 
 
 class ApiError(Exception):
@@ -253,17 +256,8 @@ def list_labelled_objects(
     return _items(_call("GET", path, query={"labelSelector": selector}))
 
 
-def list_every_custom_object(
-    group: str, version: str, plural: str, namespace: str | None
-) -> list[dict[str, Any]]:
-    """Every object of one custom kind, in one namespace or all of them (one list call)."""
-    if namespace:
-        return list_custom_objects(group, version, namespace, plural)
-    return _items(_call("GET", f"/apis/{group}/{version}/{plural}"))
-
-
 def list_pages(
-    group: str, version: str, plural: str, namespace: str | None, page: int
+    group: str, version: str, plural: str, namespace: str | None, page: int = PAGE
 ) -> Iterator[dict[str, Any]]:
     """Every object of one custom kind, in one namespace or all, ``page`` at a time
     (the API server's ``limit`` and ``continue``: no answer holds them all)."""

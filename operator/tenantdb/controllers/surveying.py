@@ -3,10 +3,12 @@
 One thread per operator, in the style of the statement watchdog
 (``patrolling``): every ``usage.interval`` seconds one ``usage.Survey.sweep``
 (a few catalog queries for every tenant of the server, never one per tenant),
-one list call for the Tenant objects, and a status write only for the tenants
+one paged list of the Tenant objects, and a status write only for the tenants
 whose health changed, whose numbers moved noticeably, or whose usage is older
 than ``usage.status_refresh``: at 10,000 tenants, a quiet server costs the
-API server one list per interval and a few writes, not 10,000.
+API server one list per interval and a few writes, not 10,000. Each page's
+writes are sent before the next page is read, so the survey holds one page of
+decoded bodies, not every Tenant's (at 10,000, about 100 MB every interval).
 
 The ``Healthy`` condition is written with the object's ``resourceVersion`` as
 a precondition, over the conditions the object has now, so no other
@@ -125,14 +127,15 @@ class Surveyor:
             return 0
         reporting.USAGE_SWEEP_SECONDS.observe(time.monotonic() - started)
         publish(found, self.config)
-        objects = {
-            o["metadata"]["uid"]: o
-            for o in kube.list_every_custom_object(
-                GROUP, VERSION, PLURAL, self.rt.settings.watch.namespace
-            )
-        }
-        written = sum(self._write(u, objects.get(u.uid)) for u in found)
-        for gone in [uid for uid in self.written if uid not in objects]:
+        measured = {u.uid: u for u in found}
+        listed: set[str] = set()
+        written = 0
+        for body in kube.list_pages(GROUP, VERSION, PLURAL, self.rt.settings.watch.namespace):
+            uid = str(body["metadata"]["uid"])
+            listed.add(uid)
+            if uid in measured:
+                written += self._write(measured[uid], body)
+        for gone in [uid for uid in self.written if uid not in listed]:
             del self.written[gone]
         return written
 
@@ -147,9 +150,7 @@ class Surveyor:
             logger.warning("usage sweep of server %s failed: %s", member.name, exc)
             return []
 
-    def _write(self, u: usage.TenantUsage, body: Mapping[str, Any] | None) -> bool:
-        if body is None:
-            return False
+    def _write(self, u: usage.TenantUsage, body: Mapping[str, Any]) -> bool:
         problems = usage.assess(u, self.config)
         status, reason, message = health_of(problems)
         health = (status, reason, message)
