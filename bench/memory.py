@@ -40,6 +40,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenants", type=int, nargs="+", default=[1000])
     parser.add_argument("--settle", type=float, default=30.0, help="seconds after each burst")
+    parser.add_argument(
+        "--settles", type=int, default=1, help="snapshots after each burst, --settle apart"
+    )
     parser.add_argument("--trace", action="store_true", help="tracemalloc from the start")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the operator")
     parser.add_argument("--out", type=Path, help="keep the reports (and snapshots) here")
@@ -47,8 +50,8 @@ def main() -> int:
     print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
     with common.database() as db, tempfile.TemporaryDirectory(prefix="tenantdb-mem-") as work:
         reports = measure(db, Path(work), args.out or Path(work), args)
-    for report in reports:
-        print(summary(report))
+    for before, report in zip([None, *reports], reports, strict=False):
+        print(summary(report, before))
     print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
     return 0
 
@@ -77,8 +80,9 @@ def measure(db: common.Database, work: Path, keep: Path, args: argparse.Namespac
                 peak = max(s.rss_mb for s in op.samples)
                 snapshot(op, out, f"{op.ready_before}-ready: burst peak {peak:.0f} MB, "
                          f"{run.ready_after_last_s:.0f} s after the last create")  # fmt: skip
-                time.sleep(args.settle)
-                snapshot(op, out, f"{op.ready_before}-settled: {args.settle:.0f} s later")
+                for n in range(1, args.settles + 1):
+                    time.sleep(args.settle)
+                    snapshot(op, out, f"{op.ready_before}-settled: {n * args.settle:.0f} s later")
             snapshot(op, out, "trimmed: the same after malloc_trim(0)")
         finally:
             process.stop()
@@ -98,12 +102,18 @@ def snapshot(op: scale.Operator, out: Path, label: str) -> None:
         time.sleep(0.5)
 
 
-def summary(r: dict) -> str:
-    """A few lines per report."""
+def summary(r: dict, before: dict | None) -> str:
+    """A few lines per report; CPU is the share of one core since the report before."""
     heap = r["heap"]
-    lines = [f"== {r['label']}: RSS {r['rss_mb']:.0f} MB; heap in use {heap['in_use_mb']:.0f},"
+    cpu = "" if before is None else f"; CPU {cpu_share(before, r):.1%} of a core since"
+    lines = [f"== {r['label']}: RSS {r['rss_mb']:.0f} MB{cpu}; heap in use {heap['in_use_mb']:.0f},"
              f" free in arenas {heap['free_mb']:.0f}, mmap {heap['mmap_mb']:.0f} MB;"
              f" {r['threads']} threads; {r['sockets']} sockets; tasks {r['tasks']}"]  # fmt: skip
+    py = r["pymalloc"]
+    lines.append(
+        f"   Python's arenas {py['arenas_mb']:.0f} MB: live objects {py['allocated_mb']:.0f},"
+        f" free in used pools {py['available_mb']:.0f}, empty pools {py['unused_pools_mb']:.0f}"
+    )
     lines.append(f"   types {r['types']}")
     lines.append(f"   bodies alive {r.get('bodies')}")
     lines += [f"     {n:>4} held by {chain}" for chain, n in r.get("held_by", {}).items()]
@@ -114,6 +124,12 @@ def summary(r: dict) -> str:
             f"     {where:70} {mb:7.1f} MB {count:>8}" for where, mb, count in r["lines"][:25]
         ]
     return "\n".join(lines)
+
+
+def cpu_share(before: dict, after: dict) -> float:
+    """The operator's CPU seconds per second between two reports (their own work left out)."""
+    spent = after["cpu_s"] - before["end_cpu_s"]
+    return spent / max(after["at"] - before["end_at"], 1e-9)
 
 
 if __name__ == "__main__":

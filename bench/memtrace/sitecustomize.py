@@ -50,6 +50,36 @@ def _cpu_s() -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _pymalloc() -> dict:
+    """Python's own allocator (``sys._debugmallocstats``, which writes to fd 2): its
+    arenas, and how much of them live objects fill (the rest is fragmentation)."""
+    import sys  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    with tempfile.TemporaryFile("w+") as caught:
+        saved = os.dup(2)
+        os.dup2(caught.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        text = caught.read()
+
+    def figure(name: str) -> float:
+        found = re.search(rf"^# {name}\s+=\s+([\d,]+)", text, re.M)
+        return float(found.group(1).replace(",", "")) if found else 0.0
+
+    unused = re.search(r"(\d+) unused pools \* ([\d,]+) bytes", text)
+    mb = 2**20
+    return {"arenas_mb": figure("arenas allocated current"),  # 1 MiB each
+            "allocated_mb": figure("bytes in allocated blocks") / mb,
+            "available_mb": figure("bytes in available blocks") / mb,
+            "unused_pools_mb": (int(unused.group(1)) * int(unused.group(2).replace(",", ""))
+                                / mb if unused else 0.0)}  # fmt: skip
+
+
 def _sockets() -> int:
     """Open sockets (TLS connections to the API server, PostgreSQL connections)."""
     count = 0
@@ -112,11 +142,12 @@ def _holders(objects: list) -> dict:
 
 
 def _dump(label: str) -> None:
-    cpu_s = _cpu_s()  # before the collection below
+    at, cpu_s = time.time(), _cpu_s()  # before this report's own work
     gc.collect()
     if label.startswith("trimmed"):  # what glibc would give back if asked
         ctypes.CDLL(None).malloc_trim(0)
-    report = {"label": label, "at": time.time(), "rss_mb": _rss(), "cpu_s": cpu_s, "heap": _heap(),
+    report = {"label": label, "at": at, "rss_mb": _rss(), "cpu_s": cpu_s, "heap": _heap(),
+              "pymalloc": _pymalloc(),
               "threads": threading.active_count(), "tasks": _tasks(),
               "sockets": _sockets()}  # fmt: skip
     types = collections.Counter(type(o).__name__ for o in gc.get_objects())
@@ -132,6 +163,7 @@ def _dump(label: str) -> None:
         report["traced_mb"] = sum(s.size for s in by_line) / 2**20
         report["packages_mb"] = {k: v / 2**20 for k, v in packages.most_common(25)}
         report["lines"] = [[str(s.traceback[0]), s.size / 2**20, s.count] for s in by_line[:40]]
+    report |= {"end_at": time.time(), "end_cpu_s": _cpu_s()}  # the next report's start
     with open(OUT, "a") as out:
         out.write(json.dumps(report) + "\n")
 

@@ -9,6 +9,10 @@ than ``usage.status_refresh``: at 10,000 tenants, a quiet server costs the
 API server one list per interval and a few writes, not 10,000. Each page's
 writes are sent before the next page is read, so the survey holds one page of
 decoded bodies, not every Tenant's (at 10,000, about 100 MB every interval).
+Refreshes are spread: the tenants first written in one sweep come due over the
+next ``status_refresh``, not all in one sweep (``first_refresh``), and after a
+restart what an object shows counts as written (``on_record``), so neither a
+burst of new tenants nor a new leader makes a burst of writes.
 
 The ``Healthy`` condition is written with the object's ``resourceVersion`` as
 a precondition, over the conditions the object has now, so no other
@@ -19,8 +23,10 @@ view may drop ``Healthy``, and the next sweep puts it back.
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from tenantdb.api import GROUP, VERSION, conditions
@@ -38,11 +44,48 @@ BYTES_CHANGE = 0.1
 
 @dataclass(frozen=True)
 class Written:
-    """What was last written for one tenant, and when (monotonic seconds)."""
+    """What was last written for one tenant, and from when (monotonic seconds) its
+    ``status_refresh`` counts (see ``first_refresh``)."""
 
     at: float
     usage: usage.TenantUsage
     health: tuple[str, ...]
+
+
+def first_refresh(uid: str, now: float, refresh: float) -> float:
+    """``Written.at`` for a tenant's first write: ``now`` less a share of ``refresh`` fixed
+    by its uid, so the tenants first written in one sweep (all of them, after a burst)
+    come due over a whole ``refresh`` afterwards, a share in each sweep, not all at once
+    (10,000 writes, and as many watch events, every ``refresh``). Pure."""
+    return now - refresh * (zlib.crc32(uid.encode()) / 2**32)
+
+
+def on_record(
+    body: Mapping[str, Any], measured: usage.TenantUsage, on_object: tuple[str, ...] | None
+) -> Written | None:
+    """What the object already shows, as if this process had written it: after a restart
+    (or a change of leader) a tenant whose status is recent and right is not written again.
+    None when it shows no usage. Pure."""
+    shown = (body.get("status") or {}).get("usage") or {}
+    stamp = shown.get("measuredAt")
+    if not stamp or on_object is None:
+        return None
+    try:
+        then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    listed = shown.get("invalidIndexes") or []
+    seen = replace(
+        measured,
+        bytes=shown.get("bytes"),
+        space_bytes=shown.get("spaceBytes"),
+        tables=shown.get("tables"),
+        connections=int(shown.get("connections") or 0),
+        oldest_transaction=shown.get("oldestTransactionSeconds"),
+        invalid_indexes=tuple(listed) if listed or measured.invalid_indexes is not None else None,
+    )
+    age = (measured.measured_at - then).total_seconds()
+    return Written(time.monotonic() - age, seen, on_object)
 
 
 def health_of(problems: list[usage.Problem]) -> tuple[conditions.ConditionStatus, str, str]:
@@ -158,8 +201,11 @@ class Surveyor:
         on_object = next(
             ((c.status, c.reason, c.message) for c in present if c.type == "Healthy"), None
         )
-        now = time.monotonic()
-        if not due(self.written.get(u.uid), u, health, on_object, now, self.config.status_refresh):
+        now, refresh = time.monotonic(), self.config.status_refresh
+        previous = self.written.get(u.uid) or on_record(body, u, on_object)
+        if previous is not None and u.uid not in self.written:
+            self.written[u.uid] = previous
+        if not due(previous, u, health, on_object, now, refresh):
             return False
         generation = int(body["metadata"].get("generation") or 0)
         updated = conditions.set_condition(
@@ -171,7 +217,8 @@ class Surveyor:
             GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], patch, meta["resourceVersion"]
         ):
             return False  # changed meanwhile: the next sweep writes it
-        self.written[u.uid] = Written(now, u, health)
+        since = now if previous is not None else first_refresh(u.uid, now, refresh)
+        self.written[u.uid] = Written(since, u, health)
         if on_object is None or on_object[0] != status:
             logs.about("Tenant", u.namespace, u.name, u.uid).info("%s: %s", reason, message)
         return True
