@@ -25,7 +25,7 @@ import threading
 import time
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,13 +42,36 @@ BYTES_CHANGE = 0.1
 """A relative change of size that is written before ``status_refresh`` is due."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """The figures of a written ``status.usage`` that decide whether it is written again:
+    kept for every tenant, so a few numbers rather than the whole ``TenantUsage``."""
+
+    tables: int | None
+    connections: int
+    invalid_indexes: tuple[str, ...] | None
+    transaction_open: bool
+    size: int
+    """Bytes of its tables or its database, else of its shared space; 0 if unknown."""
+
+    @classmethod
+    def of(cls, u: usage.TenantUsage) -> "Figures":
+        return cls(
+            tables=u.tables,
+            connections=u.connections,
+            invalid_indexes=u.invalid_indexes,
+            transaction_open=u.oldest_transaction is not None,
+            size=u.bytes or u.space_bytes or 0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Written:
     """What was last written for one tenant, and from when (monotonic seconds) its
     ``status_refresh`` counts (see ``first_refresh``)."""
 
     at: float
-    usage: usage.TenantUsage
+    figures: Figures
     health: tuple[str, ...]
 
 
@@ -75,14 +98,12 @@ def on_record(
     except ValueError:
         return None
     listed = shown.get("invalidIndexes") or []
-    seen = replace(
-        measured,
-        bytes=shown.get("bytes"),
-        space_bytes=shown.get("spaceBytes"),
+    seen = Figures(
         tables=shown.get("tables"),
         connections=int(shown.get("connections") or 0),
-        oldest_transaction=shown.get("oldestTransactionSeconds"),
         invalid_indexes=tuple(listed) if listed or measured.invalid_indexes is not None else None,
+        transaction_open=shown.get("oldestTransactionSeconds") is not None,
+        size=shown.get("bytes") or shown.get("spaceBytes") or 0,
     )
     age = (measured.measured_at - then).total_seconds()
     return Written(time.monotonic() - age, seen, on_object)
@@ -95,18 +116,16 @@ def health_of(problems: list[usage.Problem]) -> tuple[conditions.ConditionStatus
     return "False", problems[0].reason.value, "; ".join(p.message for p in problems)
 
 
-def moved(before: usage.TenantUsage, now: usage.TenantUsage) -> bool:
-    """Whether the numbers changed enough to be written before the refresh is due. Pure."""
-    if (before.tables, before.connections, before.invalid_indexes) != (
+def moved(before: Figures, now: Figures) -> bool:
+    """Whether the figures changed enough to be written before the refresh is due. Pure."""
+    if (before.tables, before.connections, before.invalid_indexes, before.transaction_open) != (
         now.tables,
         now.connections,
         now.invalid_indexes,
+        now.transaction_open,
     ):
         return True
-    if (before.oldest_transaction is None) != (now.oldest_transaction is None):
-        return True
-    old, new = before.bytes or before.space_bytes or 0, now.bytes or now.space_bytes or 0
-    return abs(new - old) > BYTES_CHANGE * max(old, 1)
+    return abs(now.size - before.size) > BYTES_CHANGE * max(before.size, 1)
 
 
 def due(
@@ -120,7 +139,7 @@ def due(
     """Whether to write this tenant's status now. Pure."""
     if previous is None or on_object != health or previous.health != health:
         return True
-    return moved(previous.usage, current) or now - previous.at >= refresh
+    return moved(previous.figures, Figures.of(current)) or now - previous.at >= refresh
 
 
 def usage_status(u: usage.TenantUsage) -> dict[str, Any]:
@@ -218,7 +237,7 @@ class Surveyor:
         ):
             return False  # changed meanwhile: the next sweep writes it
         since = now if previous is not None else first_refresh(u.uid, now, refresh)
-        self.written[u.uid] = Written(since, u, health)
+        self.written[u.uid] = Written(since, Figures.of(u), health)
         if on_object is None or on_object[0] != status:
             logs.about("Tenant", u.namespace, u.name, u.uid).info("%s: %s", reason, message)
         return True

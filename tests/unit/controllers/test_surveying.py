@@ -13,7 +13,7 @@ HEALTHY = ("True", "Healthy", "within every usage threshold")
 
 def test_a_status_is_written_first_on_change_of_health_and_when_stale() -> None:
     now = tenant()
-    last = surveying.Written(at=100.0, usage=now, health=HEALTHY)
+    last = surveying.Written(at=100.0, figures=surveying.Figures.of(now), health=HEALTHY)
     assert surveying.due(None, now, HEALTHY, None, 101.0, 600)
     assert not surveying.due(last, now, HEALTHY, HEALTHY, 101.0, 600)
     sick = ("False", "ConnectionsNearLimit", "4 of 5")
@@ -24,10 +24,16 @@ def test_a_status_is_written_first_on_change_of_health_and_when_stale() -> None:
 
 def test_small_size_changes_wait_for_the_refresh_and_counts_do_not() -> None:
     before = tenant(bytes=1000)
-    assert not surveying.moved(before, replace(before, bytes=1050))
-    assert surveying.moved(before, replace(before, bytes=1200))
-    assert surveying.moved(before, replace(before, connections=1))
-    assert surveying.moved(before, replace(before, oldest_transaction=3.0))
+
+    def moved(**change: object) -> bool:
+        of = surveying.Figures.of
+        return surveying.moved(of(before), of(replace(before, **change)))
+
+    assert not moved(bytes=1050)
+    assert moved(bytes=1200)
+    assert moved(connections=1)
+    assert moved(oldest_transaction=3.0)
+    assert moved(tables=(before.tables or 0) + 1)
 
 
 def test_usage_status_removes_what_is_gone_with_explicit_nulls() -> None:
@@ -50,12 +56,13 @@ def test_what_the_object_shows_counts_as_written_after_a_restart() -> None:
     shown = surveying.usage_status(replace(measured, measured_at=datetime(2026, 1, 1, tzinfo=UTC)))
     body = {"status": {"usage": shown}}
     seen = surveying.on_record(body, measured, HEALTHY)
-    assert seen is not None and not surveying.moved(seen.usage, measured)
+    assert seen is not None and seen.figures == surveying.Figures.of(measured)
     assert 299.0 <= time.monotonic() - seen.at <= 301.0 + 1.0  # written 300 s before
     assert not surveying.due(seen, measured, HEALTHY, HEALTHY, time.monotonic(), 600)
     assert surveying.due(seen, measured, HEALTHY, HEALTHY, time.monotonic(), 120)
     grown = surveying.on_record(body, replace(measured, tables=4), HEALTHY)
-    assert grown is not None and surveying.moved(grown.usage, replace(measured, tables=4))
+    tables_4 = surveying.Figures.of(replace(measured, tables=4))
+    assert grown is not None and surveying.moved(grown.figures, tables_4)
     assert surveying.on_record(body, measured, None) is None  # no Healthy shown: write it
     assert surveying.on_record({"status": {}}, measured, HEALTHY) is None
     garbled = {"status": {"usage": shown | {"measuredAt": "yesterday"}}}
