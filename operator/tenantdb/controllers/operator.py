@@ -14,6 +14,7 @@ from tenantdb.controllers import (
     migrations,
     operations,
     readiness,
+    runtime,
     schedules,
     servers,
     startup,
@@ -88,7 +89,7 @@ def run(
         clusterwide=not namespaces,
         namespaces=list(namespaces),
         liveness_endpoint=liveness_endpoint,
-        memo=kopf.Memo(
+        memo=runtime.SharedMemo(
             readiness=state, **{apiserver.MEMO_KEY: apiserver.connection_limit(namespaces)}
         ),
     )

@@ -165,6 +165,9 @@ def configure_kopf(settings: kopf.OperatorSettings, config: settings_.Settings) 
     settings.watching.server_timeout = config.watch.server_timeout
     settings.watching.client_timeout = config.watch.client_timeout
     settings.watching.connect_timeout = 30
+    # kopf's first listing at a (re)start a page at a time, as the operator's own lists:
+    # at 10,000 Tenants one answer would be some 33 MB of JSON decoded at once.
+    settings.watching.chunk_size = kube.PAGE
     settings.posting.level = logging.INFO
     settings.queueing.worker_limit = WORKER_LIMIT
     settings.queueing.idle_timeout = WORKER_IDLE
