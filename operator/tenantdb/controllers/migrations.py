@@ -82,10 +82,11 @@ class TenantRef:
 
 def _tenant_ref(body: Mapping[str, Any]) -> tuple[str, TenantRef]:
     """A Tenant under its namespace, with its labels (for ``tenantSelector``)."""
-    meta = body["metadata"]
-    labels = tuple(sorted((meta.get("labels") or {}).items()))
+    meta, text = body["metadata"], caches.text
+    labels = tuple(sorted((text(k), text(v)) for k, v in (meta.get("labels") or {}).items()))
     phase = (body.get("status") or {}).get("phase")
-    return str(meta.get("namespace") or ""), TenantRef(meta["uid"], meta["name"], labels, phase)
+    ref = TenantRef(text(meta["uid"]), text(meta["name"]), labels, phase and text(phase))
+    return text(meta.get("namespace") or ""), ref
 
 
 def _version(body: Mapping[str, Any]) -> tuple[str, planning.Declared] | None:

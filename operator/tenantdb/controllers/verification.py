@@ -66,20 +66,21 @@ def target(body: Mapping[str, Any]) -> tuple[str, Target]:
     meta, status = body["metadata"], body.get("status") or {}
     isolation = next(
         (
-            (str(c.get("status")), str(c.get("message") or ""))
+            (caches.text(c.get("status")), caches.text(c.get("message") or ""))
             for c in status.get("conditions") or []
             if c.get("type") == conditions.ConditionType.ISOLATION_VERIFIED
         ),
         None,
     )
+    phase = status.get("phase")
     found = Target(
-        str(meta["uid"]),
-        str(meta["name"]),
-        str(meta.get("namespace") or ""),
-        status.get("phase"),
+        caches.text(meta["uid"]),
+        caches.text(meta["name"]),
+        caches.text(meta.get("namespace") or ""),
+        None if phase is None else caches.text(phase),
         status.get("version"),
         isolation,
-        directory.located(status),
+        caches.text(directory.located(status)),
     )
     return "", found
 

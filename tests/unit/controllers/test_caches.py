@@ -1,5 +1,6 @@
 """The in-memory records of other objects: watch events and the seeding list together."""
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,3 +42,20 @@ def test_a_projection_may_keep_no_record() -> None:
     cache.observe("ADDED", _body("a"))
     cache.seed([_body("b")])
     assert cache.get("ns") == []
+
+
+def test_the_tenant_records_of_every_cache_share_one_copy_of_each_string() -> None:
+    from tenantdb.controllers import migrations, verification  # noqa: PLC0415
+
+    def decoded() -> dict[str, Any]:  # each watch event is decoded afresh
+        return json.loads(
+            '{"metadata": {"uid": "u-1", "name": "acme", "namespace": "shop",'
+            ' "labels": {"tier": "gold"}}, "status": {"phase": "Ready", "server": "eu"}}'
+        )
+
+    _, target = verification.target(decoded())
+    namespace, ref = migrations.TENANTS._project(decoded())
+    assert target.uid is ref.uid and target.name is ref.name and target.phase is ref.phase
+    assert namespace is target.namespace
+    _, again = verification.target(decoded())
+    assert again.server is target.server and again.namespace is target.namespace
