@@ -127,8 +127,13 @@ def test_rollback_goes_in_reverse_order(kubectl: Kubectl, admin: psycopg.Connect
     assert set(ledger(admin, kubectl.namespace, 1).values()) == {"applied"}
     kubectl.run("patch", "migration", "two", "--type=merge", "-p", '{"spec":{"rollback":true}}')
     for name in ("two", "one"):
+        # "two" shows Succeeded (applied) until its rollback starts: wait for the rollback's own
+        eventually(
+            lambda: ready_of(kubectl, name).get("reason") == "RolledBack",  # noqa: B023
+            timeout=120,
+            describe=lambda: ready_of(kubectl, name),  # noqa: B023
+        )
         status = wait_phase(kubectl, name, "Succeeded")
-        assert ready_of(kubectl, name)["reason"] == "RolledBack"
         assert status["tenants"] == {"total": 2, "applied": 0, "pending": 0, "failed": 0}
     assert set(ledger(admin, kubectl.namespace, 1).values()) == {"rolled_back"}
     schema = schema_of(kubectl, "back-a")
