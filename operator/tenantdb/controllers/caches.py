@@ -42,6 +42,11 @@ def text(value: object) -> str:
     return sys.intern(str(value))
 
 
+def text_or_none(value: object) -> str | None:
+    """``text`` of a field that may be absent (a status not written yet)."""
+    return None if value is None else text(value)
+
+
 class Cache(Generic[V]):
     """One record per object of one kind, by uid, grouped by key."""
 

@@ -84,8 +84,8 @@ def _tenant_ref(body: Mapping[str, Any]) -> tuple[str, TenantRef]:
     """A Tenant under its namespace, with its labels (for ``tenantSelector``)."""
     meta, text = body["metadata"], caches.text
     labels = tuple(sorted((text(k), text(v)) for k, v in (meta.get("labels") or {}).items()))
-    phase = (body.get("status") or {}).get("phase")
-    ref = TenantRef(text(meta["uid"]), text(meta["name"]), labels, phase and text(phase))
+    phase = caches.text_or_none((body.get("status") or {}).get("phase"))
+    ref = TenantRef(text(meta["uid"]), text(meta["name"]), labels, phase)
     return text(meta.get("namespace") or ""), ref
 
 

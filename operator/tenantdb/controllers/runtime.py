@@ -6,9 +6,7 @@ Built in the startup handler, closed in the cleanup handler, never at
 import time.
 
 The runtime is connected in the background, after kopf has begun watching.
-kopf would give each object a shallow copy of the operator's memo when it
-first sees it (a key set later never reaching an object seen before, and one
-dict per object); ``SharedMemo`` hands every object the memo itself. The
+Every object's handlers get the operator's memo itself (``SharedMemo``); the
 startup handler puts one ``Slot`` in it before any object is seen, and the
 runtime is set on the slot once connected.
 """

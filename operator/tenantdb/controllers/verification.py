@@ -72,12 +72,11 @@ def target(body: Mapping[str, Any]) -> tuple[str, Target]:
         ),
         None,
     )
-    phase = status.get("phase")
     found = Target(
         caches.text(meta["uid"]),
         caches.text(meta["name"]),
         caches.text(meta.get("namespace") or ""),
-        None if phase is None else caches.text(phase),
+        caches.text_or_none(status.get("phase")),
         status.get("version"),
         isolation,
         caches.text(directory.located(status)),
