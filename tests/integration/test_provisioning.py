@@ -9,7 +9,7 @@ import pytest
 from psycopg import conninfo
 
 from tenantdb.api.tenants import Isolation
-from tenantdb.core import commands, errors, locking, naming, passwords, securing
+from tenantdb.core import commands, connect_group, errors, locking, naming, passwords, securing
 from tenantdb.settings import DEFAULT_PLANS
 from tests import servers
 
@@ -101,27 +101,67 @@ def test_reprovisioning_is_idempotent_and_keeps_the_password(server: commands.Se
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-@pytest.mark.parametrize("mode", [Isolation.SCHEMA, Isolation.SHARED], ids=str)
-def test_reprovisioning_takes_no_bootstrap_lock_once_the_roles_connect(
-    server: commands.Server, operator_url: str, mode: Isolation
+def own_roles(tenant: commands.Provisioned, mode: Isolation) -> list[str]:
+    """The tenant's roles that connect to the operator's database."""
+    names = tenant.names
+    return [names.login_role] if mode is Isolation.SHARED else [names.login_role, names.owner_role]
+
+
+def connect_entries(admin: psycopg.Connection, roles: list[str]) -> int:
+    """How many entries of the operator database's ACL name one of ``roles``."""
+    return count(
+        admin,
+        "SELECT count(*) FROM pg_database d, aclexplode(d.datacl) a, pg_roles r"
+        " WHERE d.datname = current_database() AND a.grantee = r.oid AND r.rolname = ANY(%s)",
+        roles,
+    )
+
+
+def as_before_the_group(
+    admin: psycopg.Connection, server: commands.Server, roles: list[str]
 ) -> None:
-    """Only a role that lacks CONNECT on the operator's database needs the catalog-row
-    GRANT and so the bootstrap lock: a reconcile of a provisioned tenant goes on while
-    another process holds it, a new tenant waits for it."""
+    """Make ``roles`` what a tenant provisioned before ``connect_group`` has: CONNECT
+    granted to each, no membership of the group."""
+    with server.pool.connection() as conn:
+        group = connect_group.role_name(conn.info.user)
+    for role, grantor in admin.execute(
+        "SELECT m.rolname, a.grantor::regrole::text FROM pg_auth_members a"
+        " JOIN pg_roles m ON m.oid = a.member WHERE a.roleid = %s::regrole"
+        " AND m.rolname = ANY(%s)",
+        (group, roles),
+    ).fetchall():
+        admin.execute(f'REVOKE "{group}" FROM "{role}" GRANTED BY {grantor}')
+        admin.execute(f'GRANT CONNECT ON DATABASE "{admin.info.dbname}" TO "{role}"')
+
+
+@pytest.mark.parametrize("mode", [Isolation.SCHEMA, Isolation.SHARED], ids=str)
+def test_tenants_connect_through_one_group_and_wait_for_no_bootstrap_lock(
+    server: commands.Server, operator_url: str, admin: psycopg.Connection, mode: Isolation
+) -> None:
+    """Tenants connect through the connect group, whose membership rows are their own:
+    the database's ACL names none of them, and neither a new tenant nor a provisioned
+    one waits for the bootstrap lock. A tenant from before the group (CONNECT of its
+    own) waits for it once, to move to the group."""
     password = passwords.generate()
-    req = request(f"lockfree-{mode}", mode)
-    first = commands.provision(server, req, password, reset_password=True)
+    first = commands.provision(server, request(f"grouped-{mode}", mode), password, True)
+    legacy_req = request(f"legacy-{mode}", mode)
+    legacy = commands.provision(server, legacy_req, password, True)
+    as_before_the_group(admin, server, own_roles(legacy, mode))
+    assert connect_entries(admin, own_roles(first, mode)) == 0
+    assert connect_entries(admin, own_roles(legacy, mode)) == len(own_roles(legacy, mode))
     other = commands.open_server(servers.database_settings(operator_url, lock_wait=0.5), "t", 2)
     try:
         with locking.hold(server.pool, server.control_schema, locking.BOOTSTRAP):
-            again = commands.provision(other, req, password, reset_password=False)
+            new = commands.provision(other, request(f"new-{mode}", mode), password, True)
             with pytest.raises(errors.DatabaseUnavailable, match="lock timeout"):
-                commands.provision(other, request(f"waits-{mode}", mode), password, True)
+                commands.provision(other, legacy_req, password, reset_password=False)
+        commands.provision(other, legacy_req, password, reset_password=False)
     finally:
         other.close()
-    assert again == first
-    with psycopg.connect(login_url(server, first, password)) as conn:
-        assert conn.execute("SELECT 1").fetchone() == (1,)
+    for tenant in (first, new, legacy):
+        assert connect_entries(admin, own_roles(tenant, mode)) == 0
+        with psycopg.connect(login_url(server, tenant, password)) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 @pytest.mark.parametrize("mode", MODES, ids=str)

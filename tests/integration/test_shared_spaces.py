@@ -13,6 +13,7 @@ from tenantdb.api import migrations as api
 from tenantdb.api.tenants import Isolation
 from tenantdb.core import (
     commands,
+    connect_group,
     connecting,
     naming,
     passwords,
@@ -107,10 +108,12 @@ def test_two_namespaces_get_separate_schemas_and_roles(
             assert scalar(admin, "SELECT pg_has_role(%s, %s, 'MEMBER')", role, other) is False
     members = admin.execute(
         "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
-        " JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s",
+        " JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s ORDER BY 1",
         (a.names.login_role,),
     ).fetchall()
-    assert members == [(space_a.members_role,)]
+    with server.pool.connection() as conn:
+        connect = connect_group.role_name(conn.info.user)
+    assert members == sorted([(space_a.members_role,), (connect,)])
     assert scalar(
         admin, "SELECT pg_has_role(%s, %s, 'MEMBER')", space_a.owner_role, a.names.login_role
     )

@@ -13,10 +13,13 @@ from typing import Any
 
 import psycopg
 
+from tenantdb.core import connect_group
 from tests.security import rbac
 from tests.security.conftest import Boundary, Tenant
 
 TERMINAL = ("Succeeded", "Failed", "Halted")
+GROUP = connect_group.role_name("tenantdb_operator")
+"""The connect group every schema and shared tenant is a member of."""
 TIMEOUT = 120.0
 
 
@@ -103,7 +106,7 @@ def outside(admin: psycopg.Connection, boundary: Boundary, attacker: Tenant) -> 
     # operator's), and any role holding a dangerous attribute: what an escape would
     # change. Other suites' roles come and go with the operator's own work meanwhile.
     privileged = (
-        "rolname LIKE 'pg\\_%%' OR rolname IN ('postgres', 'tenantdb_operator')"
+        "rolname LIKE 'pg\\_%%' OR rolname IN ('postgres', 'tenantdb_operator', %(group)s)"
         " OR rolsuper OR rolbypassrls OR rolreplication OR rolcreaterole OR rolcreatedb"
     )
     watched = f"(rolname = ANY(%(roles)s) OR {privileged})"
@@ -112,7 +115,7 @@ def outside(admin: psycopg.Connection, boundary: Boundary, attacker: Tenant) -> 
             "SELECT rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin,"
             " rolreplication, rolbypassrls, rolconnlimit FROM pg_roles"
             f" WHERE {watched} ORDER BY 1",
-            {"roles": roles},
+            {"roles": roles, "group": GROUP},
         ).fetchall(),
         "memberships": admin.execute(
             "SELECT r.rolname, m.rolname, a.admin_option, a.inherit_option, a.set_option"
@@ -120,9 +123,10 @@ def outside(admin: psycopg.Connection, boundary: Boundary, attacker: Tenant) -> 
             " JOIN pg_roles m ON m.oid = a.member"
             " WHERE r.rolname = ANY(%(roles)s) OR m.rolname = ANY(%(roles)s)"
             " OR r.rolname LIKE 'pg\\_%%' OR r.rolname IN ('postgres', 'tenantdb_operator')"
+            " OR m.rolname = %(group)s"
             # A role may hold one membership from several grantors: order them all.
             " ORDER BY 1, 2, 3, 4, 5",
-            {"roles": roles},
+            {"roles": roles, "group": GROUP},
         ).fetchall(),
         "settings": admin.execute(
             "SELECT r.rolname, s.setdatabase, s.setconfig FROM pg_db_role_setting s"

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import conninfo, sql
 
-from tenantdb.core import commands, naming, securing
+from tenantdb.core import commands, connect_group, creators, naming, securing
 from tenantdb.devenv import operator_process
 from tests.e2e.kubectl import Kubectl
 from tests.security import rbac
@@ -212,3 +213,20 @@ def _whoami_migration() -> str:
         "spec": {"version": 1, "up": WHOAMI.strip()},
     }
     return json.dumps(body)
+
+
+@pytest.fixture
+def other_operator(admin: psycopg.Connection, database_url: str) -> Iterator[tuple[str, str]]:
+    """A second operator role (CREATEROLE, CREATE on the database) and its control schema;
+    afterwards, what a squatter made with its creator's or connect group's name goes too."""
+    name = f"op_{uuid.uuid4().hex[:8]}"
+    database = sql.Identifier(admin.info.dbname)
+    role = sql.Identifier(name)
+    admin.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE PASSWORD 'op-secret'").format(role))
+    admin.execute(sql.SQL("GRANT CONNECT, CREATE ON DATABASE {} TO {}").format(database, role))
+    yield name, conninfo.make_conninfo(database_url, user=name, password="op-secret")
+    admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(role))
+    for squatted in (creators.role_name(name, 0), connect_group.role_name(name)):
+        admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(squatted)))
+    admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(database, role))
+    admin.execute(sql.SQL("DROP ROLE {}").format(role))

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.postgres
 Outcome = engine.Outcome
 
 
-def _tenant(server: commands.Server, uid: str, password: str) -> scoping.TenantLocation:
+def provisioned(server: commands.Server, uid: str, password: str) -> scoping.TenantLocation:
     request = commands.TenantRequest(
         uid=uid,
         name=f"c{uuid.uuid4().hex[:10]}",
@@ -66,7 +66,7 @@ def _operator(server: commands.Server) -> str:
         return str(conn.info.user)
 
 
-def _refused(conn: psycopg.Connection, statement: str) -> str:
+def refused(conn: psycopg.Connection, statement: str) -> str:
     with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:
         conn.execute(statement)
     conn.rollback()
@@ -76,7 +76,7 @@ def _refused(conn: psycopg.Connection, statement: str) -> str:
 def test_a_tenants_roles_are_its_creators_and_the_operator_joins_none_of_them(
     server: commands.Server, admin: psycopg.Connection
 ) -> None:
-    tenant = _tenant(server, _uid_of_creator(3), passwords.generate())
+    tenant = provisioned(server, _uid_of_creator(3), passwords.generate())
     operator = _operator(server)
     expected = creators.role_name(operator, 3)
     assert _creator_of(admin, tenant.login_role) == expected
@@ -100,27 +100,27 @@ def test_a_tenant_application_cannot_reach_its_creator(
     server: commands.Server, database_url: str, admin: psycopg.Connection
 ) -> None:
     password = passwords.generate()
-    tenant = _tenant(server, _uid_of_creator(5), password)
-    neighbour = _tenant(server, _uid_of_creator(5), passwords.generate())  # same creator
+    tenant = provisioned(server, _uid_of_creator(5), password)
+    neighbour = provisioned(server, _uid_of_creator(5), passwords.generate())  # same creator
     creator = _creator_of(admin, tenant.login_role)
     url = conninfo.make_conninfo(database_url, user=tenant.login_role, password=password)
     with psycopg.connect(url) as app:
         call = "SELECT tenantdb.as_creator_05('ALTER ROLE CURRENT_USER CREATEROLE')"
-        assert "permission denied for schema tenantdb" in _refused(app, call)
-        _refused(app, f'SET ROLE "{creator}"')
-        _refused(app, f"SELECT set_config('role', '{creator}', false)")
-        _refused(app, f'SET SESSION AUTHORIZATION "{creator}"')
-        _refused(app, f'GRANT "{creator}" TO CURRENT_USER')
-        _refused(app, f'GRANT "{neighbour.login_role}" TO CURRENT_USER')
-        _refused(app, f"ALTER ROLE \"{neighbour.login_role}\" PASSWORD 'taken'")
+        assert "permission denied for schema tenantdb" in refused(app, call)
+        refused(app, f'SET ROLE "{creator}"')
+        refused(app, f"SELECT set_config('role', '{creator}', false)")
+        refused(app, f'SET SESSION AUTHORIZATION "{creator}"')
+        refused(app, f'GRANT "{creator}" TO CURRENT_USER')
+        refused(app, f'GRANT "{neighbour.login_role}" TO CURRENT_USER')
+        refused(app, f"ALTER ROLE \"{neighbour.login_role}\" PASSWORD 'taken'")
         assert app.execute("SELECT current_user").fetchone() == (tenant.login_role,)
 
 
 def test_a_migration_cannot_use_its_creator_or_its_neighbours(
     server: commands.Server, admin: psycopg.Connection
 ) -> None:
-    tenant = _tenant(server, _uid_of_creator(7), passwords.generate())
-    neighbour = _tenant(server, _uid_of_creator(7), passwords.generate())
+    tenant = provisioned(server, _uid_of_creator(7), passwords.generate())
+    neighbour = provisioned(server, _uid_of_creator(7), passwords.generate())
     creator = _creator_of(admin, tenant.owner_role)
     ctx = engine.Context(server=server, applied_by="tests")
     attacks = [
@@ -144,22 +144,6 @@ def test_a_migration_cannot_use_its_creator_or_its_neighbours(
         (creator,),
     ).fetchone()
     assert members == (1,)  # the operator, still alone
-
-
-@pytest.fixture
-def other_operator(admin: psycopg.Connection, database_url: str) -> Iterator[tuple[str, str]]:
-    """A second operator role (CREATEROLE, CREATE on the database) and its control schema."""
-    name = f"op_{uuid.uuid4().hex[:8]}"
-    database = sql.Identifier(admin.info.dbname)
-    role = sql.Identifier(name)
-    admin.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE PASSWORD 'op-secret'").format(role))
-    admin.execute(sql.SQL("GRANT CONNECT, CREATE ON DATABASE {} TO {}").format(database, role))
-    yield name, conninfo.make_conninfo(database_url, user=name, password="op-secret")
-    admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(role))
-    squatted = creators.role_name(name, 0)
-    admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(squatted)))
-    admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(database, role))
-    admin.execute(sql.SQL("DROP ROLE {}").format(role))
 
 
 def test_a_creator_someone_else_made_first_is_refused(
@@ -207,7 +191,7 @@ def test_a_creator_joined_or_changed_behind_the_operators_back_is_refused(
 def test_a_failing_batch_does_not_quote_its_statements_or_their_verifiers(
     server: commands.Server,
 ) -> None:
-    tenant = _tenant(server, _uid_of_creator(11), passwords.generate())
+    tenant = provisioned(server, _uid_of_creator(11), passwords.generate())
     verifier = passwords.scram_verifier("never-in-an-error")
     again = sql.SQL("CREATE ROLE {} PASSWORD {}").format(
         sql.Identifier(tenant.login_role), sql.Literal(verifier)
@@ -248,7 +232,7 @@ def test_a_creator_batch_leaves_nothing_on_the_operators_pooled_session(
 ) -> None:
     before = _pinned(one_session)
     assert before[:2] == (True, "pg_catalog,pg_temp")
-    tenant = _tenant(one_session, _uid_of_creator(15), passwords.generate())
+    tenant = provisioned(one_session, _uid_of_creator(15), passwords.generate())
     assert _pinned(one_session) == before  # creation, through the creator's function
     again = sql.SQL("CREATE ROLE {}").format(sql.Identifier(tenant.login_role))
     with one_session.pool.connection() as conn:
@@ -267,8 +251,8 @@ def test_a_lock_the_tenant_holds_stalls_neither_its_deletion_nor_its_neighbours(
     one_session: commands.Server, database_url: str, admin: psycopg.Connection
 ) -> None:
     password = passwords.generate()
-    held = _tenant(one_session, _uid_of_creator(13), password)
-    neighbour = _tenant(one_session, _uid_of_creator(13), passwords.generate())
+    held = provisioned(one_session, _uid_of_creator(13), password)
+    neighbour = provisioned(one_session, _uid_of_creator(13), passwords.generate())
     ctx = engine.Context(server=one_session, applied_by="tests")
     applied = engine.apply(ctx, held, script(1, "CREATE TABLE held (id int)"))
     assert applied.outcome is Outcome.APPLIED

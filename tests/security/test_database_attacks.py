@@ -6,6 +6,7 @@ import psycopg
 import pytest
 from psycopg import conninfo, errors
 
+from tenantdb.core import connect_group
 from tests.security.conftest import Pair
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.operator]
@@ -78,5 +79,7 @@ def test_no_tenant_role_holds_a_dangerous_attribute_or_membership(
         allowed = {(r, f"{pair.a.status['schema']}_tenants") for r in roles}
     else:  # each owner may SET ROLE to its own login role, to seed as the application
         allowed = {(t.status["ownerRole"], t.status["role"]) for t in (pair.a, pair.b)}
+    if mode != "database":  # they connect to the operator's database through its group
+        allowed |= {(r, connect_group.role_name("tenantdb_operator")) for r in roles}
     assert set(groups) <= allowed
     assert not {"pg_read_all_data", "pg_write_all_data"} & {g for _, g in groups}

@@ -300,6 +300,43 @@ def test_grant_pg_read_all_data_to_itself_is_refused(
     )
 
 
+def test_set_role_to_the_connect_group_is_refused(
+    boundary: Boundary, admin: psycopg.Connection
+) -> None:
+    attack(
+        boundary,
+        admin,
+        "connect-group",
+        f"SELECT set_config('role', '{attacking.GROUP}', false)",
+        f'permission denied to set role "{attacking.GROUP}"',
+    )
+
+
+def test_granting_the_connect_group_to_the_other_namespace_is_refused(
+    boundary: Boundary, admin: psycopg.Connection
+) -> None:
+    victim = boundary.tenant("vic").status["role"]
+    attack(
+        boundary,
+        admin,
+        "grant-group",
+        f'GRANT "{attacking.GROUP}" TO "{victim}" WITH SET TRUE',
+        f'permission denied to grant role "{attacking.GROUP}"',
+    )
+
+
+def test_handing_a_table_to_the_connect_group_is_refused(
+    boundary: Boundary, admin: psycopg.Connection
+) -> None:
+    attack(
+        boundary,
+        admin,
+        "hand-table",
+        f'ALTER TABLE whoami OWNER TO "{attacking.GROUP}"',
+        f'must be able to SET ROLE "{attacking.GROUP}"',
+    )
+
+
 def test_create_role_is_refused(boundary: Boundary, admin: psycopg.Connection) -> None:
     attack(
         boundary,

@@ -176,27 +176,29 @@ def create_schema(names: naming.TenantNames) -> sql.Composed:
     ).format(schema=schema, owner=owner)
 
 
-def grant_schema_access(names: naming.TenantNames) -> sql.Composed:
+def grant_schema_access(names: naming.TenantNames, group: str | None = None) -> sql.Composed:
     """What the login role may do: read and write its own schema's objects.
 
     It creates nothing: tables belong to the owner role (migrations run as
     it), and reach the login role through default privileges. PUBLIC gets
-    nothing.
+    nothing, nor does the connect ``group`` every tenant inherits from
+    (``connect_group``).
     """
     ids = {
         "schema": sql.Identifier(names.schema),
         "owner": sql.Identifier(names.owner_role),
         "login": sql.Identifier(names.login_role),
     }
+    everyone = sql.SQL("PUBLIC, {}").format(sql.Identifier(group)) if group else sql.SQL("PUBLIC")
     return sql.SQL(
-        "REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n"
+        "REVOKE ALL ON SCHEMA {schema} FROM {everyone};\n"
         "GRANT USAGE ON SCHEMA {schema} TO {login};\n"
         "REVOKE CREATE ON SCHEMA {schema} FROM {login};\n"
         "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema}"
         " GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {login};\n"
         "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema}"
         " GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {login}"
-    ).format(**ids)
+    ).format(everyone=everyone, **ids)
 
 
 def can_connect() -> sql.SQL:

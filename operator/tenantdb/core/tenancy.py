@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 
 from tenantdb.api.tenants import Isolation
 from tenantdb.core import (
+    connect_group,
     connecting,
     creators,
     databases,
@@ -116,7 +117,7 @@ def prepare(server: Server) -> None:
             if _public_schema_open(conn):
                 conn.execute(provisioning.harden_public_schema())
             _close_operator_database(conn, server)
-            creators.prepare(conn, server.control_schema)
+            connect_group.prepare(conn, creators.prepare(conn, server.control_schema))
             legacy_owner = shared.LEGACY_OWNER
             spaces.prepare_legacy(conn, server.shared_schema, _owner_verifier(server, legacy_owner))
             for space in spaces.recorded(conn, server.control_schema).values():
@@ -171,7 +172,8 @@ def provision(
         location = _location(names, mode, home, space)
         owner = space.owner_role if space else None
         reads = [registry.upsert(server.control_schema), _inspect_query(server.control_schema)]
-        params = {**_registered(request, location), **_inspected(names, request.uid, owner)}
+        inspected = _inspected(conn, names, request.uid, owner)
+        params = {**_registered(request, location), **inspected}
         try:
             with locking.hold_reading(
                 conn, server.control_schema, request.uid, reads, params
@@ -193,7 +195,8 @@ def provision(
                         superuser=state.superuser,
                         created=names.login_role not in state.roles,
                     ),
-                    *_own_grants(names, mode, space),
+                    *_own_grants(names, mode, space, state.group),
+                    *_group_joins(names, mode, state),
                 ]
                 statements = [
                     creators.run_as(conn, server.control_schema, creator, own),
@@ -246,8 +249,10 @@ def deprovision(server: Server, uid: str, name: str, drop: bool) -> None:
                 return
             if space is not None:
                 conn.execute(shared.unmap_role(space.schema), (names.login_role,))
-            if existing and mode is not Isolation.DATABASE:
-                conn.execute(provisioning.revoke_connect(conn.info.dbname, existing))
+            granted = [r for r in existing if r in state.direct]
+            if granted:  # the catalog row tenants provisioned in parallel write too
+                locking.take(conn, server.control_schema, locking.BOOTSTRAP)
+                conn.execute(provisioning.revoke_connect(conn.info.dbname, granted))
             conn.execute(_as_creator(conn, server, state, _drops(names, existing, state)))
             conn.execute(registry.forget(server.control_schema), (uid,))
 
@@ -257,8 +262,9 @@ def _drops(
 ) -> list[sql.Composable]:
     """The schema, then the roles with what they own and were granted: the one dropping
     them takes their privileges first, as DROP OWNED asks. (DROP OWNED revokes only
-    what its runner may revoke: the operator's own grants, CONNECT on its database, go
-    before, ``provisioning.revoke_connect``.)"""
+    what its runner may revoke: the operator's own grants, CONNECT on its database given
+    before ``connect_group``, go before, ``provisioning.revoke_connect``; DROP ROLE ends
+    the roles' memberships, the connect group's too.)"""
     joins = [provisioning.join_operator(role, state.server_version) for role in existing]
     roles = [provisioning.drop_roles(existing)] if existing else []
     return [provisioning.drop_schema(names), *joins, *roles]
@@ -306,6 +312,13 @@ class _State:
     public_connects: bool
     connecting: frozenset[str]
     """The tenant's roles that may connect to the operator's database already."""
+    direct: frozenset[str]
+    """The tenant's roles granted CONNECT on it of their own (before ``connect_group``),
+    by the operator or the database's owner, so the operator may take it back."""
+    group: str | None
+    """The connect group (``connect_group``) where it exists."""
+    group_connects: bool
+    """Whether CONNECT on the operator's database is granted to the group itself."""
     memberships: frozenset[tuple[str, str]]
     """(member, group) of the tenant's roles, for groups the operator may revoke from
     (those it administers: the others, like ``pg_read_all_data``, only a superuser can;
@@ -332,7 +345,7 @@ def _inspect_query(control: naming.Identifier) -> sql.Composed:
     The tenant's creator (``creators``) is the one whose function's owner holds ADMIN
     OPTION on its login role; memberships are those that creator, or else the
     operator, administers (and, beside a creator's, those the operator administers
-    itself: a shared space's group).
+    itself: a shared space's group, the connect group).
     """
     return sql.SQL(
         """
@@ -357,7 +370,15 @@ def _inspect_query(control: naming.Identifier) -> sql.Composed:
                current_setting('server_version_num')::int,
                (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
                (SELECT function FROM creator),
-               to_regprocedure(format('%%I.%%I(text)', {control}, %(picked)s::text)) IS NOT NULL
+               to_regprocedure(format('%%I.%%I(text)', {control}, %(picked)s::text)) IS NOT NULL,
+               ARRAY(SELECT r.rolname::text FROM pg_roles r, pg_database d, aclexplode(d.datacl) a
+                     WHERE d.datname = current_database() AND r.rolname = ANY(%(connecting)s)
+                       AND a.grantee = r.oid AND a.privilege_type = 'CONNECT'
+                       AND a.grantor IN (d.datdba, (SELECT oid FROM me))),
+               (SELECT rolname::text FROM pg_roles WHERE rolname = %(group)s),
+               EXISTS (SELECT 1 FROM pg_roles g, pg_database d, aclexplode(d.datacl) a
+                       WHERE g.rolname = %(group)s AND d.datname = current_database()
+                         AND a.grantee = g.oid AND a.privilege_type = 'CONNECT')
         """
     ).format(control=sql.Literal(control))
 
@@ -366,10 +387,13 @@ def _inspect(
     conn: psycopg.Connection[Any], control: naming.Identifier, names: naming.TenantNames, uid: str
 ) -> _State:
     """One round trip instead of one per check: roles, CONNECT, memberships, creator."""
-    return _state(conn.execute(_inspect_query(control), _inspected(names, uid)).fetchone())
+    params = _inspected(conn, names, uid)
+    return _state(conn.execute(_inspect_query(control), params).fetchone())
 
 
-def _inspected(names: naming.TenantNames, uid: str, owner: str | None = None) -> dict[str, Any]:
+def _inspected(
+    conn: psycopg.Connection[Any], names: naming.TenantNames, uid: str, owner: str | None = None
+) -> dict[str, Any]:
     """``_inspect_query``'s parameters: CONNECT is that of the login role and ``owner``
     (the tenant's own by default); ``picked`` the creator a new tenant would get."""
     roles = [names.login_role, names.owner_role]
@@ -378,22 +402,27 @@ def _inspected(names: naming.TenantNames, uid: str, owner: str | None = None) ->
         "login": names.login_role,
         "connecting": [names.login_role, owner or names.owner_role],
         "picked": creators.pick(uid),
+        "group": connect_group.role_name(conn.info.user),
     }
 
 
 def _state(row: tuple[Any, ...] | None) -> _State:
     assert row is not None
-    roles, public_connects, connects, pairs, version, superuser, creator, picked_ready = row
+    roles, public_connects, connects, pairs, version, superuser, creator, picked_ready = row[:8]
+    direct, group, group_connects = row[8:]
     memberships = frozenset((member, group) for member, group in pairs)
     return _State(
-        frozenset(roles),
-        bool(public_connects),
-        frozenset(connects),
-        memberships,
-        int(version),
-        superuser,
-        creator,
-        bool(picked_ready),
+        roles=frozenset(roles),
+        public_connects=bool(public_connects),
+        connecting=frozenset(connects),
+        direct=frozenset(direct),
+        group=group,
+        group_connects=bool(group_connects),
+        memberships=memberships,
+        server_version=int(version),
+        superuser=superuser,
+        creator=creator,
+        picked_ready=bool(picked_ready),
     )
 
 
@@ -441,14 +470,14 @@ def _owner_verifier(server: Server, role: str) -> str:
 
 
 def _own_grants(
-    names: naming.TenantNames, mode: Isolation, space: shared.Space | None
+    names: naming.TenantNames, mode: Isolation, space: shared.Space | None, group: str | None
 ) -> list[sql.Composable]:
     """The tenant's schema and its roles' settings: statements on the tenant's own
     roles, run as their creator."""
     if mode is Isolation.SCHEMA:
         return [
             provisioning.create_schema(names),
-            provisioning.grant_schema_access(names),
+            provisioning.grant_schema_access(names, group),
             provisioning.pin_search_path([names.login_role, names.owner_role], names.schema),
         ]
     if space is not None:
@@ -468,6 +497,27 @@ def _space_statements(
     ]
 
 
+def _connecting_roles(names: naming.TenantNames, mode: Isolation) -> list[str]:
+    """The tenant's own roles that connect to the operator's database: none for a
+    ``database`` tenant; a shared tenant's owner is its space's, which gets CONNECT
+    with its space (``spaces.grant_connect``)."""
+    if mode is Isolation.DATABASE:
+        return []
+    if mode is Isolation.SHARED:
+        return [names.login_role]
+    return [names.login_role, names.owner_role]
+
+
+def _group_joins(names: naming.TenantNames, mode: Isolation, state: _State) -> list[sql.Composable]:
+    """The tenant's roles join the connect group, where it has CONNECT (run as their
+    creator, which administers the group: ``connect_group``)."""
+    if state.group is None or not state.group_connects:
+        return []
+    group = state.group
+    joining = [r for r in _connecting_roles(names, mode) if (r, group) not in state.memberships]
+    return [connect_group.join(group, joining)] if joining else []
+
+
 def _connect_statements(
     server: Server,
     names: naming.TenantNames,
@@ -476,17 +526,29 @@ def _connect_statements(
     home: str,
     state: _State,
 ) -> list[sql.Composable]:
-    """CONNECT on the operator's database, for roles that lack it (only where it was
-    revoked from PUBLIC), last in the batch.
+    """CONNECT on the operator's database, last in the batch: through the connect group
+    where it has it (``_group_joins``; a tenant's own grant from before is taken back),
+    else for the roles that lack it (only where it was revoked from PUBLIC).
 
-    The GRANT rewrites the database's catalog row, which tenants provisioned in
-    parallel would otherwise collide on ("tuple concurrently updated"), so it
+    A GRANT or REVOKE rewrites the database's catalog row, which tenants provisioned
+    in parallel would otherwise collide on ("tuple concurrently updated"), so it
     holds the bootstrap lock from there to the commit: last, it is held for the
     grant and the commit only, and a tenant whose roles connect already (every
-    reconcile but the first) takes it not at all.
+    reconcile but the first; with the group, every one) takes it not at all.
     """
     owner = names.owner_role if space is None else space.owner_role
-    if mode is Isolation.DATABASE or state.public_connects:
+    if mode is Isolation.DATABASE:
+        return []
+    if state.group is not None and state.group_connects:
+        own = _connecting_roles(names, mode)  # not a space's owner: it keeps its own
+        granted = [naming.Identifier(r) for r in own if r in state.direct]
+        if not granted:
+            return []
+        return [
+            locking.take_statement(server.control_schema, locking.BOOTSTRAP),
+            provisioning.revoke_connect(home, granted),
+        ]
+    if state.public_connects:
         return []
     if {names.login_role, owner} <= state.connecting:
         return []
@@ -501,7 +563,7 @@ def _membership_repairs(
 ) -> list[sql.Composable]:
     """A tenant role is a member of nothing but its space's tenants group (shared mode),
     and the owner of its own login role."""
-    allowed = allowed_memberships(names, mode, space)
+    allowed = allowed_memberships(names, mode, space, state.group)
     return [
         provisioning.revoke_membership(group, naming.Identifier(member))
         for member, group in sorted(state.memberships)
@@ -510,12 +572,13 @@ def _membership_repairs(
 
 
 def allowed_memberships(
-    names: naming.TenantNames, mode: Isolation, space: shared.Space | None
+    names: naming.TenantNames, mode: Isolation, space: shared.Space | None, group: str | None
 ) -> set[tuple[str, str]]:
-    """(member, group) pairs a tenant's roles may have."""
+    """(member, group) pairs a tenant's roles may have: the connect ``group``'s too."""
+    joined = {(role, group) for role in _connecting_roles(names, mode)} if group else set()
     if mode is Isolation.SHARED:
-        return {(names.login_role, space.members_role)} if space else set()
-    return {(names.owner_role, names.login_role)}
+        return joined | ({(names.login_role, space.members_role)} if space else set())
+    return joined | {(names.owner_role, names.login_role)}
 
 
 def _ensure_database(server: Server, names: naming.TenantNames) -> None:

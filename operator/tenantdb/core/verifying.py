@@ -15,6 +15,7 @@ from psycopg import sql
 
 from tenantdb.api.tenants import Isolation
 from tenantdb.core import (
+    connect_group,
     connecting,
     naming,
     provisioning,
@@ -40,7 +41,8 @@ _ROLE_ATTRIBUTES = sql.SQL(
 _SCHEMA_STATE = sql.SQL(
     """
     SELECT pg_get_userbyid(n.nspowner),
-           EXISTS (SELECT 1 FROM aclexplode(n.nspacl) a WHERE a.grantee = 0),
+           EXISTS (SELECT 1 FROM aclexplode(n.nspacl) a WHERE a.grantee = 0
+                   OR a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %(group)s)),
            has_schema_privilege(%(login)s, n.oid, 'CREATE'),
            ARRAY(SELECT c.relname::text FROM pg_class c WHERE c.relnamespace = n.oid
                  AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
@@ -127,7 +129,7 @@ def repair(
         if space is not None:
             securing.secure_tables(conn, space)
         elif request.isolation is Isolation.SCHEMA:
-            state = conn.execute(_SCHEMA_STATE, _schema_params(names)).fetchone()
+            state = conn.execute(_SCHEMA_STATE, _schema_params(conn, names)).fetchone()
             for table in state[3] if state else []:
                 conn.execute(provisioning.give_to_owner(names, table))
     # Sessions opened before the repair keep the settings it removed (DISCARD ALL
@@ -144,20 +146,27 @@ def _role_findings(
     space: shared.Space | None,
 ) -> list[str]:
     roles = [names.login_role] if mode is Isolation.SHARED else [names.login_role, names.owner_role]
+    connect = _connect_group(conn)
     findings = []
     present = set()
-    for rolname, *flags in conn.execute(_ROLE_ATTRIBUTES, (roles,)).fetchall():
+    for rolname, *flags in conn.execute(_ROLE_ATTRIBUTES, ([*roles, connect],)).fetchall():
         present.add(rolname)
         granted = [attr[3:] for attr, on in zip(DANGEROUS_ATTRIBUTES, flags, strict=True) if on]
         if granted:
             findings.append(f"role {rolname} has {', '.join(granted).upper()}")
     findings += [f"role {role} is missing" for role in roles if role not in present]
-    allowed = tenancy.allowed_memberships(names, mode, space)
-    for role in roles:
+    allowed = tenancy.allowed_memberships(names, mode, space, connect)
+    # Every tenant inherits from the connect group: it is a member of nothing.
+    for role in [*roles, connect] if connect in present else roles:
         for (group,) in conn.execute(provisioning.memberships(), (role,)).fetchall():
             if (role, group) not in allowed:
                 findings.append(f"role {role} is a member of {group}")
     return findings
+
+
+def _connect_group(conn: psycopg.Connection[Any]) -> str:
+    """The connect group's name (``connect_group``), whether it exists or not."""
+    return connect_group.role_name(conn.info.user)
 
 
 def _plan_findings(
@@ -175,12 +184,17 @@ def _plan_findings(
     return role_settings.findings(conn, names, mode, shared_schema, limits)
 
 
-def _schema_params(names: naming.TenantNames) -> dict[str, str]:
-    return {"login": names.login_role, "owner": names.owner_role, "schema": names.schema}
+def _schema_params(conn: psycopg.Connection[Any], names: naming.TenantNames) -> dict[str, str]:
+    return {
+        "login": names.login_role,
+        "owner": names.owner_role,
+        "schema": names.schema,
+        "group": _connect_group(conn),
+    }
 
 
 def _schema_findings(conn: psycopg.Connection[Any], names: naming.TenantNames) -> list[str]:
-    state = conn.execute(_SCHEMA_STATE, _schema_params(names)).fetchone()
+    state = conn.execute(_SCHEMA_STATE, _schema_params(conn, names)).fetchone()
     if state is None:
         return [f"schema {names.schema} is missing"]
     owner, public_access, login_creates, foreign_objects = state
@@ -188,7 +202,7 @@ def _schema_findings(conn: psycopg.Connection[Any], names: naming.TenantNames) -
     if owner != names.owner_role:
         findings.append(f"schema {names.schema} is owned by {owner}")
     if public_access:
-        findings.append(f"PUBLIC has privileges on schema {names.schema}")
+        findings.append(f"PUBLIC or every tenant has privileges on schema {names.schema}")
     if login_creates:
         findings.append(f"role {names.login_role} may CREATE in schema {names.schema}")
     findings += [f"{names.schema}.{t} is not owned by {names.owner_role}" for t in foreign_objects]

@@ -80,6 +80,12 @@ def test_grants_revoke_public_and_scope_to_the_tenant(as_text) -> None:  # type:
     assert "PUBLIC" not in text.replace("FROM PUBLIC", "")
 
 
+def test_grants_revoke_from_the_connect_group_too(as_text) -> None:  # type: ignore[no-untyped-def]
+    text = as_text(provisioning.grant_schema_access(NAMES, "op_connect"))
+    assert f'REVOKE ALL ON SCHEMA "{NAMES.schema}" FROM PUBLIC, "op_connect"' in text
+    assert text.count("op_connect") == 1
+
+
 def test_a_hostile_database_name_is_quoted(as_text) -> None:  # type: ignore[no-untyped-def]
     text = as_text(provisioning.grant_connect(NAMES, 'db"; DROP ROLE x; --', NAMES.owner_role))
     assert 'DATABASE "db""; DROP ROLE x; --"' in text
