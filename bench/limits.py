@@ -29,7 +29,6 @@ import argparse
 import os
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -46,7 +45,7 @@ import common
 import provision
 
 from tenantdb.api.tenants import Isolation
-from tenantdb.core import commands, naming, passwords, tenancy, usage
+from tenantdb.core import commands, connect_group, naming, passwords, tenancy, usage
 from tenantdb.core.backups import storage, taking
 
 HEADING = "## Limits per server"
@@ -168,37 +167,27 @@ def fill(db: common.Database, server: commands.Server, count: int, tables: int) 
     """``count`` schema tenants by raw DDL (one verifier for all: nobody logs in as them)."""
     verifiers = (passwords.scram_verifier(passwords.generate()),) * 2
     space = tenancy.shared_space(server, "limits")
-
-    granting = threading.Lock()
-    """``GRANT CONNECT`` rewrites the database's one catalog row: one batch at a time."""
+    with server.pool.connection() as operator:
+        group = connect_group.role_name(operator.info.user)
 
     def batch(first: int) -> None:
-        with psycopg.connect(db.superuser_url, autocommit=True) as conn:
-            home = str(conn.info.dbname)
-            roles: list[str] = []
-            with conn.transaction():
-                for _ in range(first, min(first + FILL_BATCH, count)):
-                    uid = str(uuid.uuid4())
-                    names = naming.tenant_names(f"fill-{uuid.uuid4().hex[:8]}", uid)
-                    statements = provision.raw_statements(
-                        Isolation.SCHEMA, names, uid, verifiers, home, space
-                    )
-                    statements[0] = statements[0].replace("'bench'", "'limits'")
-                    for statement in statements:
-                        if not statement.startswith("GRANT CONNECT ON DATABASE"):
-                            conn.execute(statement)
-                    roles += [names.login_role, names.owner_role]
-                    for table in range(tables):
-                        conn.execute(
-                            sql.SQL("CREATE TABLE {}.{} (id bigint PRIMARY KEY, body text)").format(
-                                sql.Identifier(names.schema), sql.Identifier(f"t{table}")
-                            )
+        with psycopg.connect(db.superuser_url, autocommit=True) as conn, conn.transaction():
+            place = (str(conn.info.dbname), group)
+            for _ in range(first, min(first + FILL_BATCH, count)):
+                uid = str(uuid.uuid4())
+                names = naming.tenant_names(f"fill-{uuid.uuid4().hex[:8]}", uid)
+                statements = provision.raw_statements(
+                    Isolation.SCHEMA, names, uid, verifiers, place, space
+                )
+                statements[0] = statements[0].replace("'bench'", "'limits'")
+                for statement in statements:
+                    conn.execute(statement)
+                for table in range(tables):
+                    conn.execute(
+                        sql.SQL("CREATE TABLE {}.{} (id bigint PRIMARY KEY, body text)").format(
+                            sql.Identifier(names.schema), sql.Identifier(f"t{table}")
                         )
-            grant = sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-                sql.Identifier(home), sql.SQL(", ").join(map(sql.Identifier, roles))
-            )
-            with granting:  # its own transaction: the lock covers it up to its commit
-                conn.execute(grant)
+                    )
 
     with ThreadPoolExecutor(WORKERS) as pool:
         list(pool.map(batch, range(0, count, FILL_BATCH)))

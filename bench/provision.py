@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 from tenantdb.api.tenants import Isolation
-from tenantdb.core import commands, creators, naming, passwords, shared, tenancy
+from tenantdb.core import commands, connect_group, creators, naming, passwords, shared, tenancy
 from tenantdb.settings import DEFAULT_PLANS
 
 HEADING = "## Provisioning"
@@ -119,6 +119,7 @@ def provision_raw(server: commands.Server, mode: Isolation, prefix: str, count: 
     space = tenancy.shared_space(server, "bench")
     with psycopg.connect(server.url, autocommit=True) as conn:
         home = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        group = connect_group.role_name(conn.info.user)
         for index in range(count):
             uid = str(uuid.uuid4())
             names = naming.tenant_names(f"{prefix}-{index}", uid)
@@ -129,7 +130,7 @@ def provision_raw(server: commands.Server, mode: Isolation, prefix: str, count: 
             )
             with conn.transaction():
                 verifiers = (verifier, owner_verifier)
-                statements = raw_statements(mode, names, uid, verifiers, home, space)
+                statements = raw_statements(mode, names, uid, verifiers, (home, group), space)
                 for statement in through_creator(statements, creators.pick(uid)):
                     conn.execute(statement)
             if mode is Isolation.DATABASE:
@@ -141,10 +142,12 @@ def raw_statements(
     n: naming.TenantNames,
     uid: str,
     verifiers: tuple[str, str],
-    home: str,
+    place: tuple[str, str],
     space: shared.Space,
 ) -> list[str]:
-    """The DDL a hand-written provisioning script would send (trusted names, no checks)."""
+    """The DDL a hand-written provisioning script would send (trusted names, no checks);
+    ``place``: the operator's database and the connect group its tenants join."""
+    home, group = place
     schema = (
         space.schema
         if mode is Isolation.SHARED
@@ -167,7 +170,7 @@ def raw_statements(
     if mode is Isolation.SHARED:
         return [
             *statements,
-            f'GRANT CONNECT ON DATABASE "{home}" TO "{n.login_role}"',
+            f'GRANT "{group}" TO "{n.login_role}" WITH INHERIT TRUE, SET FALSE',
             f'GRANT "{n.login_role}" TO "{owner}" WITH INHERIT FALSE, SET TRUE',
             f'GRANT "{space.members_role}" TO "{n.login_role}" WITH INHERIT TRUE, SET FALSE',
             f"INSERT INTO \"{space.schema}\".tenant_roles VALUES ('{n.login_role}', '{uid}')",
@@ -179,7 +182,9 @@ def raw_statements(
         f'ALTER ROLE "{n.owner_role}" SET search_path = "{schema}"',
     ]
     if mode is Isolation.SCHEMA:  # the operator's database is closed to PUBLIC
-        statements.append(f'GRANT CONNECT ON DATABASE "{home}" TO "{n.login_role}", "{owner}"')
+        statements.append(
+            f'GRANT "{group}" TO "{n.login_role}", "{owner}" WITH INHERIT TRUE, SET FALSE'
+        )
     if mode is Isolation.SCHEMA:
         statements += [
             f'CREATE SCHEMA "{n.schema}" AUTHORIZATION "{n.owner_role}"',
@@ -193,9 +198,9 @@ def raw_statements(
     return statements
 
 
-OPERATORS_OWN = ("INSERT INTO", "GRANT CONNECT ON DATABASE", 'GRANT "tenantdb_shared')
-"""Raw statements on what the operator itself holds (the registry, its database, a
-shared space's group): the rest act on the tenant's own roles."""
+OPERATORS_OWN = ("INSERT INTO", 'GRANT "tenantdb_shared')
+"""Raw statements on what the operator itself holds (the registry, a shared space's
+group): the rest act on the tenant's own roles, the connect group's membership too."""
 
 
 def through_creator(statements: list[str], function: str) -> list[str]:
