@@ -234,10 +234,10 @@ def terminate_sessions() -> sql.SQL:
 
 
 def memberships() -> sql.SQL:
-    """Roles a role is a member of (parameter: role name)."""
+    """(member, group) of each role that is a member of one (parameter: role names)."""
     return sql.SQL(
-        "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
-        " JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s"
+        "SELECT r.rolname, g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
+        " JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = ANY(%s) ORDER BY 1, 2"
     )
 
 

@@ -157,10 +157,9 @@ def _role_findings(
     findings += [f"role {role} is missing" for role in roles if role not in present]
     allowed = tenancy.allowed_memberships(names, mode, space, connect)
     # Every tenant inherits from the connect group: it is a member of nothing.
-    for role in [*roles, connect] if connect in present else roles:
-        for (group,) in conn.execute(provisioning.memberships(), (role,)).fetchall():
-            if (role, group) not in allowed:
-                findings.append(f"role {role} is a member of {group}")
+    for role, group in conn.execute(provisioning.memberships(), ([*roles, connect],)):
+        if (role, group) not in allowed:
+            findings.append(f"role {role} is a member of {group}")
     return findings
 
 
