@@ -292,3 +292,24 @@ def test_unreachable_server_is_a_retryable_error() -> None:
         assert caught.value.permanent is False
     finally:
         unreachable.close()
+
+
+@pytest.mark.parametrize("drop", [True, False], ids=["deleted", "retained"])
+def test_a_repair_after_the_tenants_deletion_makes_nothing_again(
+    server: commands.Server, admin: psycopg.Connection, drop: bool
+) -> None:
+    """The isolation check found what a deletion dropped: its repair, under the tenant's
+    lock, finds the tenant unregistered (or retained) and leaves it so, instead of
+    provisioning roles and a schema no one will delete."""
+    req = request(f"repaired-{str(drop).lower()}")
+    tenant = commands.provision(server, req, "pw", True)
+    commands.deprovision(server, req.uid, req.name, drop=drop)
+    with pytest.raises(errors.TenantGone):
+        commands.repair_isolation(server, req, "pw")
+    names = tenant.names
+    roles = "SELECT count(*) FROM pg_roles WHERE rolname IN (%s, %s) AND rolcanlogin"
+    assert count(admin, roles, names.login_role, names.owner_role) == 0
+    schemas = count(admin, "SELECT count(*) FROM pg_namespace WHERE nspname = %s", names.schema)
+    assert schemas == (0 if drop else 1)
+    live = "SELECT count(*) FROM tenantdb.tenants WHERE uid = %s AND retained_at IS NULL"
+    assert count(admin, live, req.uid) == 0

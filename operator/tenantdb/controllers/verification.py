@@ -166,7 +166,10 @@ def verify(rt: runtime.Runtime, target: Target) -> None:
         obj = _read(target)
         if obj is None:
             return
-        isolation = _repair(rt, server, target, obj, findings)
+        try:
+            isolation = _repair(rt, server, target, obj, findings)
+        except errors.TenantGone:
+            return  # deleted since it was read: its deletion removes the rest
     else:
         isolation = ("True", conditions.Reason.VERIFIED, "isolation verified")
     if version == target.version and target.isolation == (isolation[0], isolation[2]):
@@ -199,9 +202,12 @@ def _repair(
 
 
 def _read(target: Target) -> dict[str, Any] | None:
-    """The Tenant now, if it is still the same one."""
+    """The Tenant now, if it is still the same one and not being deleted (its deletion
+    may have dropped what the check found missing)."""
     obj = kube.read_custom_object(GROUP, VERSION, target.namespace, tenants.PLURAL, target.name)
     if obj is None or obj["metadata"].get("uid") != target.uid:
+        return None
+    if obj["metadata"].get("deletionTimestamp"):
         return None
     return obj
 

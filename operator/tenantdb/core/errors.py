@@ -62,6 +62,13 @@ class TenantBusy(TenantDBError):
     permanent = False
 
 
+class TenantGone(TenantDBError):
+    """A repair found the tenant deleted (or retained) meanwhile: nothing to converge,
+    and nothing may be made again behind its deletion."""
+
+    reason = "TenantGone"
+
+
 class InsufficientPrivilege(TenantDBError):
     """The operator's database role lacks a privilege it needs (said precisely)."""
 

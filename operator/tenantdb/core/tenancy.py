@@ -154,11 +154,14 @@ def provision(
     request: TenantRequest,
     password: str | PasswordSource,
     reset_password: bool,
+    repairing: bool = False,
 ) -> Provisioned:
     """Create or converge a tenant; ``password`` is set on creation or when asked.
 
     A ``PasswordSource`` is called once, under the tenant's lock, and its value is
-    always set on the login role (``reset_password`` is then implied).
+    always set on the login role (``reset_password`` is then implied). ``repairing``
+    converges only a tenant still registered and live, read under its lock, so a
+    repair racing the tenant's deletion makes nothing again (``TenantGone``).
     """
     names = naming.tenant_names(request.name, request.uid)
     mode = request.isolation
@@ -171,7 +174,8 @@ def provision(
                 space = shared_space(server, request.namespace)  # a second connection
         location = _location(names, mode, home, space)
         owner = space.owner_role if space else None
-        reads = [registry.upsert(server.control_schema), _inspect_query(server.control_schema)]
+        register = [] if repairing else [registry.upsert(server.control_schema)]
+        reads = [*register, _inspect_query(server.control_schema)]
         inspected = _inspected(conn, names, request.uid, owner)
         params = {**_registered(request, location), **inspected}
         try:
@@ -179,6 +183,8 @@ def provision(
                 conn, server.control_schema, request.uid, reads, params
             ) as row:
                 state = _state(row)
+                if repairing and not state.registered:
+                    raise errors.TenantGone(f"tenant {request.uid} is no longer registered")
                 stored = password if isinstance(password, str) else password()
                 verifier = passwords.scram_verifier(stored)
                 reset = reset_password or not isinstance(password, str)
@@ -319,6 +325,8 @@ class _State:
     """The connect group (``connect_group``) where it exists."""
     group_connects: bool
     """Whether CONNECT on the operator's database is granted to the group itself."""
+    registered: bool
+    """Whether the registry holds the tenant, not retained."""
     memberships: frozenset[tuple[str, str]]
     """(member, group) of the tenant's roles, for groups the operator may revoke from
     (those it administers: the others, like ``pg_read_all_data``, only a superuser can;
@@ -378,9 +386,10 @@ def _inspect_query(control: naming.Identifier) -> sql.Composed:
                (SELECT rolname::text FROM pg_roles WHERE rolname = %(group)s),
                EXISTS (SELECT 1 FROM pg_roles g, pg_database d, aclexplode(d.datacl) a
                        WHERE g.rolname = %(group)s AND d.datname = current_database()
-                         AND a.grantee = g.oid AND a.privilege_type = 'CONNECT')
+                         AND a.grantee = g.oid AND a.privilege_type = 'CONNECT'),
+               EXISTS (SELECT 1 FROM {tenants} WHERE uid = %(uid)s AND retained_at IS NULL)
         """
-    ).format(control=sql.Literal(control))
+    ).format(control=sql.Literal(control), tenants=sql.Identifier(control, "tenants"))
 
 
 def _inspect(
@@ -403,13 +412,14 @@ def _inspected(
         "connecting": [names.login_role, owner or names.owner_role],
         "picked": creators.pick(uid),
         "group": connect_group.role_name(conn.info.user),
+        "uid": uid,
     }
 
 
 def _state(row: tuple[Any, ...] | None) -> _State:
     assert row is not None
     roles, public_connects, connects, pairs, version, superuser, creator, picked_ready = row[:8]
-    direct, group, group_connects = row[8:]
+    direct, group, group_connects, registered = row[8:]
     memberships = frozenset((member, group) for member, group in pairs)
     return _State(
         roles=frozenset(roles),
@@ -418,6 +428,7 @@ def _state(row: tuple[Any, ...] | None) -> _State:
         direct=frozenset(direct),
         group=group,
         group_connects=bool(group_connects),
+        registered=bool(registered),
         memberships=memberships,
         server_version=int(version),
         superuser=superuser,

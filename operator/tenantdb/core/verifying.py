@@ -117,8 +117,9 @@ def repair(
     password: str | tenancy.PasswordSource,
 ) -> None:
     """Converge the tenant again; hand stray objects back to their owners; take back an
-    owner's login that is no longer the operator's alone."""
-    tenancy.provision(server, request, password, reset_password=False)
+    owner's login that is no longer the operator's alone. A tenant deleted meanwhile is
+    left alone (``TenantGone``)."""
+    tenancy.provision(server, request, password, reset_password=False, repairing=True)
     names = naming.tenant_names(request.name, request.uid)
     with connecting.connection(server.pool) as conn, conn.transaction():
         record = registry.load(conn, server.control_schema, request.uid)
