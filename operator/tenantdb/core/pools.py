@@ -16,9 +16,9 @@ dropping tenants                                               pg_temp``, bounde
                                                                ``lock_timeout``
 a tenant's own roles, schema and   the operator's role; the    ``Server.pool``, in the
 their settings (``CREATE ROLE``,   current user is the         provisioning transaction,
-``ALTER ROLE``, ``GRANT``)         tenant's creator role       through the creator's
-                                                               ``SECURITY DEFINER`` function
-                                                               (``creators``)
+``ALTER ROLE``, ``GRANT``), their  tenant's creator role       through the creator's
+join of the connect group                                      ``SECURITY DEFINER`` function
+(``connect_group``)                                            (``creators``)
 a ``database`` tenant's database   the operator's role         ``operator_connection`` (same
 (public schema, grants)                                        pinning)
 Migration SQL, tenant scope, and   the tenant's owner role     ``TenantSessions``
