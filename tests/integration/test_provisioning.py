@@ -294,14 +294,19 @@ def test_unreachable_server_is_a_retryable_error() -> None:
         unreachable.close()
 
 
-@pytest.mark.parametrize("drop", [True, False], ids=["deleted", "retained"])
+@pytest.mark.parametrize(
+    ("mode", "drop"),
+    [(Isolation.SCHEMA, True), (Isolation.SCHEMA, False), (Isolation.SHARED, True),
+     (Isolation.DATABASE, True)],
+    ids=["schema-deleted", "schema-retained", "shared-deleted", "database-deleted"],
+)  # fmt: skip
 def test_a_repair_after_the_tenants_deletion_makes_nothing_again(
-    server: commands.Server, admin: psycopg.Connection, drop: bool
+    server: commands.Server, admin: psycopg.Connection, mode: Isolation, drop: bool
 ) -> None:
     """The isolation check found what a deletion dropped: its repair, under the tenant's
     lock, finds the tenant unregistered (or retained) and leaves it so, instead of
-    provisioning roles and a schema no one will delete."""
-    req = request(f"repaired-{str(drop).lower()}")
+    provisioning roles, a schema or a database no one will delete."""
+    req = request(f"repaired-{mode}-{str(drop).lower()}", mode)
     tenant = commands.provision(server, req, "pw", True)
     commands.deprovision(server, req.uid, req.name, drop=drop)
     with pytest.raises(errors.TenantGone):
@@ -310,6 +315,8 @@ def test_a_repair_after_the_tenants_deletion_makes_nothing_again(
     roles = "SELECT count(*) FROM pg_roles WHERE rolname IN (%s, %s) AND rolcanlogin"
     assert count(admin, roles, names.login_role, names.owner_role) == 0
     schemas = count(admin, "SELECT count(*) FROM pg_namespace WHERE nspname = %s", names.schema)
-    assert schemas == (0 if drop else 1)
+    assert schemas == (1 if mode is Isolation.SCHEMA and not drop else 0)
+    databases = "SELECT count(*) FROM pg_database WHERE datname = %s"
+    assert count(admin, databases, names.database) == 0
     live = "SELECT count(*) FROM tenantdb.tenants WHERE uid = %s AND retained_at IS NULL"
     assert count(admin, live, req.uid) == 0

@@ -17,7 +17,7 @@ import pytest
 from psycopg import conninfo, sql
 
 from tenantdb.api.tenants import Isolation
-from tenantdb.core import commands, connect_group, creators, passwords
+from tenantdb.core import commands, connect_group, creators, passwords, scoping
 from tenantdb.core.migrations import engine
 from tenantdb.settings import DEFAULT_PLANS
 from tests import servers
@@ -76,6 +76,7 @@ def test_a_migration_cannot_hand_objects_or_the_group_to_anyone(
         f'GRANT "{group}" TO CURRENT_USER WITH SET TRUE',
         f'GRANT "{group}" TO pg_read_all_data',
         f'GRANT pg_read_all_data TO "{group}"',
+        f'REASSIGN OWNED BY CURRENT_USER TO "{group}"',
     ]
     for version, attack in enumerate(attacks, start=1):
         result = engine.apply(ctx, tenant, script(version, attack))
@@ -86,6 +87,17 @@ def test_a_migration_cannot_hand_objects_or_the_group_to_anyone(
     ).fetchone()
     assert groups == (0,)
     assert _options(admin, tenant.owner_role, group) == (True, False, False)
+    # A member may run DROP OWNED BY the group: it revokes only what the member granted,
+    # so the group keeps the CONNECT every tenant connects through.
+    dropped = engine.apply(ctx, tenant, script(len(attacks) + 1, f'DROP OWNED BY "{group}"'))
+    assert dropped.outcome is Outcome.APPLIED, dropped.error
+    connects = admin.execute(
+        "SELECT count(*) FROM pg_database d, aclexplode(d.datacl) a"
+        " WHERE d.datname = current_database() AND a.grantee = %s::regrole"
+        " AND a.privilege_type = 'CONNECT'",
+        (f'"{group}"',),
+    ).fetchone()
+    assert connects == (1,)
 
 
 def test_a_schema_opened_to_every_tenant_is_reported_and_closed(
@@ -160,3 +172,49 @@ def test_a_group_someone_else_made_first_is_refused(
         (creators.role_name(name, 0)[:-2],),
     ).fetchone()
     assert made == (0,)  # the creators made before the refusal were rolled back
+
+
+def test_a_database_opened_to_every_tenant_is_reported_and_closed(
+    server: commands.Server, admin: psycopg.Connection
+) -> None:
+    """A ``database`` tenant's owner owns its database: CONNECT it grants the group would
+    let every schema and shared tenant in, like CONNECT granted to PUBLIC."""
+    request = commands.TenantRequest(
+        uid=str(uuid.uuid4()),
+        name=f"d{uuid.uuid4().hex[:10]}",
+        namespace="creators",
+        isolation=Isolation.DATABASE,
+        plan="standard",
+        limits=DEFAULT_PLANS["standard"],
+    )
+    commands.provision(server, request, passwords.generate(), reset_password=True)
+    with server.pool.connection() as conn:
+        tenant = scoping.load(conn, server.control_schema, request.uid)
+    assert tenant is not None
+    group = _group(server)
+    ctx = engine.Context(server=server, applied_by="tests")
+    opening = f'GRANT CONNECT ON DATABASE "{tenant.database_name}" TO "{group}"'
+    assert engine.apply(ctx, tenant, script(1, opening)).outcome is Outcome.APPLIED
+    findings = commands.verify_isolation(server, request.uid, request.name)
+    assert f"PUBLIC or every tenant may connect to database {tenant.database_name}" in findings
+    commands.repair_isolation(server, request, passwords.generate())
+    assert commands.verify_isolation(server, request.uid, request.name) == []
+    reach = "SELECT has_database_privilege(%s, %s, 'CONNECT')"
+    assert admin.execute(reach, (group, tenant.database_name)).fetchone() == (False,)
+
+
+def test_a_membership_of_the_group_that_may_set_it_is_reported(
+    server: commands.Server, admin: psycopg.Connection
+) -> None:
+    """An administrator's second grant of the group, ``WITH SET TRUE``, would let the
+    tenant become the group: the isolation check names it until it is taken back."""
+    tenant = provisioned(server, str(uuid.uuid4()), passwords.generate())
+    group, login = sql.Identifier(_group(server)), sql.Identifier(tenant.login_role)
+    admin.execute(sql.SQL("GRANT {} TO {} WITH SET TRUE").format(group, login))
+    try:
+        findings = commands.verify_isolation(server, tenant.uid, tenant.name)
+        assert f"role {tenant.login_role} may set or administer {_group(server)}" in findings
+    finally:
+        admin.execute(sql.SQL("REVOKE {} FROM {}").format(group, login))
+    assert commands.verify_isolation(server, tenant.uid, tenant.name) == []
+    assert _options(admin, tenant.login_role, _group(server)) == (True, False, False)

@@ -88,14 +88,15 @@ def prepare(conn: psycopg.Connection[Any], with_creators: bool) -> bool:
 
 
 _FACTS = """
-SELECT current_setting('server_version_num')::int, current_user::text,
+SELECT current_setting('server_version_num')::int, session_user::text,
        current_database()::text,
        (SELECT r.rolsuper OR pg_has_role(current_user, d.datdba, 'USAGE')
           FROM pg_roles r, pg_database d
          WHERE r.rolname = current_user AND d.datname = current_database())
 """
-"""The server's version, the operator's role and database, and whether the operator may
-grant CONNECT on it (a superuser, or a member of its owner)."""
+"""The server's version, the operator's role (the session's, which names the group as
+provisioning and the isolation check name it) and database, and whether the operator
+may grant CONNECT on it (a superuser, or a member of its owner)."""
 
 _FOUND = """
 SELECT r.rolcanlogin OR r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication
@@ -150,6 +151,7 @@ def _refuse_foreign(group: str, operator: str, found: _Found) -> None:
         problems.append(f"{group} is administered or may be set by {', '.join(found.others)}")
     if problems:
         raise ConnectGroupForeign(
-            "the tenants' connect group is not the operator's own (drop it, or let a"
-            " superuser repair it): " + "; ".join(problems)
+            "the tenants' connect group is not the operator's own (revoke what was"
+            " granted to or on it behind the operator's back; drop it only if no tenant"
+            " connects through it yet): " + "; ".join(problems)
         )

@@ -22,13 +22,15 @@ def create(names: naming.TenantNames) -> sql.Composed:
     )
 
 
-def restrict_connect(names: naming.TenantNames) -> sql.Composed:
-    """Only the tenant's login role (and the operator) may connect."""
+def restrict_connect(names: naming.TenantNames, group: str | None = None) -> sql.Composed:
+    """Only the tenant's login role (and the operator) may connect: not PUBLIC, nor the
+    connect ``group`` every other tenant inherits from (``connect_group``)."""
     ids = {"database": sql.Identifier(names.database), "login": sql.Identifier(names.login_role)}
+    everyone = sql.SQL("PUBLIC, {}").format(sql.Identifier(group)) if group else sql.SQL("PUBLIC")
     return sql.SQL(
-        "REVOKE ALL ON DATABASE {database} FROM PUBLIC;\n"
+        "REVOKE ALL ON DATABASE {database} FROM {everyone};\n"
         "GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {login}"
-    ).format(**ids)
+    ).format(everyone=everyone, **ids)
 
 
 def prepare_public_schema(names: naming.TenantNames) -> sql.Composed:

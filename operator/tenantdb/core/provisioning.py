@@ -234,10 +234,14 @@ def terminate_sessions() -> sql.SQL:
 
 
 def memberships() -> sql.SQL:
-    """(member, group) of each role that is a member of one (parameter: role names)."""
+    """(member, group, whether the member may SET or administer the group) of each role
+    that is a member of one (parameter: role names; ``set_option`` is PostgreSQL 16's)."""
     return sql.SQL(
-        "SELECT r.rolname, g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
-        " JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = ANY(%s) ORDER BY 1, 2"
+        "SELECT r.rolname, g.rolname, bool_or(m.admin_option"
+        " OR COALESCE((to_jsonb(m) ->> 'set_option')::bool, false))"
+        " FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
+        " JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = ANY(%s)"
+        " GROUP BY 1, 2 ORDER BY 1, 2"
     )
 
 

@@ -168,6 +168,8 @@ def provision(
     space = None
     with connecting.connection(server.pool) as conn:
         home, is_new, recorded = _orient(conn, server, request.uid)
+        if repairing and is_new:  # before a shared space could be made for it
+            raise errors.TenantGone(f"tenant {request.uid} is no longer registered")
         if mode is Isolation.SHARED:
             space = shared.space_of(recorded, request.namespace, server.shared_schema)
             if space.schema != server.shared_schema:
@@ -183,6 +185,7 @@ def provision(
                 conn, server.control_schema, request.uid, reads, params
             ) as row:
                 state = _state(row)
+                group = state.group
                 if repairing and not state.registered:
                     raise errors.TenantGone(f"tenant {request.uid} is no longer registered")
                 stored = password if isinstance(password, str) else password()
@@ -220,7 +223,7 @@ def provision(
             location = dataclasses.replace(location, token=str(row[0]) if row else None)
     if mode is Isolation.DATABASE:
         try:
-            _ensure_database(server, names)
+            _ensure_database(server, names, group, create=not repairing)
         except errors.TenantDBError:
             if is_new:
                 deprovision(server, request.uid, request.name, drop=True)
@@ -426,7 +429,7 @@ def _state(row: tuple[Any, ...] | None) -> _State:
         public_connects=bool(public_connects),
         connecting=frozenset(connects),
         direct=frozenset(direct),
-        group=group,
+        group=group if int(version) >= connect_group.FIRST_VERSION else None,
         group_connects=bool(group_connects),
         registered=bool(registered),
         memberships=memberships,
@@ -592,12 +595,17 @@ def allowed_memberships(
     return joined | {(names.owner_role, names.login_role)}
 
 
-def _ensure_database(server: Server, names: naming.TenantNames) -> None:
-    """CREATE DATABASE (outside any transaction), then lock it down at once."""
+def _ensure_database(
+    server: Server, names: naming.TenantNames, group: str | None, create: bool
+) -> None:
+    """CREATE DATABASE (outside any transaction; never for a repair, which a deletion
+    dropping the database may have raced), then lock it down at once."""
     with connecting.connection(server.pool) as conn:
         if conn.execute(databases.exists(), (names.database,)).fetchone() is None:
+            if not create:
+                return  # the isolation check reports it missing
             conn.execute(databases.create(names))
-        conn.execute(databases.restrict_connect(names))
+        conn.execute(databases.restrict_connect(names, group))
         conn.execute(databases.terminate_connections(), (names.database,))
     with (
         pools.operator_connection(server.url, names.database) as tenant_db,

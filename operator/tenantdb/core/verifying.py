@@ -54,7 +54,8 @@ _SPACE_STATE = sql.SQL(
     """
     SELECT (SELECT pg_get_userbyid(n.nspowner) FROM pg_namespace n WHERE n.nspname = %(schema)s),
            EXISTS (SELECT 1 FROM pg_namespace n, aclexplode(n.nspacl) a
-                   WHERE n.nspname = %(schema)s AND a.grantee = 0),
+                   WHERE n.nspname = %(schema)s AND (a.grantee = 0
+                   OR a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %(group)s))),
            ARRAY(SELECT g.rolname::text FROM pg_auth_members m
                  JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member
                  WHERE r.rolname = %(owner)s AND NOT EXISTS (
@@ -63,13 +64,15 @@ _SPACE_STATE = sql.SQL(
                  ORDER BY 1)
     """
 )
-"""The space's schema owner, PUBLIC's access, and the roles its owner is a member of
-that are not its own tenants' login roles."""
+"""The space's schema owner, PUBLIC's (or every tenant's, through the connect group)
+access, and the roles its owner is a member of that are not its own tenants' login
+roles."""
 _DATABASE_STATE = sql.SQL(
     """
     SELECT pg_get_userbyid(d.datdba),
-           d.datacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(d.datacl) a WHERE a.grantee = 0)
-    FROM pg_database d WHERE d.datname = %s
+           d.datacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(d.datacl) a WHERE a.grantee = 0
+               OR a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %(group)s))
+    FROM pg_database d WHERE d.datname = %(database)s
     """
 )
 
@@ -156,11 +159,14 @@ def _role_findings(
         if granted:
             findings.append(f"role {rolname} has {', '.join(granted).upper()}")
     findings += [f"role {role} is missing" for role in roles if role not in present]
-    allowed = tenancy.allowed_memberships(names, mode, space, connect)
+    grouped = conn.info.server_version >= connect_group.FIRST_VERSION
+    allowed = tenancy.allowed_memberships(names, mode, space, connect if grouped else None)
     # Every tenant inherits from the connect group: it is a member of nothing.
-    for role, group in conn.execute(provisioning.memberships(), ([*roles, connect],)):
+    for role, group, may_set in conn.execute(provisioning.memberships(), ([*roles, connect],)):
         if (role, group) not in allowed:
             findings.append(f"role {role} is a member of {group}")
+        elif group == connect and may_set:
+            findings.append(f"role {role} may set or administer {group}")
     return findings
 
 
@@ -241,7 +247,12 @@ def _shared_findings(
 def _space_findings(conn: psycopg.Connection[Any], space: shared.Space) -> list[str]:
     """The space's schema is its owner's, closed to PUBLIC, and its owner may act as
     no role but the login roles of its own space's tenants."""
-    params = {"schema": space.schema, "owner": space.owner_role, "members": space.members_role}
+    params = {
+        "schema": space.schema,
+        "owner": space.owner_role,
+        "members": space.members_role,
+        "group": _connect_group(conn),
+    }
     state = conn.execute(_SPACE_STATE, params)
     row = state.fetchone()
     if row is None or row[0] is None:
@@ -251,13 +262,14 @@ def _space_findings(conn: psycopg.Connection[Any], space: shared.Space) -> list[
     if owner != space.owner_role:
         findings.append(f"shared schema {space.schema} is owned by {owner}")
     if public_access:
-        findings.append(f"PUBLIC has privileges on shared schema {space.schema}")
+        findings.append(f"PUBLIC or every tenant has privileges on shared schema {space.schema}")
     findings += [f"role {space.owner_role} is a member of {group}" for group in foreign]
     return findings
 
 
 def _database_findings(conn: psycopg.Connection[Any], names: naming.TenantNames) -> list[str]:
-    state = conn.execute(_DATABASE_STATE, (names.database,)).fetchone()
+    params = {"database": names.database, "group": _connect_group(conn)}
+    state = conn.execute(_DATABASE_STATE, params).fetchone()
     if state is None:
         return [f"database {names.database} is missing"]
     owner, public_connect = state
@@ -265,5 +277,5 @@ def _database_findings(conn: psycopg.Connection[Any], names: naming.TenantNames)
     if owner != names.owner_role:
         findings.append(f"database {names.database} is owned by {owner}")
     if public_connect:
-        findings.append(f"PUBLIC may connect to database {names.database}")
+        findings.append(f"PUBLIC or every tenant may connect to database {names.database}")
     return findings
