@@ -44,6 +44,17 @@ def role_name(operator_role: str) -> str:
     return f"{operator_role[:48]}_connect"
 
 
+def everyone(group: str | None) -> sql.Composable:
+    """Whom a tenant's own schema or database is closed to: PUBLIC, and the group every
+    other tenant inherits from (where it exists)."""
+    return sql.SQL("PUBLIC, {}").format(sql.Identifier(group)) if group else sql.SQL("PUBLIC")
+
+
+OPENED = "(a.grantee = 0 OR a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %(group)s))"
+"""An ``aclexplode`` row ``a`` that opens something to PUBLIC or to the group (parameter
+``group``): the isolation check's test of what ``everyone`` revokes."""
+
+
 def join(group: str, roles: Sequence[str]) -> sql.Composed:
     """``roles`` connect through ``group``: its CONNECT inherited, the role never set."""
     return sql.SQL("GRANT {} TO {} WITH INHERIT TRUE, SET FALSE").format(

@@ -7,7 +7,7 @@ allowed to log in; other tenants can never connect.
 
 from psycopg import sql
 
-from tenantdb.core import naming
+from tenantdb.core import connect_group, naming
 
 
 def exists() -> sql.SQL:
@@ -26,11 +26,10 @@ def restrict_connect(names: naming.TenantNames, group: str | None = None) -> sql
     """Only the tenant's login role (and the operator) may connect: not PUBLIC, nor the
     connect ``group`` every other tenant inherits from (``connect_group``)."""
     ids = {"database": sql.Identifier(names.database), "login": sql.Identifier(names.login_role)}
-    everyone = sql.SQL("PUBLIC, {}").format(sql.Identifier(group)) if group else sql.SQL("PUBLIC")
     return sql.SQL(
         "REVOKE ALL ON DATABASE {database} FROM {everyone};\n"
         "GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {login}"
-    ).format(everyone=everyone, **ids)
+    ).format(everyone=connect_group.everyone(group), **ids)
 
 
 def prepare_public_schema(names: naming.TenantNames) -> sql.Composed:

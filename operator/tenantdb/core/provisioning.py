@@ -9,7 +9,7 @@ that is not a name (the password verifier, a timeout) goes through
 
 from psycopg import sql
 
-from tenantdb.core import naming
+from tenantdb.core import connect_group, naming
 from tenantdb.settings import PlanLimits
 
 SAFE_ROLE_ATTRIBUTES = sql.SQL("NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS")
@@ -189,7 +189,6 @@ def grant_schema_access(names: naming.TenantNames, group: str | None = None) -> 
         "owner": sql.Identifier(names.owner_role),
         "login": sql.Identifier(names.login_role),
     }
-    everyone = sql.SQL("PUBLIC, {}").format(sql.Identifier(group)) if group else sql.SQL("PUBLIC")
     return sql.SQL(
         "REVOKE ALL ON SCHEMA {schema} FROM {everyone};\n"
         "GRANT USAGE ON SCHEMA {schema} TO {login};\n"
@@ -198,7 +197,7 @@ def grant_schema_access(names: naming.TenantNames, group: str | None = None) -> 
         " GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {login};\n"
         "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema}"
         " GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {login}"
-    ).format(everyone=everyone, **ids)
+    ).format(everyone=connect_group.everyone(group), **ids)
 
 
 def can_connect() -> sql.SQL:

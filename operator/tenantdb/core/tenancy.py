@@ -342,6 +342,11 @@ class _State:
     picked_ready: bool
     """Whether the creator a new tenant would get (``creators.pick``) exists."""
 
+    @property
+    def through_group(self) -> str | None:
+        """The connect group, where tenants connect through it (it has CONNECT)."""
+        return self.group if self.group_connects else None
+
     def creator_for(self, names: naming.TenantNames, uid: str) -> str | None:
         """Whose the tenant's roles are: their creator's once made, else the picked
         one where it exists; ``None`` is the operator's own role."""
@@ -525,9 +530,9 @@ def _connecting_roles(names: naming.TenantNames, mode: Isolation) -> list[str]:
 def _group_joins(names: naming.TenantNames, mode: Isolation, state: _State) -> list[sql.Composable]:
     """The tenant's roles join the connect group, where it has CONNECT (run as their
     creator, which administers the group: ``connect_group``)."""
-    if state.group is None or not state.group_connects:
+    group = state.through_group
+    if group is None:
         return []
-    group = state.group
     joining = [r for r in _connecting_roles(names, mode) if (r, group) not in state.memberships]
     return [connect_group.join(group, joining)] if joining else []
 
@@ -553,7 +558,7 @@ def _connect_statements(
     owner = names.owner_role if space is None else space.owner_role
     if mode is Isolation.DATABASE:
         return []
-    if state.group is not None and state.group_connects:
+    if state.through_group is not None:
         own = _connecting_roles(names, mode)  # not a space's owner: it keeps its own
         granted = [naming.Identifier(r) for r in own if r in state.direct]
         if not granted:

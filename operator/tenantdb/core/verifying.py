@@ -41,21 +41,19 @@ _ROLE_ATTRIBUTES = sql.SQL(
 _SCHEMA_STATE = sql.SQL(
     """
     SELECT pg_get_userbyid(n.nspowner),
-           EXISTS (SELECT 1 FROM aclexplode(n.nspacl) a WHERE a.grantee = 0
-                   OR a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %(group)s)),
+           EXISTS (SELECT 1 FROM aclexplode(n.nspacl) a WHERE {opened}),
            has_schema_privilege(%(login)s, n.oid, 'CREATE'),
            ARRAY(SELECT c.relname::text FROM pg_class c WHERE c.relnamespace = n.oid
                  AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
                  AND pg_get_userbyid(c.relowner) <> %(owner)s ORDER BY 1)
     FROM pg_namespace n WHERE n.nspname = %(schema)s
     """
-)
+).format(opened=sql.SQL(connect_group.OPENED))
 _SPACE_STATE = sql.SQL(
     """
     SELECT (SELECT pg_get_userbyid(n.nspowner) FROM pg_namespace n WHERE n.nspname = %(schema)s),
            EXISTS (SELECT 1 FROM pg_namespace n, aclexplode(n.nspacl) a
-                   WHERE n.nspname = %(schema)s AND (a.grantee = 0
-                   OR a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %(group)s))),
+                   WHERE n.nspname = %(schema)s AND {opened}),
            ARRAY(SELECT g.rolname::text FROM pg_auth_members m
                  JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member
                  WHERE r.rolname = %(owner)s AND NOT EXISTS (
@@ -63,18 +61,17 @@ _SPACE_STATE = sql.SQL(
                      WHERE t.member = g.oid AND tg.rolname = %(members)s)
                  ORDER BY 1)
     """
-)
+).format(opened=sql.SQL(connect_group.OPENED))
 """The space's schema owner, PUBLIC's (or every tenant's, through the connect group)
 access, and the roles its owner is a member of that are not its own tenants' login
 roles."""
 _DATABASE_STATE = sql.SQL(
     """
     SELECT pg_get_userbyid(d.datdba),
-           d.datacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(d.datacl) a WHERE a.grantee = 0
-               OR a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %(group)s))
+           d.datacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(d.datacl) a WHERE {opened})
     FROM pg_database d WHERE d.datname = %(database)s
     """
-)
+).format(opened=sql.SQL(connect_group.OPENED))
 
 
 def verify(
