@@ -23,6 +23,7 @@ from psycopg import conninfo, sql
 
 from tenantdb.core import commands, connect_group, creators, naming, securing
 from tenantdb.devenv import operator_process
+from tests import servers
 from tests.e2e.kubectl import Kubectl
 from tests.security import rbac
 
@@ -230,3 +231,14 @@ def other_operator(admin: psycopg.Connection, database_url: str) -> Iterator[tup
         admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(squatted)))
     admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(database, role))
     admin.execute(sql.SQL("DROP ROLE {}").format(role))
+
+
+@pytest.fixture
+def one_session(operator_url: str) -> Iterator[commands.Server]:
+    """The operator's server with a single pooled connection (every piece of work on it)
+    and a short lock wait."""
+    settings = servers.database_settings(operator_url, lock_wait=1.0)
+    server = commands.open_server(settings, "creator-sessions", 1)
+    commands.prepare(server)
+    yield server
+    server.close()

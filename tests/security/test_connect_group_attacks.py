@@ -22,7 +22,8 @@ from tenantdb.core.migrations import engine
 from tenantdb.settings import DEFAULT_PLANS
 from tests import servers
 from tests.integration.test_migrations_engine import script
-from tests.security.test_creator_attacks import provisioned, refused
+from tests.integration.test_provisioning import as_before_the_group
+from tests.security.test_creator_attacks import pinned, provisioned, refused, refused_migrations
 
 pytestmark = pytest.mark.postgres
 Outcome = engine.Outcome
@@ -54,7 +55,9 @@ def test_a_tenant_connects_through_the_group_but_cannot_become_or_hand_it_on(
     url = conninfo.make_conninfo(database_url, user=tenant.login_role, password=password)
     with psycopg.connect(url) as app:  # CONNECT, through the group alone
         refused(app, f'SET ROLE "{group}"')
+        refused(app, f'SET "role" TO "{group}"')
         refused(app, f"SELECT set_config('role', '{group}', false)")
+        refused(app, f'SET SESSION AUTHORIZATION "{group}"')
         refused(app, f'GRANT "{group}" TO "{neighbour.login_role}"')
         refused(app, f'GRANT "{group}" TO CURRENT_USER WITH SET TRUE')
         refused(app, f'REVOKE "{group}" FROM "{neighbour.login_role}"')
@@ -77,11 +80,10 @@ def test_a_migration_cannot_hand_objects_or_the_group_to_anyone(
         f'GRANT "{group}" TO pg_read_all_data',
         f'GRANT pg_read_all_data TO "{group}"',
         f'REASSIGN OWNED BY CURRENT_USER TO "{group}"',
+        f"CREATE FUNCTION esc() RETURNS text LANGUAGE sql SECURITY DEFINER SET role = '{group}'"
+        " AS 'SELECT current_user::text'; SELECT esc()",
     ]
-    for version, attack in enumerate(attacks, start=1):
-        result = engine.apply(ctx, tenant, script(version, attack))
-        assert result.outcome is Outcome.FAILED, attack
-        assert result.error is not None and "42501" in result.error, result.error
+    refused_migrations(ctx, tenant, attacks)
     groups = admin.execute(
         "SELECT count(*) FROM pg_auth_members WHERE member = %s::regrole", (f'"{group}"',)
     ).fetchone()
@@ -218,3 +220,92 @@ def test_a_membership_of_the_group_that_may_set_it_is_reported(
         admin.execute(sql.SQL("REVOKE {} FROM {}").format(group, login))
     assert commands.verify_isolation(server, tenant.uid, tenant.name) == []
     assert _options(admin, tenant.login_role, _group(server)) == (True, False, False)
+
+
+PLANTED = """
+CREATE FUNCTION aclexplode(acl aclitem[]) RETURNS SETOF record LANGUAGE plpgsql
+    AS $$ BEGIN RAISE EXCEPTION 'planted aclexplode called'; END $$;
+CREATE FUNCTION to_jsonb(v anyelement) RETURNS jsonb LANGUAGE plpgsql
+    AS $$ BEGIN RAISE EXCEPTION 'planted to_jsonb called'; END $$;
+CREATE FUNCTION pg_has_role(a name, b oid, c text) RETURNS boolean LANGUAGE plpgsql
+    AS $$ BEGIN RAISE EXCEPTION 'planted pg_has_role called'; END $$;
+CREATE TABLE pg_auth_members (member oid, roleid oid, admin_option bool);
+"""
+"""Look-alikes of what the group's queries read, in the tenant's own schema."""
+
+
+def test_objects_planted_under_the_groups_queries_names_are_never_resolved(
+    server: commands.Server,
+) -> None:
+    """A Migration plants functions and a table named like those the connect group's
+    queries use, then opens its schema to the group: provisioning, the isolation check
+    and the repair run on sessions whose search_path is pinned, never call them, and
+    still see the real catalogs (the opened schema is reported and closed)."""
+    tenant = provisioned(server, str(uuid.uuid4()), passwords.generate())
+    ctx = engine.Context(server=server, applied_by="tests")
+    opening = f'{PLANTED}; GRANT USAGE ON SCHEMA "{tenant.schema_name}" TO "{_group(server)}"'
+    assert engine.apply(ctx, tenant, script(1, opening)).outcome is Outcome.APPLIED
+    findings = commands.verify_isolation(server, tenant.uid, tenant.name)
+    assert f"PUBLIC or every tenant has privileges on schema {tenant.schema_name}" in findings
+    commands.repair_isolation(server, _request(tenant), passwords.generate())
+    assert commands.verify_isolation(server, tenant.uid, tenant.name) == []
+
+
+def _request(tenant: scoping.TenantLocation) -> commands.TenantRequest:
+    return commands.TenantRequest(
+        uid=tenant.uid,
+        name=tenant.name,
+        namespace=tenant.namespace,
+        isolation=Isolation(tenant.isolation),
+        plan="standard",
+        limits=DEFAULT_PLANS["standard"],
+    )
+
+
+def test_the_group_leaves_nothing_on_the_operators_pooled_session(
+    one_session: commands.Server,
+) -> None:
+    """Start-up's ``SET LOCAL createrole_self_grant`` for the group, a tenant joining it,
+    its repair and its deletion, all on the one pooled connection: current user, search
+    path, createrole_self_grant and lock_timeout are the same after each."""
+    before = pinned(one_session)
+    commands.prepare(one_session)
+    assert pinned(one_session) == before
+    tenant = provisioned(one_session, str(uuid.uuid4()), passwords.generate())
+    assert pinned(one_session) == before
+    commands.repair_isolation(one_session, _request(tenant), passwords.generate())
+    assert pinned(one_session) == before
+    commands.deprovision(one_session, tenant.uid, tenant.name, drop=True)
+    assert pinned(one_session) == before
+
+
+def test_catalog_locks_a_tenant_may_take_hold_up_no_join_move_or_deletion(
+    one_session: commands.Server, database_url: str, admin: psycopg.Connection
+) -> None:
+    """A tenant's application may take ACCESS SHARE on the catalogs joining the group and
+    moving off a grant of one's own write (and no stronger lock): held in an open
+    transaction, it holds up neither a new tenant's join, nor a tenant from before the
+    group moving to it (a REVOKE on the database's row), nor a deletion (the operator's
+    lock wait is 1 s here)."""
+    password = passwords.generate()
+    holder_tenant = provisioned(one_session, str(uuid.uuid4()), password)
+    legacy = provisioned(one_session, str(uuid.uuid4()), passwords.generate())
+    as_before_the_group(admin, one_session, [legacy.login_role, legacy.owner_role])
+    url = conninfo.make_conninfo(database_url, user=holder_tenant.login_role, password=password)
+    with psycopg.connect(url) as holder:
+        holder.execute("LOCK TABLE pg_catalog.pg_auth_members, pg_catalog.pg_database"
+                       " IN ACCESS SHARE MODE")  # fmt: skip
+        with psycopg.connect(url) as stronger:
+            refused(stronger, "LOCK TABLE pg_catalog.pg_auth_members IN SHARE MODE")
+        joined = provisioned(one_session, str(uuid.uuid4()), passwords.generate())
+        commands.provision(one_session, _request(legacy), passwords.generate(), False)
+        commands.deprovision(one_session, joined.uid, joined.name, drop=True)
+        assert holder.execute("SELECT current_user").fetchone() == (holder_tenant.login_role,)
+    group = _group(one_session)
+    assert _options(admin, legacy.owner_role, group) == (True, False, False)
+    own = admin.execute(
+        "SELECT count(*) FROM pg_database d, aclexplode(d.datacl) a"
+        " WHERE d.datname = current_database() AND a.grantee = ANY(%s::regrole[])",
+        ([f'"{legacy.login_role}"', f'"{legacy.owner_role}"'],),
+    ).fetchone()
+    assert own == (0,)  # moved to the group

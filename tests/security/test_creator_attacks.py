@@ -10,7 +10,6 @@ server and the engine, as the operator runs it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -25,6 +24,16 @@ from tests.integration.test_migrations_engine import script
 
 pytestmark = pytest.mark.postgres
 Outcome = engine.Outcome
+
+
+def refused_migrations(
+    ctx: engine.Context, tenant: scoping.TenantLocation, attacks: list[str], first: int = 1
+) -> None:
+    """Each attack as a Migration of its own (versions from ``first``), refused: 42501."""
+    for version, attack in enumerate(attacks, start=first):
+        result = engine.apply(ctx, tenant, script(version, attack))
+        assert result.outcome is Outcome.FAILED, attack
+        assert result.error is not None and "42501" in result.error, result.error
 
 
 def provisioned(server: commands.Server, uid: str, password: str) -> scoping.TenantLocation:
@@ -130,10 +139,7 @@ def test_a_migration_cannot_use_its_creator_or_its_neighbours(
         f"ALTER ROLE \"{neighbour.login_role}\" PASSWORD 'taken'",
         f'CREATE SCHEMA stolen AUTHORIZATION "{neighbour.owner_role}"',
     ]
-    for version, attack in enumerate(attacks, start=1):
-        result = engine.apply(ctx, tenant, script(version, attack))
-        assert result.outcome is Outcome.FAILED, attack
-        assert result.error is not None and "42501" in result.error, result.error
+    refused_migrations(ctx, tenant, attacks)
     owner_attributes = admin.execute(
         "SELECT rolcreaterole, rolsuper FROM pg_roles WHERE rolname = %s", (tenant.owner_role,)
     ).fetchone()
@@ -206,18 +212,7 @@ def test_a_failing_batch_does_not_quote_its_statements_or_their_verifiers(
     assert verifier not in str(failed.value.diag.context or "")
 
 
-@pytest.fixture
-def one_session(operator_url: str) -> Iterator[commands.Server]:
-    """The operator's server with a single pooled connection (every piece of work on it)
-    and a short lock wait."""
-    settings = servers.database_settings(operator_url, lock_wait=1.0)
-    server = commands.open_server(settings, "creator-sessions", 1)
-    commands.prepare(server)
-    yield server
-    server.close()
-
-
-def _pinned(server: commands.Server) -> tuple[object, ...]:
+def pinned(server: commands.Server) -> tuple[object, ...]:
     with server.pool.connection() as conn:
         row = conn.execute(
             "SELECT current_user = session_user, current_setting('search_path'),"
@@ -230,10 +225,10 @@ def _pinned(server: commands.Server) -> tuple[object, ...]:
 def test_a_creator_batch_leaves_nothing_on_the_operators_pooled_session(
     one_session: commands.Server,
 ) -> None:
-    before = _pinned(one_session)
+    before = pinned(one_session)
     assert before[:2] == (True, "pg_catalog,pg_temp")
     tenant = provisioned(one_session, _uid_of_creator(15), passwords.generate())
-    assert _pinned(one_session) == before  # creation, through the creator's function
+    assert pinned(one_session) == before  # creation, through the creator's function
     again = sql.SQL("CREATE ROLE {}").format(sql.Identifier(tenant.login_role))
     with one_session.pool.connection() as conn:
         batch = creators.run_as(
@@ -242,9 +237,9 @@ def test_a_creator_batch_leaves_nothing_on_the_operators_pooled_session(
         with pytest.raises(psycopg.errors.DuplicateObject):
             conn.execute(batch)
         conn.rollback()
-    assert _pinned(one_session) == before  # a batch that failed inside the function
+    assert pinned(one_session) == before  # a batch that failed inside the function
     commands.deprovision(one_session, tenant.uid, tenant.name, drop=True)
-    assert _pinned(one_session) == before
+    assert pinned(one_session) == before
 
 
 def test_a_lock_the_tenant_holds_stalls_neither_its_deletion_nor_its_neighbours(
